@@ -1,0 +1,22 @@
+//! The `rgunicorn` Python module that `pip install` puts in a virtualenv.
+//! Its `main()` is the `rgunicorn` console script: it runs the same master
+//! code as the cargo-built binary, inside the venv's own `python` process,
+//! so the interpreter, its `sys.prefix` and its packages are already right.
+
+use pyo3::prelude::*;
+
+/// Entry point of the `rgunicorn` console script: runs rgunicorn with
+/// `sys.argv` and exits the process with its status.
+#[pyfunction]
+fn main(py: Python<'_>) -> PyResult<()> {
+    let argv: Vec<String> = py.import("sys")?.getattr("argv")?.extract()?;
+    let code = py.detach(|| rgunicorn_core::entry::run_in_python(argv));
+    std::process::exit(i32::from(code));
+}
+
+#[pymodule]
+fn rgunicorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(main, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

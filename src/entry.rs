@@ -1,0 +1,113 @@
+//! How rgunicorn starts: the same [`run`] behind both entry points, the
+//! cargo-built binary (which embeds CPython) and the `rgunicorn` console
+//! script of a pip install (which runs inside the venv's `python`).
+//! Order as gunicorn's `Application.run`: load the configuration, then
+//! `--print-config` / `--check-config`, then the master.
+
+use std::process::ExitCode;
+
+use pyo3::prelude::*;
+
+use pyconf::cli::CliError;
+use pyconf::{Config, LoadError, Sources};
+
+use crate::pyapp::{self, BUILTIN_HEALTH_APP};
+
+/// rgunicorn's version and what it is compatible with, for `--version`.
+pub fn version_line(prog: &str) -> String {
+    format!(
+        "{prog} (version {}, gunicorn 27.0.1 settings, Python {})",
+        env!("CARGO_PKG_VERSION"),
+        crate::python::python_version()
+    )
+}
+
+/// Entry point of the cargo-built binary.
+pub fn main_binary() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if let Err(e) = crate::python::initialize_embedded(&argv) {
+        eprintln!("Error: {e}");
+        return ExitCode::from(1);
+    }
+    ExitCode::from(run_in_python(argv))
+}
+
+/// Entry point once an interpreter exists (binary, console script, or a
+/// Rust application's own `main`): returns the exit status.
+pub fn run_in_python(argv: Vec<String>) -> u8 {
+    match run(argv) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("\nError: {e:#}\n");
+            1
+        }
+    }
+}
+
+/// Load the configuration the way gunicorn does, printing what gunicorn
+/// prints on failure; `Err(code)` when the process should exit.
+pub fn load_config(py: Python<'_>, argv: &[String]) -> Result<Config, u8> {
+    let prog = std::path::Path::new(argv.first().map(String::as_str).unwrap_or("rgunicorn"))
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "rgunicorn".into());
+    let cmd_args_env = std::env::var("GUNICORN_CMD_ARGS").ok();
+    let sources = Sources {
+        prog: &prog,
+        version: env!("CARGO_PKG_VERSION"),
+        args: argv.get(1..).unwrap_or(&[]),
+        cmd_args_env: cmd_args_env.as_deref(),
+    };
+    pyconf::load(py, &sources).map_err(|err| {
+        match &err {
+            LoadError::Cli(CliError::Help(text)) => print!("{text}"),
+            LoadError::Cli(CliError::Version) => println!("{}", version_line(&prog)),
+            other => eprint!("{other}"),
+        }
+        err.exit_code()
+    })
+}
+
+fn run(argv: Vec<String>) -> anyhow::Result<u8> {
+    Python::attach(|py| {
+        let cfg = match load_config(py, &argv) {
+            Ok(cfg) => cfg,
+            Err(code) => return Ok(code),
+        };
+        let print_config = cfg.bool(py, "print_config");
+        if print_config {
+            println!("{}", cfg.print_config(py, false));
+        }
+        if print_config || cfg.bool(py, "check_config") {
+            return Ok(check_app(py, &cfg));
+        }
+        for (name, reason) in cfg.unsupported_in_use(py) {
+            match reason {
+                None => eprintln!("Warning: setting `{name}` is accepted but not implemented yet by rgunicorn; it has no effect."),
+                Some(why) => eprintln!("Warning: setting `{name}` has no effect in rgunicorn: {why}"),
+            }
+        }
+        anyhow::bail!("serving is not implemented yet in this build")
+    })
+}
+
+/// `--check-config` / `--print-config`: import the app in this process.
+fn check_app(py: Python<'_>, cfg: &Config) -> u8 {
+    let Some(uri) = cfg.app_uri.as_deref() else {
+        return 0;
+    };
+    if uri == BUILTIN_HEALTH_APP {
+        return 0;
+    }
+    match pyapp::import_app(py, uri) {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("\nError while loading the application:\n");
+            eprint!("{e}");
+            if !e.to_string().ends_with('\n') {
+                eprintln!();
+            }
+            1
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! rgunicorn: a Rust drop-in replacement for the `gunicorn` command.
+//!
+//! The configuration layer lives in the `pyconf` crate; this crate owns how
+//! the program starts ([`entry`]), the embedded interpreter ([`python`]) and
+//! the loading of Python applications ([`pyapp`]).
+
+pub mod entry;
+pub mod pyapp;
+pub mod python;
+
+pub use pyconf;
