@@ -55,7 +55,12 @@ pub struct Config {
 /// The text of a Python exception with its traceback, as `traceback.print_exc()` shows it.
 pub fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
     py.import("traceback")
-        .and_then(|tb| tb.call_method1("format_exception", (err.value(py),)))
+        .and_then(|tb| {
+            tb.call_method1(
+                "format_exception",
+                (err.get_type(py), err.value(py), err.traceback(py)),
+            )
+        })
         .and_then(|lines| lines.extract::<Vec<String>>())
         .map(|lines| lines.concat())
         .unwrap_or_else(|_| format!("{err}\n"))

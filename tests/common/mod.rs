@@ -1,0 +1,56 @@
+//! Helpers shared by the integration tests: the built binary, the reference
+//! gunicorn, scratch directories.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub fn rgunicorn() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rgunicorn"))
+}
+
+/// The gunicorn 27.0.1 that `tests/run` installs (or `GUNICORN_BIN`).
+pub fn gunicorn() -> PathBuf {
+    if let Ok(p) = std::env::var("GUNICORN_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/bin/gunicorn");
+    assert!(
+        p.exists(),
+        "gunicorn 27.0.1 not found: run tests/run (it installs it into target/test-venv) or set GUNICORN_BIN"
+    );
+    p
+}
+
+/// A fresh empty directory under cargo's scratch space for integration tests.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Run `program args` in `dir` with a controlled environment: only PATH,
+/// HOME and the given variables.
+pub fn run_in(program: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(dir)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("spawn")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
