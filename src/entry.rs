@@ -87,8 +87,60 @@ fn run(argv: Vec<String>) -> anyhow::Result<u8> {
                 Some(why) => eprintln!("Warning: setting `{name}` has no effect in rgunicorn: {why}"),
             }
         }
-        anyhow::bail!("serving is not implemented yet in this build")
+        add_pythonpath(py, &cfg)?;
+        let app = match cfg.app_uri.as_deref() {
+            Some(BUILTIN_HEALTH_APP) => crate::worker::health_app(),
+            Some(other) => anyhow::bail!(
+                "serving Python applications ({other}) is not implemented yet in this build of rgunicorn; \
+                 the built-in app {BUILTIN_HEALTH_APP} and Rust apps are served"
+            ),
+            None => anyhow::bail!("PasteDeploy applications (--paste) are not supported by rgunicorn"),
+        };
+        serve(py, argv, cfg, app)
     })
+}
+
+/// Run the master with `app` as every worker's application.
+pub fn serve(
+    py: Python<'_>,
+    argv: Vec<String>,
+    cfg: Config,
+    app: crate::worker::AppFn,
+) -> anyhow::Result<u8> {
+    use crate::master::{Master, MasterError};
+    let master = Master::new(py, argv, cfg, app)?;
+    match master.run() {
+        Ok(code) => Ok(code),
+        Err(MasterError::Startup(msg)) => {
+            crate::log::error(&msg);
+            eprintln!("\nError: {msg}\n");
+            Ok(1)
+        }
+        Err(MasterError::StartupHook(tb)) => {
+            eprint!("{tb}");
+            Ok(1)
+        }
+        Err(MasterError::MainLoop(msg)) => {
+            crate::log::error(&format!("Unhandled exception in main loop\n{msg}"));
+            Ok(255)
+        }
+    }
+}
+
+/// `pythonpath`: comma-separated directories put first on `sys.path`
+/// (after `--print-config`/`--check-config`, as gunicorn does).
+fn add_pythonpath(py: Python<'_>, cfg: &Config) -> anyhow::Result<()> {
+    let Some(paths) = cfg.string(py, "pythonpath") else {
+        return Ok(());
+    };
+    let sys_path = py.import("sys")?.getattr("path")?;
+    for p in paths.split(',') {
+        let abs = std::path::absolute(p)?.to_string_lossy().into_owned();
+        if !sys_path.contains(&abs)? {
+            sys_path.call_method1("insert", (0, abs))?;
+        }
+    }
+    Ok(())
 }
 
 /// `--check-config` / `--print-config`: import the app in this process.

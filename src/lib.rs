@@ -5,7 +5,16 @@
 //! the loading of Python applications ([`pyapp`]).
 
 pub mod entry;
+pub mod health;
+pub mod hooks;
+pub mod log;
+pub mod master;
+pub mod pidfile;
+pub mod process;
 pub mod pyapp;
 pub mod python;
+pub mod scoreboard;
+pub mod sock;
+pub mod worker;
 
 pub use pyconf;

@@ -156,7 +156,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: ":ref:`The Gunicorn config file<configuration_file>`.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "wsgi_app",
@@ -169,7 +169,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "A WSGI application path in pattern ``$(MODULE_NAME):$(VARIABLE_NAME)``.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "bind",
@@ -182,7 +182,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: ListStr,
         short: "The socket to bind.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "backlog",
@@ -195,7 +195,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: PosInt,
         short: "The maximum number of pending connections.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "workers",
@@ -208,7 +208,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: PosInt,
         short: "The number of worker processes for handling requests.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "worker_class",
@@ -221,7 +221,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Class,
         short: "The type of workers to use.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "threads",
@@ -247,7 +247,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: PosInt,
         short: "The maximum number of simultaneous clients.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "max_requests",
@@ -260,7 +260,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: PosInt,
         short: "The maximum number of requests a worker will process before restarting.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "max_requests_jitter",
@@ -273,7 +273,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: PosInt,
         short: "The maximum jitter to add to the *max_requests* setting.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "timeout",
@@ -286,7 +286,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: PosInt,
         short: "Workers silent for more than this many seconds are killed and restarted.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "graceful_timeout",
@@ -299,7 +299,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: PosInt,
         short: "Timeout for graceful workers restart in seconds.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "keepalive",
@@ -312,7 +312,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: PosInt,
         short: "The number of seconds to wait for requests on a Keep-Alive connection.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "limit_request_line",
@@ -403,7 +403,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Install a trace function that spews every line executed by the server.",
         origin: Gunicorn,
-        support: Later,
+        support: Never("tracing every Python line is a debugging aid of the pure-Python server"),
     },
     Setting {
         name: "check_config",
@@ -416,7 +416,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Check the configuration and exit. The exit status is 0 if the",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "print_config",
@@ -429,7 +429,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Print the configuration settings as fully resolved. Implies :ref:`check-config`.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "preload_app",
@@ -468,7 +468,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Set the ``SO_REUSEPORT`` flag on the listening socket.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "chdir",
@@ -481,7 +481,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Chdir,
         short: "Change directory to specified directory before loading apps.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "daemon",
@@ -507,7 +507,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: ListStr,
         short: "Set environment variables in the execution environment.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "pidfile",
@@ -520,7 +520,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "A filename to use for the PID file.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "worker_tmp_dir",
@@ -572,7 +572,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: PosInt,
         short: "A bit mask for the file mode on files written by Gunicorn.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "initgroups",
@@ -676,7 +676,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "The Error log file to write to.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "loglevel",
@@ -689,7 +689,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "The granularity of Error log outputs.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "capture_output",
@@ -884,7 +884,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "A base to use with setproctitle for process naming.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "default_proc_name",
@@ -897,7 +897,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "Internal setting that is adjusted for each type of application.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "pythonpath",
@@ -910,7 +910,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "A comma-separated list of directories to add to the Python path.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "paste",
@@ -923,7 +923,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "Load a PasteDeploy config file. The argument may contain a ``#``",
         origin: Gunicorn,
-        support: Later,
+        support: Never("PasteDeploy is not supported"),
     },
     Setting {
         name: "on_starting",
@@ -936,7 +936,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Callable(1),
         short: "Called just before the master process is initialized.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "on_reload",
@@ -949,7 +949,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Callable(1),
         short: "Called to recycle workers during a reload via SIGHUP.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "when_ready",
@@ -962,7 +962,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Callable(1),
         short: "Called just after the server is started.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "pre_fork",
@@ -975,7 +975,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Callable(2),
         short: "Called just before a worker is forked.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "post_fork",
@@ -988,7 +988,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Callable(2),
         short: "Called just after a worker has been forked.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "post_worker_init",
@@ -1001,7 +1001,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Callable(1),
         short: "Called just after a worker has initialized the application.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "worker_int",
@@ -1014,7 +1014,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Callable(1),
         short: "Called just after a worker exited on SIGINT or SIGQUIT.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "worker_abort",
@@ -1027,7 +1027,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Callable(1),
         short: "Called when a worker received the SIGABRT signal.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "pre_exec",
@@ -1079,7 +1079,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Callable(2),
         short: "Called just after a worker has been exited, in the master process.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "worker_exit",
@@ -1092,7 +1092,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Callable(2),
         short: "Called just after a worker has been exited, in the worker process.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "nworkers_changed",
@@ -1105,7 +1105,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Callable(3),
         short: "Called just after *num_workers* has been changed.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "on_exit",
@@ -1118,7 +1118,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Callable(1),
         short: "Called just before exiting Gunicorn.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "ssl_context",
@@ -1222,7 +1222,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: SslVersion,
         short: "SSL version to use (see stdlib ssl module's).",
         origin: Gunicorn,
-        support: Later,
+        support: Never("deprecated and ignored by gunicorn too"),
     },
     Setting {
         name: "cert_reqs",
@@ -1378,7 +1378,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: ListStr,
         short: "Set a PasteDeploy global config variable in ``key=value`` form.",
         origin: Gunicorn,
-        support: Later,
+        support: Never("PasteDeploy is not supported"),
     },
     Setting {
         name: "permit_obsolete_folding",

@@ -1,0 +1,738 @@
+//! The master: gunicorn's arbiter, one thread, no tokio. The whole
+//! supervisor loop is in this file (see LIFECYCLE.md for the picture):
+//!
+//! ```text
+//! start: nworkers_changed -> on_starting -> signals -> listeners -> when_ready -> spawn
+//! loop:  wait for signals (<= 1 s) -> handle each -> reap -> murder silent
+//!        workers -> manage the worker count -> retire the replaced
+//! ```
+//!
+//! Where rgunicorn does better than gunicorn: a worker that must go (HUP,
+//! max_requests) is retired only once its replacement serves, and the
+//! worker drains its connections (see `worker`), so no request fails.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use pyconf::Config;
+
+use crate::hooks::{self, PyCfg, PyLogger, PyServer, PyWorker};
+use crate::log;
+use crate::pidfile::Pidfile;
+use crate::process::{self, ExitKind, SignalPipe};
+use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
+use crate::sock::{self, BindOptions, Listener};
+use crate::worker::{self, AppFn, SignalHooks, WorkerSetup};
+
+/// Exit statuses of a worker that halt the master (gunicorn's).
+pub const WORKER_BOOT_ERROR: i32 = 3;
+pub const APP_LOAD_ERROR: i32 = 4;
+
+/// Most workers one master can have at once (TTIN beyond this is refused).
+const MAX_SLOTS: usize = 512;
+
+struct WorkerEntry {
+    slot: usize,
+    age: u64,
+    obj: Py<PyWorker>,
+    aborted: bool,
+    /// The master decided this worker goes (HUP, max_requests, TTOU):
+    /// it no longer counts towards `num_workers`.
+    retiring: bool,
+    /// TERM was sent.
+    terminated: bool,
+    retiring_since: Option<Instant>,
+}
+
+/// Why the loop stopped.
+enum Stop {
+    /// TERM: graceful stop, exit 0.
+    Graceful,
+    /// INT/QUIT: quick stop, exit 0.
+    Quick,
+    /// A worker failed to boot (3) or load the app (4).
+    Halt(&'static str, i32),
+}
+
+pub struct Master<'py> {
+    py: Python<'py>,
+    argv: Vec<String>,
+    cfg: Config,
+    app: AppFn,
+    listeners: Vec<Listener>,
+    workers: BTreeMap<i32, WorkerEntry>,
+    num_workers: usize,
+    worker_age: u64,
+    board: Arc<Scoreboard>,
+    signals: Option<SignalPipe>,
+    server: Py<PyServer>,
+    pidfile: Option<Pidfile>,
+    pid: u32,
+    systemd: bool,
+}
+
+/// Errors that end the master the way gunicorn's would.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    /// Start-up failures: "Error: ..." and exit 1.
+    #[error("{0}")]
+    Startup(String),
+    /// A Python exception in a start-up hook: traceback, exit 1.
+    #[error("{0}")]
+    StartupHook(String),
+    /// An exception in the main loop (pre_fork, child_exit, on_reload...):
+    /// "Unhandled exception in main loop", exit 255, no on_exit.
+    #[error("{0}")]
+    MainLoop(String),
+}
+
+impl<'py> Master<'py> {
+    pub fn new(
+        py: Python<'py>,
+        argv: Vec<String>,
+        cfg: Config,
+        app: AppFn,
+    ) -> Result<Master<'py>, MasterError> {
+        let startup = |e: String| MasterError::Startup(e);
+        let board = Arc::new(Scoreboard::new(MAX_SLOTS).map_err(|e| startup(e.to_string()))?);
+        let server = Py::new(
+            py,
+            PyServer {
+                pid: py.None(),
+                cfg: PyCfg::new(py, &cfg).map_err(|e| startup(e.to_string()))?,
+                log: Py::new(py, PyLogger).map_err(|e| startup(e.to_string()))?,
+                num_workers: 0,
+                workers: PyDict::new(py).unbind(),
+                app: py.None(),
+                proc_name: proc_name(py, &cfg),
+                master_name: "Master".into(),
+                timeout: cfg.int(py, "timeout") as u64,
+                worker_age: 0,
+                reexec_pid: 0,
+                master_pid: 0,
+            },
+        )
+        .map_err(|e| startup(e.to_string()))?;
+        Ok(Master {
+            py,
+            argv,
+            cfg,
+            app,
+            listeners: Vec::new(),
+            workers: BTreeMap::new(),
+            num_workers: 0,
+            worker_age: 0,
+            board,
+            signals: None,
+            server,
+            pidfile: None,
+            pid: std::process::id(),
+            systemd: false,
+        })
+    }
+
+    fn hook(
+        &self,
+        name: &str,
+        args: impl IntoPyObject<'py, Target = pyo3::types::PyTuple>,
+    ) -> PyResult<()> {
+        hooks::call(self.py, &self.cfg, name, args)
+    }
+
+    fn traceback(&self, e: &PyErr) -> String {
+        pyconf::config::format_traceback(self.py, e)
+    }
+
+    /// Assigning `num_workers` fires `nworkers_changed(server, new, old)`.
+    fn set_num_workers(&mut self, n: usize, old: Option<usize>) -> PyResult<()> {
+        self.num_workers = n;
+        self.server.borrow_mut(self.py).num_workers = n;
+        let server = self.server.clone_ref(self.py);
+        self.hook("nworkers_changed", (server, n, old))
+    }
+
+    fn export_env(&self) -> Result<(), String> {
+        for (k, v) in self.cfg.env(self.py)? {
+            // SAFETY (of set_var): the master is single-threaded.
+            std::env::set_var(k, v);
+        }
+        Ok(())
+    }
+
+    /// Start-up in gunicorn's order, then the loop. Returns the exit status.
+    pub fn run(mut self) -> Result<u8, MasterError> {
+        let py = self.py;
+        log::configure(
+            self.cfg.string(py, "errorlog").as_deref(),
+            &self.cfg.string(py, "loglevel").unwrap_or_default(),
+        )
+        .map_err(|e| MasterError::Startup(format!("can't open error log: {e}")))?;
+        self.set_num_workers(self.cfg.int(py, "workers").max(1) as usize, None)
+            .map_err(|e| MasterError::StartupHook(self.traceback(&e)))?;
+        self.export_env().map_err(MasterError::Startup)?;
+
+        log::info(&format!("Starting rgunicorn {}", env!("CARGO_PKG_VERSION")));
+        self.server.borrow_mut(py).pid = (self.pid as i64)
+            .into_pyobject(py)
+            .unwrap()
+            .into_any()
+            .unbind();
+        if let Some(path) = self.cfg.string(py, "pidfile") {
+            self.pidfile = Some(Pidfile::create(&path, self.pid).map_err(MasterError::Startup)?);
+        }
+        let server = self.server.clone_ref(py);
+        self.hook("on_starting", (server,))
+            .map_err(|e| MasterError::StartupHook(self.traceback(&e)))?;
+        self.signals =
+            Some(SignalPipe::install().map_err(|e| MasterError::Startup(e.to_string()))?);
+
+        let inherited = sock::inherited().map_err(|e| MasterError::Startup(e.to_string()))?;
+        self.listeners = match inherited {
+            Some((l, systemd)) => {
+                self.systemd = systemd;
+                l
+            }
+            None => self.bind()?,
+        };
+        let shown: Vec<String> = self.listeners.iter().map(|l| l.to_string()).collect();
+        log::info(&format!("Listening at: {} ({})", shown.join(","), self.pid));
+        log::info("Using worker: rgunicorn (Rust, tokio + hyper)");
+        let server = self.server.clone_ref(py);
+        self.hook("when_ready", (server,))
+            .map_err(|e| MasterError::StartupHook(self.traceback(&e)))?;
+        process::set_title(&format!("rgunicorn: master [{}]", proc_name(py, &self.cfg)));
+
+        let outcome = self.main_loop();
+        match outcome {
+            Ok(stop) => Ok(self.halt(stop)),
+            Err(e) => {
+                log::error(&format!("Unhandled exception in main loop\n{e}"));
+                self.stop(false);
+                self.unlink_pidfile();
+                Ok(255)
+            }
+        }
+    }
+
+    fn bind(&self) -> Result<Vec<Listener>, MasterError> {
+        let py = self.py;
+        let addrs = sock::parse_binds(&self.cfg.list(py, "bind"))
+            .map_err(|e| MasterError::Startup(e.to_string()))?;
+        let opts = BindOptions {
+            backlog: self.cfg.int(py, "backlog") as i32,
+            reuse_port: self.cfg.bool(py, "reuse_port"),
+            umask: self.cfg.int(py, "umask") as u32,
+        };
+        sock::create(&addrs, &opts).map_err(|e| MasterError::Startup(e.to_string()))
+    }
+
+    fn main_loop(&mut self) -> Result<Stop, String> {
+        loop {
+            // Poll faster while something waits on a worker's state.
+            let busy = self.workers.values().any(|w| w.retiring && !w.terminated)
+                || self
+                    .workers
+                    .values()
+                    .any(|w| self.board.slot(w.slot).state() == SlotState::Booting);
+            let timeout = if busy {
+                Duration::from_millis(20)
+            } else {
+                Duration::from_secs(1)
+            };
+            let signals = self.signals.as_ref().expect("installed").wait(timeout);
+            for sig in signals {
+                if sig == Signal::SIGCHLD {
+                    log::debug("Handling signal: chld");
+                } else {
+                    log::info(&format!(
+                        "Handling signal: {}",
+                        sig.as_str().trim_start_matches("SIG").to_lowercase()
+                    ));
+                }
+                match sig {
+                    Signal::SIGTERM => return Ok(Stop::Graceful),
+                    Signal::SIGINT | Signal::SIGQUIT => return Ok(Stop::Quick),
+                    Signal::SIGHUP => self.reload()?,
+                    Signal::SIGTTIN => {
+                        let n = self.num_workers;
+                        if n < MAX_SLOTS {
+                            self.set_num_workers(n + 1, Some(n))
+                                .map_err(|e| self.traceback(&e))?;
+                        }
+                    }
+                    Signal::SIGTTOU => {
+                        let n = self.num_workers;
+                        if n > 1 {
+                            self.set_num_workers(n - 1, Some(n))
+                                .map_err(|e| self.traceback(&e))?;
+                        }
+                    }
+                    Signal::SIGUSR1 => {
+                        log::reopen();
+                        for pid in self.workers.keys() {
+                            let _ = process::kill(Pid::from_raw(*pid), Signal::SIGUSR1);
+                        }
+                    }
+                    Signal::SIGWINCH => {
+                        if self.cfg.bool(self.py, "daemon") {
+                            log::info("graceful stop of workers");
+                            let n = self.num_workers;
+                            self.set_num_workers(0, Some(n))
+                                .map_err(|e| self.traceback(&e))?;
+                        } else {
+                            log::debug("SIGWINCH ignored. Not daemonized");
+                        }
+                    }
+                    Signal::SIGUSR2 => {
+                        log::warning("USR2 (re-exec) is not implemented yet in rgunicorn; ignored.")
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(stop) = self.reap_workers()? {
+                return Ok(stop);
+            }
+            self.murder_workers();
+            self.manage_workers()?;
+        }
+    }
+
+    /// HUP: re-evaluate the configuration, start a new generation of
+    /// workers, retire the old one once the new one serves.
+    fn reload(&mut self) -> Result<(), String> {
+        let py = self.py;
+        log::info("Hang up: Master");
+        let cfg = match crate::entry::load_config(py, &self.argv) {
+            Ok(cfg) => cfg,
+            Err(code) => {
+                log::error(
+                    "Reload failed: the configuration is invalid; exiting as gunicorn does.",
+                );
+                process::exit_now(code as i32);
+            }
+        };
+        // Undo the previous raw_env, then apply the new one.
+        if let Ok(old) = self.cfg.env(py) {
+            for (k, _) in old {
+                std::env::remove_var(k);
+            }
+        }
+        self.cfg = cfg;
+        if let Err(e) = log::configure(
+            self.cfg.string(py, "errorlog").as_deref(),
+            &self.cfg.string(py, "loglevel").unwrap_or_default(),
+        ) {
+            log::error(&format!("can't reopen the error log: {e}"));
+        }
+        {
+            let mut server = self.server.borrow_mut(py);
+            server.cfg = PyCfg::new(py, &self.cfg).map_err(|e| e.to_string())?;
+            server.proc_name = proc_name(py, &self.cfg);
+            server.timeout = self.cfg.int(py, "timeout") as u64;
+        }
+        let old = self.num_workers;
+        self.set_num_workers(self.cfg.int(py, "workers").max(1) as usize, Some(old))
+            .map_err(|e| self.traceback(&e))?;
+        self.export_env()?;
+        let server = self.server.clone_ref(py);
+        self.hook("on_reload", (server,))
+            .map_err(|e| self.traceback(&e))?;
+        for w in self.workers.values_mut().filter(|w| !w.retiring) {
+            w.retiring = true;
+            w.retiring_since = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    fn spawn_worker(&mut self) -> Result<(), String> {
+        let py = self.py;
+        let Some(slot) = (0..self.board.len()).find(|&i| {
+            self.board.slot(i).state() == SlotState::Free
+                && !self.workers.values().any(|w| w.slot == i)
+        }) else {
+            return Err("no free worker slot".into());
+        };
+        self.worker_age += 1;
+        self.server.borrow_mut(py).worker_age = self.worker_age;
+        let max_requests = match self.cfg.int(py, "max_requests") {
+            n if n > 0 => {
+                n as u64
+                    + rand::random_range(0..=self.cfg.int(py, "max_requests_jitter").max(0) as u64)
+            }
+            _ => u64::MAX,
+        };
+        let server_cfg = self.server.borrow(py).cfg.clone_ref(py);
+        let worker = Py::new(
+            py,
+            PyWorker {
+                pid: PyString::new(py, "[booting]").into_any().unbind(),
+                ppid: self.pid as i32,
+                age: self.worker_age,
+                nr: 0,
+                alive: true,
+                booted: false,
+                aborted: false,
+                max_requests: max_requests.min(i64::MAX as u64),
+                timeout: self.cfg.int(py, "timeout") as f64 / 2.0,
+                cfg: server_cfg,
+                log: self.server.borrow(py).log.clone_ref(py),
+                app: py.None(),
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let server = self.server.clone_ref(py);
+        self.hook("pre_fork", (server, worker.clone_ref(py)))
+            .map_err(|e| self.traceback(&e))?;
+        self.board.slot(slot).claim();
+
+        let setup = WorkerSetup {
+            slot,
+            scoreboard: self.board.clone(),
+            listener_fds: self.listeners.iter().map(|l| l.fd()).collect(),
+            max_requests,
+            keepalive: Duration::from_secs(self.cfg.int(py, "keepalive").max(0) as u64),
+            graceful_timeout: Duration::from_secs(
+                self.cfg.int(py, "graceful_timeout").max(0) as u64
+            ),
+            worker_connections: self.cfg.int(py, "worker_connections").max(1) as usize,
+            ppid: self.pid as i32,
+            app: self.app.clone(),
+        };
+        let child_worker = worker.clone_ref(py);
+        let child_server = self.server.clone_ref(py);
+        let cfg = &self.cfg;
+        let pid = process::fork_python(py, move || {
+            worker_main(py, cfg, child_server, child_worker, setup)
+        })
+        .map_err(|e| format!("fork failed: {e}"))?;
+        worker.borrow_mut(py).pid = (pid.as_raw() as i64)
+            .into_pyobject(py)
+            .unwrap()
+            .into_any()
+            .unbind();
+        self.board
+            .slot(slot)
+            .pid
+            .store(pid.as_raw(), std::sync::atomic::Ordering::Release);
+        let _ = self
+            .server
+            .borrow(py)
+            .workers
+            .bind(py)
+            .set_item(pid.as_raw(), worker.clone_ref(py));
+        self.workers.insert(
+            pid.as_raw(),
+            WorkerEntry {
+                slot,
+                age: self.worker_age,
+                obj: worker,
+                aborted: false,
+                retiring: false,
+                terminated: false,
+                retiring_since: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Reach `num_workers` serving workers: spawn replacements first, then
+    /// retire the replaced ones once the replacements serve; on TTOU, stop
+    /// the oldest extra workers.
+    fn manage_workers(&mut self) -> Result<(), String> {
+        // A worker that reached max_requests asks for its replacement.
+        for w in self.workers.values_mut() {
+            if !w.retiring && self.board.slot(w.slot).state() == SlotState::WantsRetire {
+                w.retiring = true;
+                w.retiring_since = Some(Instant::now());
+            }
+        }
+        let active = |m: &Self| m.workers.values().filter(|w| !w.retiring).count();
+        while active(self) < self.num_workers {
+            self.spawn_worker()?;
+        }
+        let mut extra = active(self).saturating_sub(self.num_workers);
+        if extra > 0 {
+            let mut by_age: Vec<(u64, i32)> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| !w.retiring)
+                .map(|(pid, w)| (w.age, *pid))
+                .collect();
+            by_age.sort();
+            for (_, pid) in by_age {
+                if extra == 0 {
+                    break;
+                }
+                self.terminate(pid);
+                extra -= 1;
+            }
+        }
+        // Retire the replaced workers once enough replacements serve (or
+        // after graceful_timeout, so a replacement that cannot boot does
+        // not keep the old ones forever).
+        let serving_new = self
+            .workers
+            .values()
+            .filter(|w| !w.retiring && self.board.slot(w.slot).state() == SlotState::Serving)
+            .count();
+        let grace = Duration::from_secs(self.cfg.int(self.py, "graceful_timeout").max(1) as u64);
+        let due: Vec<i32> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.retiring && !w.terminated)
+            .filter(|(_, w)| {
+                serving_new >= self.num_workers
+                    || w.retiring_since.is_some_and(|t| t.elapsed() > grace)
+            })
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in due {
+            self.terminate(pid);
+        }
+        Ok(())
+    }
+
+    /// Send TERM (graceful stop) to one worker.
+    fn terminate(&mut self, pid: i32) {
+        if let Some(w) = self.workers.get_mut(&pid) {
+            w.retiring = true;
+            w.terminated = true;
+            let _ = process::kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+
+    /// Timeouts: a serving worker silent for `timeout` seconds gets SIGABRT
+    /// (its `worker_abort` hook runs), then SIGKILL with its process group.
+    fn murder_workers(&mut self) {
+        let timeout = self.cfg.int(self.py, "timeout");
+        if timeout <= 0 {
+            return;
+        }
+        let now = monotonic_ms();
+        for (pid, w) in self.workers.iter_mut() {
+            let slot = self.board.slot(w.slot);
+            let beat = slot.heartbeat_ms.load(std::sync::atomic::Ordering::Acquire);
+            if slot.state() == SlotState::Booting
+                || beat == 0
+                || now.saturating_sub(beat) <= timeout as u64 * 1000
+            {
+                continue;
+            }
+            if !w.aborted {
+                log::critical(&format!("WORKER TIMEOUT (pid:{pid})"));
+                w.aborted = true;
+                w.obj.borrow_mut(self.py).aborted = true;
+                let _ = process::kill(Pid::from_raw(*pid), Signal::SIGABRT);
+            } else {
+                process::kill_group(Pid::from_raw(*pid));
+            }
+        }
+    }
+
+    /// Reap exited children: log how each ended, call `child_exit`, and
+    /// halt on a boot (3) or app-load (4) failure.
+    fn reap_workers(&mut self) -> Result<Option<Stop>, String> {
+        for (pid, how) in process::reap() {
+            let Some(w) = self.workers.remove(&pid.as_raw()) else {
+                continue;
+            };
+            self.board.slot(w.slot).set_state(SlotState::Free);
+            let _ = self
+                .server
+                .borrow(self.py)
+                .workers
+                .bind(self.py)
+                .del_item(pid.as_raw());
+            match how {
+                ExitKind::Code(WORKER_BOOT_ERROR) => {
+                    return Ok(Some(Stop::Halt(
+                        "Worker failed to boot.",
+                        WORKER_BOOT_ERROR,
+                    )))
+                }
+                ExitKind::Code(APP_LOAD_ERROR) => {
+                    return Ok(Some(Stop::Halt("App failed to load.", APP_LOAD_ERROR)))
+                }
+                ExitKind::Code(0) => {}
+                ExitKind::Code(code) => {
+                    log::error(&format!("Worker (pid:{pid}) exited with code {code}."))
+                }
+                ExitKind::Signal(Signal::SIGKILL) => log::error(&format!(
+                    "Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?"
+                )),
+                ExitKind::Signal(Signal::SIGTERM) => {
+                    log::info(&format!("Worker (pid:{pid}) was sent SIGTERM!"))
+                }
+                ExitKind::Signal(sig) => {
+                    log::warning(&format!("Worker (pid:{pid}) was sent {}!", sig.as_str()))
+                }
+            }
+            w.obj.borrow_mut(self.py).alive = false;
+            let server = self.server.clone_ref(self.py);
+            self.hook("child_exit", (server, w.obj))
+                .map_err(|e| self.traceback(&e))?;
+        }
+        Ok(None)
+    }
+
+    /// Stop all workers: TERM (graceful) or QUIT (quick), wait up to
+    /// `graceful_timeout` reaping them, then SIGKILL what is left.
+    fn stop(&mut self, graceful: bool) {
+        for l in self.listeners.drain(..) {
+            if let Some(path) = &l.unix_path {
+                if !self.systemd {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        let mut sig = if graceful {
+            Signal::SIGTERM
+        } else {
+            Signal::SIGQUIT
+        };
+        for pid in self.workers.keys() {
+            let _ = process::kill(Pid::from_raw(*pid), sig);
+        }
+        let mut limit = Instant::now()
+            + Duration::from_secs(self.cfg.int(self.py, "graceful_timeout").max(0) as u64);
+        while !self.workers.is_empty() && Instant::now() < limit {
+            for s in self
+                .signals
+                .as_ref()
+                .map(|p| p.wait(Duration::from_millis(100)))
+                .unwrap_or_default()
+            {
+                if sig == Signal::SIGTERM && matches!(s, Signal::SIGINT | Signal::SIGQUIT) {
+                    log::info("Quick shutdown requested");
+                    sig = Signal::SIGQUIT;
+                    for pid in self.workers.keys() {
+                        let _ = process::kill(Pid::from_raw(*pid), sig);
+                    }
+                    limit = Instant::now() + Duration::from_secs(2);
+                }
+            }
+            // Errors in child_exit while stopping are logged, not fatal.
+            if let Err(e) = self.reap_workers() {
+                log::error(&e);
+            }
+        }
+        for pid in self.workers.keys() {
+            process::kill_group(Pid::from_raw(*pid));
+        }
+        while !self.workers.is_empty() {
+            std::thread::sleep(Duration::from_millis(10));
+            if let Err(e) = self.reap_workers() {
+                log::error(&e);
+            }
+        }
+    }
+
+    fn unlink_pidfile(&self) {
+        if let Some(p) = &self.pidfile {
+            p.unlink(self.pid);
+        }
+    }
+
+    /// gunicorn's `halt`: stop, log, remove the pidfile, `on_exit`, exit status.
+    fn halt(&mut self, stop: Stop) -> u8 {
+        let (graceful, reason, code) = match stop {
+            Stop::Graceful => (true, None, 0),
+            Stop::Quick => (false, None, 0),
+            Stop::Halt(reason, code) => (true, Some(reason), code),
+        };
+        self.stop(graceful);
+        log::info("Shutting down: Master");
+        if let Some(reason) = reason {
+            log::info(&format!("Reason: {reason}"));
+        }
+        self.unlink_pidfile();
+        let server = self.server.clone_ref(self.py);
+        if let Err(e) = self.hook("on_exit", (server,)) {
+            eprint!("{}", self.traceback(&e));
+            return 1;
+        }
+        code as u8
+    }
+}
+
+fn proc_name(py: Python<'_>, cfg: &Config) -> String {
+    cfg.string(py, "proc_name")
+        .or_else(|| cfg.string(py, "default_proc_name"))
+        .unwrap_or_else(|| "rgunicorn".into())
+}
+
+/// The child side of a fork: gunicorn's order (log, `post_fork`, env,
+/// `post_worker_init`, serve, `worker_exit`). Returns the exit status.
+fn worker_main(
+    py: Python<'_>,
+    cfg: &Config,
+    server: Py<PyServer>,
+    worker: Py<PyWorker>,
+    setup: WorkerSetup,
+) -> i32 {
+    let pid = std::process::id();
+    worker.borrow_mut(py).pid = (pid as i64).into_pyobject(py).unwrap().into_any().unbind();
+    process::set_title(&format!("rgunicorn: worker [{}]", proc_name(py, cfg)));
+    log::info(&format!("Booting worker with pid: {pid}"));
+    if let Err(e) = hooks::call(
+        py,
+        cfg,
+        "post_fork",
+        (server.clone_ref(py), worker.clone_ref(py)),
+    ) {
+        hooks::log_exception(py, "Exception in worker process", &e);
+        return WORKER_BOOT_ERROR;
+    }
+    if let Ok(env) = cfg.env(py) {
+        for (k, v) in env {
+            std::env::set_var(k, v);
+        }
+    }
+    if let Err(e) = hooks::call(py, cfg, "post_worker_init", (worker.clone_ref(py),)) {
+        hooks::log_exception(py, "Exception in worker process", &e);
+        return WORKER_BOOT_ERROR;
+    }
+    worker.borrow_mut(py).booted = true;
+
+    let hooks_for = |hook: &'static str| {
+        let (cfg_int, cfg_exit) = (
+            cfg.hook(py, hook).unbind(),
+            cfg.hook(py, "worker_exit").unbind(),
+        );
+        let (server, worker) = (server.clone_ref(py), worker.clone_ref(py));
+        Box::new(move || {
+            Python::attach(|py| {
+                worker.borrow_mut(py).alive = false;
+                if let Err(e) = cfg_int.bind(py).call1((worker.clone_ref(py),)) {
+                    hooks::log_exception(py, &format!("Exception in {hook} hook"), &e);
+                }
+                if let Err(e) = cfg_exit
+                    .bind(py)
+                    .call1((server.clone_ref(py), worker.clone_ref(py)))
+                {
+                    hooks::log_exception(py, "Exception during worker exit:", &e);
+                }
+            })
+        }) as Box<dyn Fn() + Send>
+    };
+    let signal_hooks = SignalHooks {
+        on_quit: hooks_for("worker_int"),
+        on_abort: hooks_for("worker_abort"),
+    };
+    let served = py.detach(|| worker::serve(setup, signal_hooks));
+    if let Err(e) = served {
+        log::error(&format!("Worker failed: {e}"));
+    }
+    log::info(&format!("Worker exiting (pid: {pid})"));
+    worker.borrow_mut(py).alive = false;
+    if let Err(e) = hooks::call(py, cfg, "worker_exit", (server, worker)) {
+        hooks::log_exception(py, "Exception during worker exit:", &e);
+    }
+    0
+}

@@ -1,0 +1,91 @@
+//! gunicorn's pidfile: written atomically (temp file + rename) as
+//! `"<pid>\n"`, refused when it names another live process, removed on
+//! exit only if it still holds our pid.
+
+use std::path::{Path, PathBuf};
+
+pub struct Pidfile {
+    pub path: PathBuf,
+}
+
+impl Pidfile {
+    pub fn create(path: &str, pid: u32) -> Result<Pidfile, String> {
+        let path = PathBuf::from(path);
+        if let Some(old) = read_pid(&path) {
+            if old != pid
+                && old > 0
+                && nix::sys::signal::kill(nix::unistd::Pid::from_raw(old as i32), None).is_ok()
+            {
+                return Err(format!(
+                    "Already running on PID {old} (or pid file '{}' is stale)",
+                    path.display()
+                ));
+            }
+        }
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            path.file_name().and_then(|f| f.to_str()).unwrap_or("pid"),
+            pid
+        ));
+        std::fs::write(&tmp, format!("{pid}\n"))
+            .map_err(|e| format!("can't write pidfile {}: {e}", tmp.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644));
+        }
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| format!("can't create pidfile {}: {e}", path.display()))?;
+        Ok(Pidfile { path })
+    }
+
+    /// Remove the file if it still names `pid`.
+    pub fn unlink(&self, pid: u32) {
+        if read_pid(&self.path) == Some(pid) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+
+    /// Move to a new name (a promoted USR2 master: `app.pid.2` -> `app.pid`).
+    pub fn rename(&mut self, to: &str, pid: u32) -> Result<(), String> {
+        let new = Pidfile::create(to, pid)?;
+        self.unlink(pid);
+        self.path = new.path;
+        Ok(())
+    }
+}
+
+fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_refuse_live_and_unlink() {
+        let dir = std::env::temp_dir().join(format!("rg-pid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("app.pid");
+        let p = Pidfile::create(path.to_str().unwrap(), std::process::id()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        // Another "master" finds a live pid (ours) and refuses.
+        let err = Pidfile::create(path.to_str().unwrap(), std::process::id() + 1)
+            .err()
+            .unwrap();
+        assert!(err.contains("Already running on PID"), "{err}");
+        p.unlink(std::process::id());
+        assert!(!path.exists());
+        // A stale file (dead pid) is replaced.
+        std::fs::write(&path, "999999999\n").unwrap();
+        Pidfile::create(path.to_str().unwrap(), std::process::id()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

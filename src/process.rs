@@ -1,0 +1,218 @@
+//! Everything unsafe about processes, in one place: the master's signal
+//! self-pipe, fork with CPython's fork protocol, the reset of signal
+//! handling in a child, process groups, and exec for USR2.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::unistd::{ForkResult, Pid};
+
+/// The signals the master handles (gunicorn's `SIGNALS` plus CHLD).
+pub const MASTER_SIGNALS: &[Signal] = &[
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGCHLD,
+];
+
+/// Write end of the self-pipe, read by the async-signal-safe handler.
+static PIPE_WRITE_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let fd = PIPE_WRITE_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let byte = sig as u8;
+        // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking,
+        // so a full pipe drops the byte instead of blocking the handler
+        // (the loop wakes anyway on the bytes already queued).
+        unsafe { libc::write(fd, &byte as *const u8 as *const libc::c_void, 1) };
+    }
+}
+
+/// The master's signal queue: handlers write the signal number to a pipe,
+/// the loop polls it (gunicorn's `SIG_QUEUE` + `wait_for_signals`).
+pub struct SignalPipe {
+    read: OwnedFd,
+    _write: OwnedFd,
+}
+
+impl SignalPipe {
+    pub fn install() -> nix::Result<SignalPipe> {
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)?;
+        PIPE_WRITE_FD.store(write.as_raw_fd(), Ordering::Relaxed);
+        let action = SigAction::new(
+            SigHandler::Handler(on_signal),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        for &sig in MASTER_SIGNALS {
+            // SAFETY: on_signal only performs an async-signal-safe write.
+            unsafe { signal::sigaction(sig, &action) }?;
+        }
+        Ok(SignalPipe {
+            read,
+            _write: write,
+        })
+    }
+
+    /// Wait up to `timeout` for signals and return all queued ones in order.
+    pub fn wait(&self, timeout: Duration) -> Vec<Signal> {
+        let mut fds = [PollFd::new(self.read.as_fd(), PollFlags::POLLIN)];
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        let _ = poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        );
+        let mut out = Vec::new();
+        let mut buf = [0u8; 64];
+        loop {
+            match nix::unistd::read(&self.read, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend(
+                    buf[..n]
+                        .iter()
+                        .filter_map(|&b| Signal::try_from(b as i32).ok()),
+                ),
+            }
+        }
+        out
+    }
+}
+
+/// In a freshly forked child: back to default dispositions for everything
+/// the master handled, an empty signal mask, and HUP/USR2/WINCH ignored
+/// (so `pkill -HUP rgunicorn` reloads the master instead of killing workers).
+pub fn reset_child_signals() {
+    PIPE_WRITE_FD.store(-1, Ordering::Relaxed);
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    for &sig in MASTER_SIGNALS {
+        let action = match sig {
+            Signal::SIGHUP | Signal::SIGUSR2 | Signal::SIGWINCH => &ignore,
+            _ => &default,
+        };
+        // SAFETY: installing SIG_DFL / SIG_IGN is always sound.
+        let _ = unsafe { signal::sigaction(sig, action) };
+    }
+    let _ = signal::sigprocmask(
+        signal::SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::empty()),
+        None,
+    );
+}
+
+/// Fork with CPython's fork protocol (`PyOS_BeforeFork` /
+/// `PyOS_AfterFork_*`), so `os.register_at_fork` callbacks run: `random`
+/// is reseeded and `logging`'s locks are reset in the child. Must be called
+/// from the master's (only) thread while attached to the interpreter. The
+/// child runs `child` and exits with its status; it never returns.
+pub fn fork_python(_py: pyo3::Python<'_>, child: impl FnOnce() -> i32) -> nix::Result<Pid> {
+    // SAFETY: we are attached to the interpreter on the thread that
+    // initialised it (the `py` token proves attachment), as the
+    // PyOS_*Fork functions require.
+    unsafe { pyo3::ffi::PyOS_BeforeFork() };
+    // SAFETY: the master is single-threaded (no tokio, no helper threads),
+    // so the child's copy of the address space holds no lock taken by a
+    // thread that no longer exists.
+    match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Parent { child }) => {
+            // SAFETY: parent side of the protocol, same thread.
+            unsafe { pyo3::ffi::PyOS_AfterFork_Parent() };
+            Ok(child)
+        }
+        Ok(ForkResult::Child) => {
+            // SAFETY: child side of the protocol, first thing after fork.
+            unsafe { pyo3::ffi::PyOS_AfterFork_Child() };
+            reset_child_signals();
+            // Own process group: a SIGKILL on timeout takes the worker's
+            // own children with it.
+            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(1);
+            exit_now(code)
+        }
+        Err(e) => {
+            // SAFETY: the fork failed; undo BeforeFork in this process.
+            unsafe { pyo3::ffi::PyOS_AfterFork_Parent() };
+            Err(e)
+        }
+    }
+}
+
+/// Leave the process at once (no atexit handlers, no Python finalisation:
+/// a worker must not run the master's cleanup).
+pub fn exit_now(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit is always sound; it ends the process immediately.
+    unsafe { libc::_exit(code) }
+}
+
+pub fn kill(pid: Pid, sig: Signal) -> nix::Result<()> {
+    signal::kill(pid, sig)
+}
+
+/// SIGKILL a worker and its process group (its own children).
+pub fn kill_group(pid: Pid) {
+    let _ = signal::killpg(pid, Signal::SIGKILL);
+    let _ = signal::kill(pid, Signal::SIGKILL);
+}
+
+/// How a reaped child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    Code(i32),
+    Signal(Signal),
+}
+
+/// Reap every exited child without blocking.
+pub fn reap() -> Vec<(Pid, ExitKind)> {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let mut out = Vec::new();
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => out.push((pid, ExitKind::Code(code))),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => out.push((pid, ExitKind::Signal(sig))),
+            Ok(WaitStatus::StillAlive) | Err(_) => break,
+            Ok(_) => continue,
+        }
+    }
+    out
+}
+
+/// Block the worker-handled signals in the calling thread (and the
+/// threads it spawns afterwards), so that one thread can `sigwait` them.
+pub fn block_worker_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGABRT,
+        Signal::SIGUSR1,
+    ] {
+        set.add(sig);
+    }
+    let _ = signal::sigprocmask(signal::SigmaskHow::SIG_BLOCK, Some(&set), None);
+    set
+}
+
+/// Set the process title shown by `ps` (`rgunicorn: master [name]`):
+/// prctl changes the short name shown in /proc/PID/comm.
+pub fn set_title(title: &str) {
+    let short: String = title.chars().take(15).collect();
+    if let Ok(c) = std::ffi::CString::new(short) {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+        unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr() as libc::c_ulong, 0, 0, 0) };
+    }
+}

@@ -1,0 +1,166 @@
+//! The scoreboard: one slot of atomics per worker in anonymous shared
+//! memory mapped by the master before the first fork. Workers write their
+//! heartbeat, state and counters; the master reads them without a round
+//! trip (timeouts, "the replacement serves", connection spread).
+
+use std::num::NonZeroUsize;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+
+/// A worker's lifecycle as the master sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum SlotState {
+    Free = 0,
+    /// Forked, loading the app: never timed out (as gunicorn).
+    Booting = 1,
+    /// Accepting and serving.
+    Serving = 2,
+    /// Asked the master for a replacement (max_requests reached); still serving.
+    WantsRetire = 3,
+    /// Stopped accepting, finishing its connections.
+    Draining = 4,
+}
+
+#[repr(C)]
+#[derive(Default)]
+pub struct Slot {
+    pub pid: AtomicI32,
+    pub state: AtomicU32,
+    /// CLOCK_MONOTONIC milliseconds of the last heartbeat (0: none yet).
+    pub heartbeat_ms: AtomicU64,
+    pub requests: AtomicU64,
+    pub connections: AtomicU32,
+    pub in_flight: AtomicU32,
+}
+
+impl Slot {
+    pub fn state(&self) -> SlotState {
+        match self.state.load(Ordering::Acquire) {
+            1 => SlotState::Booting,
+            2 => SlotState::Serving,
+            3 => SlotState::WantsRetire,
+            4 => SlotState::Draining,
+            _ => SlotState::Free,
+        }
+    }
+
+    pub fn set_state(&self, s: SlotState) {
+        self.state.store(s as u32, Ordering::Release);
+    }
+
+    pub fn beat(&self) {
+        self.heartbeat_ms.store(monotonic_ms(), Ordering::Release);
+    }
+
+    /// Reset for a new worker (done by the master before fork).
+    pub fn claim(&self) {
+        self.pid.store(0, Ordering::Relaxed);
+        self.heartbeat_ms.store(0, Ordering::Relaxed);
+        self.requests.store(0, Ordering::Relaxed);
+        self.connections.store(0, Ordering::Relaxed);
+        self.in_flight.store(0, Ordering::Relaxed);
+        self.set_state(SlotState::Booting);
+    }
+}
+
+/// Milliseconds on CLOCK_MONOTONIC, which all processes of the machine share.
+pub fn monotonic_ms() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    ts.tv_sec() as u64 * 1000 + ts.tv_nsec() as u64 / 1_000_000
+}
+
+pub struct Scoreboard {
+    slots: NonNull<Slot>,
+    len: usize,
+}
+
+// SAFETY: the slots are atomics in shared memory that lives as long as the
+// process (never unmapped); sharing references across threads is sound.
+unsafe impl Send for Scoreboard {}
+// SAFETY: as above.
+unsafe impl Sync for Scoreboard {}
+
+impl Scoreboard {
+    /// Map `len` zeroed slots shared with every child forked afterwards.
+    pub fn new(len: usize) -> std::io::Result<Scoreboard> {
+        let size =
+            NonZeroUsize::new(len * std::mem::size_of::<Slot>()).expect("non-empty scoreboard");
+        // SAFETY: a fresh anonymous shared mapping; the kernel zero-fills
+        // it, and all-zero bytes are a valid Slot (atomics of 0).
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                size,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )
+        }?;
+        Ok(Scoreboard {
+            slots: ptr.cast(),
+            len,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn slot(&self, i: usize) -> &Slot {
+        assert!(i < self.len);
+        // SAFETY: i is in bounds of the mapping, which is never unmapped.
+        unsafe { &*self.slots.as_ptr().add(i) }
+    }
+
+    /// Total open connections over all slots (for the fair-share accept).
+    pub fn total_connections(&self) -> u32 {
+        (0..self.len)
+            .map(|i| self.slot(i))
+            .filter(|s| matches!(s.state(), SlotState::Serving | SlotState::WantsRetire))
+            .map(|s| s.connections.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub fn serving_workers(&self) -> u32 {
+        (0..self.len)
+            .filter(|&i| {
+                matches!(
+                    self.slot(i).state(),
+                    SlotState::Serving | SlotState::WantsRetire
+                )
+            })
+            .count() as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_shared_with_a_forked_child() {
+        let board = Scoreboard::new(4).unwrap();
+        board.slot(2).claim();
+        // SAFETY: the test process forks a child that only touches atomics and exits.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                board.slot(2).requests.store(42, Ordering::SeqCst);
+                board.slot(2).set_state(SlotState::Serving);
+                unsafe { libc::_exit(0) };
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                nix::sys::wait::waitpid(child, None).unwrap();
+            }
+        }
+        assert_eq!(board.slot(2).requests.load(Ordering::SeqCst), 42);
+        assert_eq!(board.slot(2).state(), SlotState::Serving);
+        assert_eq!(board.serving_workers(), 1);
+    }
+}

@@ -1,0 +1,375 @@
+//! A worker process after fork: its own tokio runtime, the accept loops
+//! over the inherited listeners, hyper HTTP/1.1 connections with
+//! keep-alive, the connection cap, the heartbeat into the scoreboard,
+//! `max_requests`, and the drain protocol:
+//!
+//! stop accepting -> slot `Draining` -> each connection finishes its
+//! in-flight request; the next response on a kept-alive connection carries
+//! `Connection: close`; a connection idle for the drain window is closed ->
+//! exit when none is left, or at `graceful_timeout`.
+//!
+//! Signals are taken by a dedicated thread with `sigwait`, so TERM, INT,
+//! QUIT and ABRT (timeout) are handled even when the serving loop is
+//! blocked by the app.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::log;
+use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
+
+/// What the app sees of its worker.
+pub struct WorkerStats {
+    pub pid: u32,
+    pub started: Instant,
+    requests: AtomicU64,
+}
+
+impl WorkerStats {
+    pub fn requests_served(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
+
+/// A Rust app: called once per request on the worker's runtime.
+pub type AppFn = Arc<dyn Fn(Request<Incoming>, Arc<WorkerStats>) -> ResponseFuture + Send + Sync>;
+
+/// The built-in `rgunicorn:health` app.
+pub fn health_app() -> AppFn {
+    Arc::new(|req, stats| {
+        let resp = crate::health::handle(&req, &stats);
+        Box::pin(async move { resp })
+    })
+}
+
+/// Everything a worker needs, inherited across fork (no serialisation).
+pub struct WorkerSetup {
+    pub slot: usize,
+    pub scoreboard: Arc<Scoreboard>,
+    pub listener_fds: Vec<RawFd>,
+    pub max_requests: u64,
+    pub keepalive: Duration,
+    pub graceful_timeout: Duration,
+    pub worker_connections: usize,
+    pub ppid: i32,
+    pub app: AppFn,
+}
+
+/// Events from the signal thread to the serving loop.
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    Drain,
+    ReopenLogs,
+}
+
+/// What the worker's signal thread does on a quick stop (INT/QUIT: the
+/// `worker_int` hook) or an abort (ABRT on timeout: `worker_abort`);
+/// both then run `worker_exit` and leave the process.
+pub struct SignalHooks {
+    pub on_quit: Box<dyn Fn() + Send>,
+    pub on_abort: Box<dyn Fn() + Send>,
+}
+
+/// How long a kept-alive connection may stay idle once draining started
+/// before it is closed: long enough for a client that is about to send its
+/// next request to get an answer with `Connection: close` instead of a reset.
+const DRAIN_IDLE_WINDOW: Duration = Duration::from_millis(1000);
+
+/// Serve until drained. Runs on the worker's main thread, GIL released.
+pub fn serve(setup: WorkerSetup, hooks: SignalHooks) -> std::io::Result<()> {
+    let sigset = crate::process::block_worker_signals();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("rgunicorn-signals".into())
+        .spawn(move || signal_thread(sigset, events_tx, hooks))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve_async(setup, events_rx))
+}
+
+fn signal_thread(
+    set: nix::sys::signal::SigSet,
+    events: mpsc::UnboundedSender<Event>,
+    hooks: SignalHooks,
+) {
+    loop {
+        let Ok(sig) = set.wait() else { continue };
+        match sig {
+            Signal::SIGTERM => {
+                let _ = events.send(Event::Drain);
+            }
+            Signal::SIGUSR1 => {
+                let _ = events.send(Event::ReopenLogs);
+            }
+            Signal::SIGINT | Signal::SIGQUIT => {
+                (hooks.on_quit)();
+                crate::process::exit_now(0);
+            }
+            Signal::SIGABRT => {
+                (hooks.on_abort)();
+                crate::process::exit_now(1);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Per-connection state shared with its service.
+struct ConnState {
+    in_flight: std::sync::atomic::AtomicU32,
+    close_next: AtomicBool,
+    last_active_ms: AtomicU64,
+}
+
+async fn serve_async(
+    setup: WorkerSetup,
+    mut events: mpsc::UnboundedReceiver<Event>,
+) -> std::io::Result<()> {
+    let setup = Arc::new(setup);
+    let slot_index = setup.slot;
+    let board = setup.scoreboard.clone();
+    let slot = || board.slot(slot_index);
+    let stats = Arc::new(WorkerStats {
+        pid: std::process::id(),
+        started: Instant::now(),
+        requests: AtomicU64::new(0),
+    });
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let conn_cap = Arc::new(Semaphore::new(setup.worker_connections.max(1)));
+
+    for &fd in &setup.listener_fds {
+        // Each worker owns a duplicate of the shared listening socket.
+        let owned = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })?;
+        spawn_accept_loop(
+            owned,
+            setup.clone(),
+            stats.clone(),
+            drain_rx.clone(),
+            conn_cap.clone(),
+        )?;
+    }
+
+    slot().beat();
+    slot().set_state(SlotState::Serving);
+    let beat_every = Duration::from_millis(500);
+    let mut ticker = tokio::time::interval(beat_every);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                slot().beat();
+                if nix::unistd::getppid().as_raw() != setup.ppid {
+                    log::info(&format!("Parent changed, shutting down: <Worker {}>", stats.pid));
+                    break;
+                }
+            }
+            ev = events.recv() => match ev {
+                Some(Event::Drain) | None => break,
+                Some(Event::ReopenLogs) => log::reopen(),
+            },
+        }
+    }
+
+    // Drain: stop accepting, let connections finish, bounded by graceful_timeout.
+    slot().set_state(SlotState::Draining);
+    let _ = drain_tx.send(true);
+    let deadline = tokio::time::Instant::now() + setup.graceful_timeout;
+    while slot().connections.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+        slot().beat();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn spawn_accept_loop(
+    fd: OwnedFd,
+    setup: Arc<WorkerSetup>,
+    stats: Arc<WorkerStats>,
+    mut drain: watch::Receiver<bool>,
+    cap: Arc<Semaphore>,
+) -> std::io::Result<()> {
+    let is_unix =
+        nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(fd.as_raw_fd()).is_ok();
+    enum Acceptor {
+        Tcp(tokio::net::TcpListener),
+        Unix(tokio::net::UnixListener),
+    }
+    let acceptor = if is_unix {
+        let l = std::os::unix::net::UnixListener::from(fd);
+        l.set_nonblocking(true)?;
+        Acceptor::Unix(tokio::net::UnixListener::from_std(l)?)
+    } else {
+        let l = std::net::TcpListener::from(fd);
+        l.set_nonblocking(true)?;
+        Acceptor::Tcp(tokio::net::TcpListener::from_std(l)?)
+    };
+    tokio::spawn(async move {
+        loop {
+            let permit = tokio::select! {
+                p = cap.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                _ = drained(&mut drain) => return,
+            };
+            wait_for_fair_share(&setup).await;
+            let accepted = tokio::select! {
+                a = async {
+                    match &acceptor {
+                        Acceptor::Tcp(l) => l.accept().await.map(|(s, _)| {
+                            let _ = s.set_nodelay(true);
+                            Conn::Tcp(s)
+                        }),
+                        Acceptor::Unix(l) => l.accept().await.map(|(s, _)| Conn::Unix(s)),
+                    }
+                } => a,
+                _ = drained(&mut drain) => return,
+            };
+            match accepted {
+                Ok(conn) => {
+                    let (setup, stats, drain) = (setup.clone(), stats.clone(), drain.clone());
+                    tokio::spawn(async move {
+                        let slot = setup.scoreboard.slot(setup.slot);
+                        slot.connections.fetch_add(1, Ordering::AcqRel);
+                        match conn {
+                            Conn::Tcp(s) => {
+                                serve_connection(TokioIo::new(s), setup.clone(), stats, drain).await
+                            }
+                            Conn::Unix(s) => {
+                                serve_connection(TokioIo::new(s), setup.clone(), stats, drain).await
+                            }
+                        }
+                        slot.connections.fetch_sub(1, Ordering::AcqRel);
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    log::debug(&format!("accept failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Resolves once draining has started (the watch guard is dropped inside,
+/// so callers stay `Send`).
+async fn drained(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|d| *d).await.map(|_| ());
+}
+
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+/// Spread connections over workers that share one accept queue: a worker
+/// holding more than its fair share of the open connections steps back
+/// briefly so that an idle sibling takes the next one. Nothing is lost:
+/// the connection waits in the shared queue, not in a per-worker one.
+async fn wait_for_fair_share(setup: &WorkerSetup) {
+    let board = &setup.scoreboard;
+    let me = board.slot(setup.slot);
+    for _ in 0..20 {
+        let serving = board.serving_workers().max(1);
+        if serving == 1 {
+            return;
+        }
+        let mine = me.connections.load(Ordering::Relaxed);
+        let fair = board.total_connections().div_ceil(serving);
+        if mine <= fair {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn serve_connection<I>(
+    io: I,
+    setup: Arc<WorkerSetup>,
+    stats: Arc<WorkerStats>,
+    mut drain: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let state = Arc::new(ConnState {
+        in_flight: Default::default(),
+        close_next: AtomicBool::new(false),
+        last_active_ms: AtomicU64::new(monotonic_ms()),
+    });
+    let service = {
+        let (state, setup, stats, drain) =
+            (state.clone(), setup.clone(), stats.clone(), drain.clone());
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let (state, setup, stats, drain) =
+                (state.clone(), setup.clone(), stats.clone(), drain.clone());
+            async move {
+                state.in_flight.fetch_add(1, Ordering::AcqRel);
+                let slot = setup.scoreboard.slot(setup.slot);
+                slot.in_flight.fetch_add(1, Ordering::AcqRel);
+                let nr = stats.requests.fetch_add(1, Ordering::AcqRel) + 1;
+                slot.requests.store(nr, Ordering::Release);
+                if nr == setup.max_requests {
+                    log::info("Autorestarting worker after current request.");
+                    // The master starts a replacement, then sends TERM.
+                    if slot.state() == SlotState::Serving {
+                        slot.set_state(SlotState::WantsRetire);
+                    }
+                }
+                let mut resp = (setup.app)(req, stats.clone()).await;
+                if *drain.borrow() || state.close_next.load(Ordering::Acquire) {
+                    resp.headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                slot.in_flight.fetch_sub(1, Ordering::AcqRel);
+                state.in_flight.fetch_sub(1, Ordering::AcqRel);
+                state
+                    .last_active_ms
+                    .store(monotonic_ms(), Ordering::Release);
+                Ok::<_, Infallible>(resp)
+            }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .half_close(true)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    let keepalive_ms = setup.keepalive.as_millis() as u64;
+    let mut check = tokio::time::interval(Duration::from_millis(100));
+    let mut drain_started: Option<u64> = None;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = drained(&mut drain), if drain_started.is_none() => {
+                state.close_next.store(true, Ordering::Release);
+                drain_started = Some(monotonic_ms());
+            }
+            _ = check.tick() => {
+                let idle = state.in_flight.load(Ordering::Acquire) == 0;
+                let idle_for = monotonic_ms().saturating_sub(state.last_active_ms.load(Ordering::Acquire));
+                let drain_expired = drain_started.is_some_and(|t| monotonic_ms().saturating_sub(t) >= DRAIN_IDLE_WINDOW.as_millis() as u64);
+                if idle && (idle_for >= keepalive_ms.max(1) || drain_expired) {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
+                    return;
+                }
+            }
+        }
+    }
+}
