@@ -41,7 +41,8 @@ struct WorkerEntry {
     slot: usize,
     age: u64,
     obj: Py<PyWorker>,
-    aborted: bool,
+    /// When SIGABRT was sent for a timeout (SIGKILL follows a second later).
+    aborted: Option<Instant>,
     /// The master decided this worker goes (HUP, max_requests, TTOU):
     /// it no longer counts towards `num_workers`.
     retiring: bool,
@@ -432,7 +433,7 @@ impl<'py> Master<'py> {
                 slot,
                 age: self.worker_age,
                 obj: worker,
-                aborted: false,
+                aborted: None,
                 retiring: false,
                 terminated: false,
                 retiring_since: None,
@@ -524,12 +525,15 @@ impl<'py> Master<'py> {
             {
                 continue;
             }
-            if !w.aborted {
+            if w.aborted.is_none() {
                 log::critical(&format!("WORKER TIMEOUT (pid:{pid})"));
-                w.aborted = true;
+                w.aborted = Some(Instant::now());
                 w.obj.borrow_mut(self.py).aborted = true;
                 let _ = process::kill(Pid::from_raw(*pid), Signal::SIGABRT);
-            } else {
+            } else if w
+                .aborted
+                .is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
+            {
                 process::kill_group(Pid::from_raw(*pid));
             }
         }

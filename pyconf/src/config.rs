@@ -508,3 +508,7 @@ pub fn load(py: Python<'_>, src: &Sources<'_>) -> Result<Config, LoadError> {
     cfg.validate_whole(py)?;
     Ok(cfg)
 }
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

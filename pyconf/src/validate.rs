@@ -75,7 +75,7 @@ pub fn validate<'py>(
         Http2Cleartext => http2_cleartext(py, val),
         Http2StreamLimit => {
             let v = pos_int(py, val)?;
-            if v.extract::<i64>().unwrap_or(0) < 1 {
+            if v.lt(1).unwrap_or(true) {
                 return Err(invalid(format!(
                     "HTTP/2 max concurrent streams must be at least 1: {}",
                     py_str(&v)
@@ -375,13 +375,8 @@ fn user_or_group<'py>(py: Python<'py>, val: &Bound<'py, PyAny>, user: bool) -> V
 
 /// `validate_chdir`: made absolute against the (PWD-aware) cwd, must exist.
 fn chdir<'py>(py: Python<'py>, val: &Bound<'py, PyAny>) -> VResult<'py> {
+    // None goes on to os.path.join, whose TypeError is gunicorn's message.
     let v = string(py, val)?;
-    if v.is_none() {
-        // os.path.join(cwd, None) raises TypeError in gunicorn.
-        return Err(invalid(
-            "expected str, bytes or os.PathLike object, not NoneType",
-        ));
-    }
     let path = py
         .import("os.path")
         .and_then(|osp| {
@@ -700,3 +695,7 @@ fn choice<'py>(
 pub fn to_pyerr(err: Invalid) -> PyErr {
     PyTypeError::new_err(err.0)
 }
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;
