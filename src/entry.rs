@@ -24,24 +24,39 @@ pub fn version_line(prog: &str) -> String {
 
 /// Entry point of the cargo-built binary.
 pub fn main_binary() -> ExitCode {
+    main_with(None)
+}
+
+/// Entry point of a Rust application's own binary: the full rgunicorn
+/// command line and config, with `app` served by every worker whatever
+/// APP_MODULE says.
+pub fn main_with_app(app: crate::worker::AppFn) -> ExitCode {
+    main_with(Some(app))
+}
+
+fn main_with(app: Option<crate::worker::AppFn>) -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     if let Err(e) = crate::python::initialize_embedded(&argv) {
         eprintln!("Error: {e}");
         return ExitCode::from(1);
     }
-    ExitCode::from(run_in_python(argv))
+    ExitCode::from(report(run(argv, app)))
 }
 
-/// Entry point once an interpreter exists (binary, console script, or a
-/// Rust application's own `main`): returns the exit status.
-pub fn run_in_python(argv: Vec<String>) -> u8 {
-    match run(argv) {
+fn report(result: anyhow::Result<u8>) -> u8 {
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("\nError: {e:#}\n");
             1
         }
     }
+}
+
+/// Entry point once an interpreter exists (binary, console script, or a
+/// Rust application's own `main`): returns the exit status.
+pub fn run_in_python(argv: Vec<String>) -> u8 {
+    report(run(argv, None))
 }
 
 /// Load the configuration the way gunicorn does, printing what gunicorn
@@ -68,7 +83,7 @@ pub fn load_config(py: Python<'_>, argv: &[String]) -> Result<Config, u8> {
     })
 }
 
-fn run(argv: Vec<String>) -> anyhow::Result<u8> {
+fn run(argv: Vec<String>, rust_app: Option<crate::worker::AppFn>) -> anyhow::Result<u8> {
     Python::attach(|py| {
         let cfg = match load_config(py, &argv) {
             Ok(cfg) => cfg,
@@ -79,7 +94,7 @@ fn run(argv: Vec<String>) -> anyhow::Result<u8> {
             println!("{}", cfg.print_config(py, false));
         }
         if print_config || cfg.bool(py, "check_config") {
-            return Ok(check_app(py, &cfg));
+            return Ok(check_app(py, &cfg, rust_app.is_some()));
         }
         for (name, reason) in cfg.unsupported_in_use(py) {
             match reason {
@@ -88,13 +103,17 @@ fn run(argv: Vec<String>) -> anyhow::Result<u8> {
             }
         }
         add_pythonpath(py, &cfg)?;
-        let app = match cfg.app_uri.as_deref() {
-            Some(BUILTIN_HEALTH_APP) => crate::worker::health_app(),
-            Some(other) => anyhow::bail!(
+        let app = match (rust_app, cfg.app_uri.as_deref()) {
+            (Some(app), uri) => {
+                crate::log::info(&format!("Serving the Rust app of this binary (APP_MODULE {uri:?} is not imported)"));
+                app
+            }
+            (None, Some(BUILTIN_HEALTH_APP)) => crate::worker::health_app(),
+            (None, Some(other)) => anyhow::bail!(
                 "serving Python applications ({other}) is not implemented yet in this build of rgunicorn; \
                  the built-in app {BUILTIN_HEALTH_APP} and Rust apps are served"
             ),
-            None => anyhow::bail!("PasteDeploy applications (--paste) are not supported by rgunicorn"),
+            (None, None) => anyhow::bail!("PasteDeploy applications (--paste) are not supported by rgunicorn"),
         };
         serve(py, argv, cfg, app)
     })
@@ -144,11 +163,11 @@ fn add_pythonpath(py: Python<'_>, cfg: &Config) -> anyhow::Result<()> {
 }
 
 /// `--check-config` / `--print-config`: import the app in this process.
-fn check_app(py: Python<'_>, cfg: &Config) -> u8 {
+fn check_app(py: Python<'_>, cfg: &Config, rust_app_binary: bool) -> u8 {
     let Some(uri) = cfg.app_uri.as_deref() else {
         return 0;
     };
-    if uri == BUILTIN_HEALTH_APP {
+    if uri == BUILTIN_HEALTH_APP || rust_app_binary {
         return 0;
     }
     match pyapp::import_app(py, uri) {

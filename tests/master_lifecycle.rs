@@ -34,22 +34,27 @@ def on_reload(server): _rec("on_reload", os.getpid())
 def worker_exit(server, worker): _rec("worker_exit", os.getpid(), worker.pid)
 def child_exit(server, worker): _rec("child_exit", os.getpid(), worker.pid)
 def on_exit(server): _rec("on_exit", os.getpid())
+def worker_abort(worker): _rec("worker_abort", os.getpid(), worker.pid)
 "#;
 
 struct Server {
     child: Child,
     port: u16,
     hook_log: std::path::PathBuf,
-    _stderr_lines: mpsc::Receiver<String>,
+    stderr_lines: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
     fn start(dir: &Path, extra_args: &[&str]) -> Server {
+        Server::start_program(&rgunicorn(), "rgunicorn:health", dir, extra_args)
+    }
+
+    fn start_program(program: &Path, app: &str, dir: &Path, extra_args: &[&str]) -> Server {
         let hook_log = dir.join("hooks.log");
         std::fs::write(dir.join("hooks.conf.py"), HOOKS_CONF).unwrap();
-        let mut child = Command::new(rgunicorn())
+        let mut child = Command::new(program)
             .current_dir(dir)
-            .args(["rgunicorn:health", "-c", "hooks.conf.py"])
+            .args([app, "-c", "hooks.conf.py"])
             .args(extra_args)
             .env("HOOK_LOG", &hook_log)
             .stdout(Stdio::null())
@@ -58,12 +63,14 @@ impl Server {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let stderr_lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = stderr_lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("server: {line}");
-                if tx.send(line).is_err() {
-                    // keep draining so the server never blocks on stderr
-                }
+                lines.lock().unwrap().push(line.clone());
+                // The receiver goes away after start-up; keep draining.
+                let _ = tx.send(line);
             }
         });
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -84,7 +91,7 @@ impl Server {
             child,
             port,
             hook_log,
-            _stderr_lines: rx,
+            stderr_lines,
         };
         server.wait_until(|| {
             server
@@ -436,5 +443,60 @@ fn max_requests_recycles_workers_without_failures() {
             .count()
             >= 4
     );
+    assert_eq!(server.stop(), 0);
+}
+
+/// The test-only app binary (examples/testapp.rs), built by `cargo test`.
+fn testapp() -> std::path::PathBuf {
+    rgunicorn().parent().unwrap().join("examples/testapp")
+}
+
+#[test]
+fn a_blocked_worker_is_aborted_and_replaced_within_timeout() {
+    let dir = scratch_dir("master-timeout");
+    let server = Server::start_program(&testapp(), "tests:app", &dir, &["--timeout", "2"]);
+    server.wait_until(|| count(&server.hooks(), "post_worker_init") == 2);
+    let before = server.worker_pids();
+    let port = server.port;
+    let started = Instant::now();
+    // This request blocks its worker's serving loop for 30 s.
+    let blocked = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+        s.write_all(b"GET /block?s=30 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        buf
+    });
+    server.wait_until(|| count(&server.hooks(), "child_exit") == 1);
+    server.wait_until(|| {
+        server.worker_pids().len() == 2
+            && server.get("/health").map(|r| r.0 == 200).unwrap_or(false)
+    });
+    let replaced_after = started.elapsed();
+    let after = server.worker_pids();
+    let killed: Vec<&i32> = before.iter().filter(|p| !after.contains(p)).collect();
+    assert_eq!(killed.len(), 1, "{before:?} -> {after:?}");
+    assert!(
+        replaced_after <= Duration::from_secs(2 + 2),
+        "replaced after {replaced_after:?}"
+    );
+    let hooks = server.hooks();
+    assert!(
+        hooks
+            .iter()
+            .any(|l| l == &format!("worker_abort {} {}", killed[0], killed[0])),
+        "{hooks:#?}"
+    );
+    let lines = server.stderr_lines.lock().unwrap().clone();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("[CRITICAL] WORKER TIMEOUT (pid:{})", killed[0]))),
+        "{lines:#?}"
+    );
+    // The blocked client gets no response (the worker is gone).
+    assert!(blocked.join().unwrap().is_empty());
     assert_eq!(server.stop(), 0);
 }
