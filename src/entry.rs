@@ -139,10 +139,6 @@ pub fn serve(
             eprint!("{tb}");
             Ok(1)
         }
-        Err(MasterError::MainLoop(msg)) => {
-            crate::log::error(&format!("Unhandled exception in main loop\n{msg}"));
-            Ok(255)
-        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! `alive`, `booted`, `aborted`, `max_requests`, `timeout`, `log`, `cfg`),
 //! the `log` object and the read-only `cfg` view; and the hook calls.
 
-use pyo3::exceptions::{PyAttributeError, PyTypeError};
+use pyo3::exceptions::PyAttributeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::BoundObject;
@@ -18,7 +18,9 @@ use crate::log::{self, Level};
 #[pyclass(module = "rgunicorn", name = "Logger")]
 pub struct PyLogger;
 
-fn render(py: Python<'_>, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> PyResult<String> {
+/// `msg % args`, as `logging` renders a record (a single argument is used
+/// as is, so a dict works for `%(name)s`).
+fn render(msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> PyResult<String> {
     let text = msg.str()?;
     if args.is_empty() {
         return Ok(text.to_string());
@@ -28,111 +30,76 @@ fn render(py: Python<'_>, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> 
     } else {
         args.clone().into_any()
     };
-    let _ = py;
     Ok(text
         .call_method1("__mod__", (fmt_args,))?
         .str()?
         .to_string())
 }
 
-#[pymethods]
-impl PyLogger {
-    #[pyo3(signature = (msg, *args, **_kwargs))]
-    fn debug(
-        &self,
-        py: Python<'_>,
-        msg: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        _kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<()> {
-        log::log(Level::Debug, &render(py, msg, args)?);
-        Ok(())
-    }
-    #[pyo3(signature = (msg, *args, **_kwargs))]
-    fn info(
-        &self,
-        py: Python<'_>,
-        msg: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        _kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<()> {
-        log::log(Level::Info, &render(py, msg, args)?);
-        Ok(())
-    }
-    #[pyo3(signature = (msg, *args, **_kwargs))]
-    fn warning(
-        &self,
-        py: Python<'_>,
-        msg: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        _kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<()> {
-        log::log(Level::Warning, &render(py, msg, args)?);
-        Ok(())
-    }
-    #[pyo3(signature = (msg, *args, **_kwargs))]
-    fn error(
-        &self,
-        py: Python<'_>,
-        msg: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        _kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<()> {
-        log::log(Level::Error, &render(py, msg, args)?);
-        Ok(())
-    }
-    #[pyo3(signature = (msg, *args, **_kwargs))]
-    fn critical(
-        &self,
-        py: Python<'_>,
-        msg: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        _kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<()> {
-        log::log(Level::Critical, &render(py, msg, args)?);
-        Ok(())
-    }
-    /// `log.exception(msg)`: the message and the traceback being handled.
-    #[pyo3(signature = (msg, *args, **_kwargs))]
-    fn exception(
-        &self,
-        py: Python<'_>,
-        msg: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        _kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<()> {
-        let tb: String = py
-            .import("traceback")?
-            .call_method0("format_exc")?
-            .extract()?;
-        log::log(
-            Level::Error,
-            &format!("{}\n{}", render(py, msg, args)?, tb.trim_end()),
-        );
-        Ok(())
-    }
-    #[pyo3(signature = (lvl, msg, *args, **_kwargs))]
-    fn log(
-        &self,
-        py: Python<'_>,
-        lvl: i64,
-        msg: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-        _kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<()> {
-        let level = match lvl {
-            ..=10 => Level::Debug,
-            11..=20 => Level::Info,
-            21..=30 => Level::Warning,
-            31..=40 => Level::Error,
-            _ => Level::Critical,
-        };
-        log::log(level, &render(py, msg, args)?);
-        Ok(())
-    }
-    fn reopen_files(&self) {
-        log::reopen();
-    }
+/// One method per level, all with the signature of `logging.Logger`'s.
+macro_rules! level_methods {
+    ($($name:ident => $level:expr),* $(,)?) => {
+        #[pymethods]
+        impl PyLogger {
+            $(
+                #[pyo3(signature = (msg, *args, **_kwargs))]
+                fn $name(
+                    &self,
+                    msg: &Bound<'_, PyAny>,
+                    args: &Bound<'_, PyTuple>,
+                    _kwargs: Option<&Bound<'_, PyDict>>,
+                ) -> PyResult<()> {
+                    log::log($level, &render(msg, args)?);
+                    Ok(())
+                }
+            )*
+
+            /// `log.exception(msg)`: the message and the traceback being handled.
+            #[pyo3(signature = (msg, *args, **_kwargs))]
+            fn exception(
+                &self,
+                py: Python<'_>,
+                msg: &Bound<'_, PyAny>,
+                args: &Bound<'_, PyTuple>,
+                _kwargs: Option<&Bound<'_, PyDict>>,
+            ) -> PyResult<()> {
+                let tb: String = py.import("traceback")?.call_method0("format_exc")?.extract()?;
+                log::log(Level::Error, &format!("{}\n{}", render(msg, args)?, tb.trim_end()));
+                Ok(())
+            }
+
+            #[pyo3(signature = (lvl, msg, *args, **_kwargs))]
+            fn log(
+                &self,
+                lvl: i64,
+                msg: &Bound<'_, PyAny>,
+                args: &Bound<'_, PyTuple>,
+                _kwargs: Option<&Bound<'_, PyDict>>,
+            ) -> PyResult<()> {
+                let level = match lvl {
+                    ..=10 => Level::Debug,
+                    11..=20 => Level::Info,
+                    21..=30 => Level::Warning,
+                    31..=40 => Level::Error,
+                    _ => Level::Critical,
+                };
+                log::log(level, &render(msg, args)?);
+                Ok(())
+            }
+
+            fn reopen_files(&self) {
+                log::reopen();
+            }
+        }
+    };
+}
+
+level_methods! {
+    debug => Level::Debug,
+    info => Level::Info,
+    warning => Level::Warning,
+    error => Level::Error,
+    critical => Level::Critical,
 }
 
 /// `server.cfg` / `worker.cfg`: every setting as a read-only attribute.
@@ -190,7 +157,7 @@ impl PyCfg {
             PyAttributeError::new_err(format!("No configuration setting for: {name}"))
         })?;
         let v = pyconf::validate::validate(py, SETTINGS[i].validator, value.bind(py))
-            .map_err(|e| PyTypeError::new_err(e.0))?;
+            .map_err(pyconf::validate::to_pyerr)?;
         self.values.bind(py).set_item(name, v)
     }
 

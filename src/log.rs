@@ -78,10 +78,6 @@ pub fn reopen() {
     }
 }
 
-pub fn enabled(level: Level) -> bool {
-    level >= SINK.lock().map(|s| s.level).unwrap_or(Level::Info)
-}
-
 /// `[%Y-%m-%d %H:%M:%S %z]` in local time, as gunicorn's datefmt.
 pub fn timestamp() -> String {
     strftime("[%Y-%m-%d %H:%M:%S %z]")

@@ -76,6 +76,8 @@ pub struct Master<'py> {
     pidfile: Option<Pidfile>,
     pid: u32,
     systemd: bool,
+    /// The environment before `raw_env` was exported (restored on HUP).
+    env_orig: std::collections::HashMap<std::ffi::OsString, std::ffi::OsString>,
 }
 
 /// Errors that end the master the way gunicorn's would.
@@ -87,10 +89,6 @@ pub enum MasterError {
     /// A Python exception in a start-up hook: traceback, exit 1.
     #[error("{0}")]
     StartupHook(String),
-    /// An exception in the main loop (pre_fork, child_exit, on_reload...):
-    /// "Unhandled exception in main loop", exit 255, no on_exit.
-    #[error("{0}")]
-    MainLoop(String),
 }
 
 impl<'py> Master<'py> {
@@ -135,6 +133,7 @@ impl<'py> Master<'py> {
             pidfile: None,
             pid: std::process::id(),
             systemd: false,
+            env_orig: std::env::vars_os().collect(),
         })
     }
 
@@ -318,10 +317,14 @@ impl<'py> Master<'py> {
                 process::exit_now(code as i32);
             }
         };
-        // Undo the previous raw_env, then apply the new one.
+        // Put back what raw_env replaced (or remove what it added), then
+        // apply the new raw_env.
         if let Ok(old) = self.cfg.env(py) {
             for (k, _) in old {
-                std::env::remove_var(k);
+                match self.env_orig.get(std::ffi::OsStr::new(&k)) {
+                    Some(v) => std::env::set_var(&k, v),
+                    None => std::env::remove_var(&k),
+                }
             }
         }
         self.cfg = cfg;

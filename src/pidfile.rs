@@ -48,14 +48,6 @@ impl Pidfile {
             let _ = std::fs::remove_file(&self.path);
         }
     }
-
-    /// Move to a new name (a promoted USR2 master: `app.pid.2` -> `app.pid`).
-    pub fn rename(&mut self, to: &str, pid: u32) -> Result<(), String> {
-        let new = Pidfile::create(to, pid)?;
-        self.unlink(pid);
-        self.path = new.path;
-        Ok(())
-    }
 }
 
 fn read_pid(path: &Path) -> Option<u32> {

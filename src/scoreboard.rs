@@ -119,24 +119,15 @@ impl Scoreboard {
         unsafe { &*self.slots.as_ptr().add(i) }
     }
 
-    /// Total open connections over all slots (for the fair-share accept).
-    pub fn total_connections(&self) -> u32 {
+    /// (serving workers, their open connections), in one pass over the
+    /// slots: what the fair-share accept needs.
+    pub fn load(&self) -> (u32, u32) {
         (0..self.len)
             .map(|i| self.slot(i))
             .filter(|s| matches!(s.state(), SlotState::Serving | SlotState::WantsRetire))
-            .map(|s| s.connections.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    pub fn serving_workers(&self) -> u32 {
-        (0..self.len)
-            .filter(|&i| {
-                matches!(
-                    self.slot(i).state(),
-                    SlotState::Serving | SlotState::WantsRetire
-                )
+            .fold((0, 0), |(n, conns), s| {
+                (n + 1, conns + s.connections.load(Ordering::Relaxed))
             })
-            .count() as u32
     }
 }
 
@@ -161,6 +152,6 @@ mod tests {
         }
         assert_eq!(board.slot(2).requests.load(Ordering::SeqCst), 42);
         assert_eq!(board.slot(2).state(), SlotState::Serving);
-        assert_eq!(board.serving_workers(), 1);
+        assert_eq!(board.load(), (1, 0));
     }
 }

@@ -4,7 +4,7 @@
 //! bind retries and the strings the `Listening at:` line shows.
 
 use std::fmt;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
@@ -110,12 +110,9 @@ fn bind_one(addr: &Address, opts: &BindOptions) -> Result<Listener, std::io::Err
         }
         Address::Unix(path) => {
             use std::os::unix::fs::FileTypeExt;
-            if let Ok(meta) = std::fs::symlink_metadata(path) {
-                if meta.file_type().is_socket() {
-                    std::fs::remove_file(path)?;
-                } else {
-                    return Err(std::io::Error::other(format!("{path:?} is not a socket")));
-                }
+            // `create` has refused a path that exists and is not a socket.
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                std::fs::remove_file(path)?;
             }
             let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
             // SAFETY: umask only changes this process's file mode mask; it
@@ -212,6 +209,12 @@ pub fn create(addrs: &[Address], opts: &BindOptions) -> Result<Vec<Listener>, So
     };
     let mut out = Vec::new();
     for addr in wanted {
+        if let Address::Unix(path) = addr {
+            use std::os::unix::fs::FileTypeExt;
+            if std::fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_socket()) {
+                return Err(SockError::NotASocket(path.clone()));
+            }
+        }
         let mut attempt = 0;
         loop {
             match bind_one(addr, opts) {
@@ -228,12 +231,7 @@ pub fn create(addrs: &[Address], opts: &BindOptions) -> Result<Vec<Listener>, So
                         log::error(&format!("connection to {} failed: {e}", addr_repr(addr)));
                     }
                     attempt += 1;
-                    if attempt >= 5 || !matches!(e.kind(), std::io::ErrorKind::AddrInUse) {
-                        if let Address::Unix(p) = addr {
-                            if e.to_string().contains("is not a socket") {
-                                return Err(SockError::NotASocket(p.clone()));
-                            }
-                        }
+                    if attempt >= 5 || e.kind() != std::io::ErrorKind::AddrInUse {
                         return Err(SockError::CantConnect(addr_repr(addr)));
                     }
                     log::error("Retrying in 1 second.");
@@ -243,10 +241,4 @@ pub fn create(addrs: &[Address], opts: &BindOptions) -> Result<Vec<Listener>, So
         }
     }
     Ok(out)
-}
-
-/// Take ownership of a raw fd as an OwnedFd (for handing sockets across exec).
-pub fn into_owned(l: Listener) -> OwnedFd {
-    // SAFETY: into_raw_fd gives up ownership, which OwnedFd takes over.
-    unsafe { OwnedFd::from_raw_fd(l.socket.into_raw_fd()) }
 }

@@ -16,7 +16,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -134,7 +134,6 @@ fn signal_thread(
 /// Per-connection state shared with its service.
 struct ConnState {
     in_flight: std::sync::atomic::AtomicU32,
-    close_next: AtomicBool,
     last_active_ms: AtomicU64,
 }
 
@@ -285,12 +284,12 @@ async fn wait_for_fair_share(setup: &WorkerSetup) {
     let board = &setup.scoreboard;
     let me = board.slot(setup.slot);
     for _ in 0..20 {
-        let serving = board.serving_workers().max(1);
-        if serving == 1 {
+        let (serving, total) = board.load();
+        if serving <= 1 {
             return;
         }
         let mine = me.connections.load(Ordering::Relaxed);
-        let fair = board.total_connections().div_ceil(serving);
+        let fair = total.div_ceil(serving);
         if mine <= fair {
             return;
         }
@@ -308,7 +307,6 @@ async fn serve_connection<I>(
 {
     let state = Arc::new(ConnState {
         in_flight: Default::default(),
-        close_next: AtomicBool::new(false),
         last_active_ms: AtomicU64::new(monotonic_ms()),
     });
     let service = {
@@ -331,7 +329,7 @@ async fn serve_connection<I>(
                     }
                 }
                 let mut resp = (setup.app)(req, stats.clone()).await;
-                if *drain.borrow() || state.close_next.load(Ordering::Acquire) {
+                if *drain.borrow() {
                     resp.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
@@ -350,21 +348,34 @@ async fn serve_connection<I>(
         .half_close(true)
         .serve_connection(io, service);
     tokio::pin!(conn);
-    let keepalive_ms = setup.keepalive.as_millis() as u64;
-    let mut check = tokio::time::interval(Duration::from_millis(100));
+    let keepalive_ms = setup.keepalive.as_millis().max(1) as u64;
+    let drain_window_ms = DRAIN_IDLE_WINDOW.as_millis() as u64;
     let mut drain_started: Option<u64> = None;
     loop {
+        // Sleep until the connection could be closed for idleness: keepalive
+        // after its last response, or the drain window once draining.
+        let mut close_at = state.last_active_ms.load(Ordering::Acquire) + keepalive_ms;
+        if let Some(t) = drain_started {
+            close_at = close_at.min(t + drain_window_ms);
+        }
+        let now = monotonic_ms();
+        let wait = if close_at > now {
+            Duration::from_millis(close_at - now)
+        } else {
+            // Past the deadline with a request still running: look again shortly.
+            Duration::from_millis(100)
+        };
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = drained(&mut drain), if drain_started.is_none() => {
-                state.close_next.store(true, Ordering::Release);
                 drain_started = Some(monotonic_ms());
             }
-            _ = check.tick() => {
+            _ = tokio::time::sleep(wait) => {
                 let idle = state.in_flight.load(Ordering::Acquire) == 0;
-                let idle_for = monotonic_ms().saturating_sub(state.last_active_ms.load(Ordering::Acquire));
-                let drain_expired = drain_started.is_some_and(|t| monotonic_ms().saturating_sub(t) >= DRAIN_IDLE_WINDOW.as_millis() as u64);
-                if idle && (idle_for >= keepalive_ms.max(1) || drain_expired) {
+                let now = monotonic_ms();
+                let idle_for = now.saturating_sub(state.last_active_ms.load(Ordering::Acquire));
+                let drain_expired = drain_started.is_some_and(|t| now.saturating_sub(t) >= drain_window_ms);
+                if idle && (idle_for >= keepalive_ms || drain_expired) {
                     conn.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
                     return;

@@ -237,11 +237,11 @@ impl Config {
                 let current = self.values[i].bind(py);
                 let default = defaults.values[i].bind(py);
                 let same = if s.is_hook() {
-                    current.is(default)
-                        || current
-                            .getattr("__module__")
-                            .map(|m| py_str(&m) == "rgunicorn.config")
-                            .unwrap_or(false)
+                    // Default hooks are the no-ops made by `default_hook`.
+                    current
+                        .getattr("__module__")
+                        .map(|m| py_str(&m) == "rgunicorn.config")
+                        .unwrap_or(false)
                 } else {
                     current.eq(default).unwrap_or(false)
                 };
@@ -261,10 +261,15 @@ impl Config {
             .collect()
     }
 
-    fn apply_cli(&mut self, py: Python<'_>, parsed: &ParsedArgs) -> Result<(), LoadError> {
+    fn apply_cli(
+        &mut self,
+        py: Python<'_>,
+        prog: &str,
+        parsed: &ParsedArgs,
+    ) -> Result<(), LoadError> {
         for (i, value) in &parsed.values {
             let s = &SETTINGS[*i];
-            let obj = cli_value_to_py(py, s.flags, value)?;
+            let obj = cli_value_to_py(py, prog, s.flags, value)?;
             self.values[*i] = validate::validate(py, s.validator, &obj)
                 .map_err(|e| LoadError::Fatal(e.0))?
                 .unbind();
@@ -340,6 +345,7 @@ impl Config {
 /// `type=int` through Python's `int()`, `auto_int` with its octal rule.
 fn cli_value_to_py<'py>(
     py: Python<'py>,
+    prog: &str,
     flags: &[&str],
     value: &CliValue,
 ) -> Result<Bound<'py, PyAny>, LoadError> {
@@ -370,25 +376,13 @@ fn cli_value_to_py<'py>(
                     "int"
                 };
                 LoadError::Cli(CliError::Usage {
-                    usage: cli::usage_line(&prog()),
-                    prog: prog(),
+                    usage: cli::usage_line(prog),
+                    prog: prog.to_string(),
                     message: format!("argument {}: invalid {tname} value: '{s}'", flags.join("/")),
                 })
             })?
         }
     })
-}
-
-/// The program name as argparse shows it: basename of argv[0].
-pub fn prog() -> String {
-    std::env::args()
-        .next()
-        .and_then(|a| {
-            Path::new(&a)
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| "rgunicorn".into())
 }
 
 /// Execute a config file as module `__config__` (in `sys.modules`, with
@@ -494,8 +488,8 @@ pub fn load(py: Python<'_>, src: &Sources<'_>) -> Result<Config, LoadError> {
         }
     }
 
-    cfg.apply_cli(py, &env_args)?;
-    cfg.apply_cli(py, &args)?;
+    cfg.apply_cli(py, src.prog, &env_args)?;
+    cfg.apply_cli(py, src.prog, &args)?;
     cfg.chdir(py)?;
 
     if cfg.app_uri.is_none() {

@@ -6,7 +6,7 @@
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{IntoPyDict, PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
 
 use crate::table::Validator;
 
@@ -512,8 +512,6 @@ fn files_or_patterns<'py>(py: Python<'py>, val: &Bound<'py, PyAny>) -> VResult<'
     }
     Ok(list)
 }
-
-use pyo3::types::IntoPyDict;
 
 /// `validate_string_to_list`: a comma-separated string to a list of stripped items.
 fn string_to_list<'py>(py: Python<'py>, val: &Bound<'py, PyAny>) -> VResult<'py> {
