@@ -40,7 +40,15 @@ fn main_with(app: Option<crate::worker::AppFn>) -> ExitCode {
         eprintln!("Error: {e}");
         return ExitCode::from(1);
     }
-    ExitCode::from(report(run(argv, app)))
+    // USR2 re-executes the same file (a binary replaced on disk since the
+    // start is the upgrade), so resolve it now.
+    let program = std::env::current_exe()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| argv[0].clone());
+    let reexec = std::iter::once(program)
+        .chain(argv.iter().skip(1).cloned())
+        .collect();
+    ExitCode::from(report(run(argv, app, reexec)))
 }
 
 fn report(result: anyhow::Result<u8>) -> u8 {
@@ -56,7 +64,11 @@ fn report(result: anyhow::Result<u8>) -> u8 {
 /// Entry point once an interpreter exists (binary, console script, or a
 /// Rust application's own `main`): returns the exit status.
 pub fn run_in_python(argv: Vec<String>) -> u8 {
-    report(run(argv, None))
+    // USR2 runs `sys.executable` with `sys.argv` again, as gunicorn does.
+    let executable: Option<String> =
+        Python::attach(|py| py.import("sys")?.getattr("executable")?.extract()).ok();
+    let reexec = executable.into_iter().chain(argv.iter().cloned()).collect();
+    report(run(argv, None, reexec))
 }
 
 /// Load the configuration the way gunicorn does, printing what gunicorn
@@ -83,7 +95,13 @@ pub fn load_config(py: Python<'_>, argv: &[String]) -> Result<Config, u8> {
     })
 }
 
-fn run(argv: Vec<String>, rust_app: Option<crate::worker::AppFn>) -> anyhow::Result<u8> {
+/// `argv` is what the configuration is parsed from; `reexec` the command
+/// line a USR2 upgrade executes.
+fn run(
+    argv: Vec<String>,
+    rust_app: Option<crate::worker::AppFn>,
+    reexec: Vec<String>,
+) -> anyhow::Result<u8> {
     Python::attach(|py| {
         let cfg = match load_config(py, &argv) {
             Ok(cfg) => cfg,
@@ -115,7 +133,7 @@ fn run(argv: Vec<String>, rust_app: Option<crate::worker::AppFn>) -> anyhow::Res
             ),
             (None, None) => anyhow::bail!("PasteDeploy applications (--paste) are not supported by rgunicorn"),
         };
-        serve(py, argv, cfg, app)
+        serve(py, argv, reexec, cfg, app)
     })
 }
 
@@ -123,11 +141,12 @@ fn run(argv: Vec<String>, rust_app: Option<crate::worker::AppFn>) -> anyhow::Res
 pub fn serve(
     py: Python<'_>,
     argv: Vec<String>,
+    reexec: Vec<String>,
     cfg: Config,
     app: crate::worker::AppFn,
 ) -> anyhow::Result<u8> {
     use crate::master::{Master, MasterError};
-    let master = Master::new(py, argv, cfg, app)?;
+    let master = Master::new(py, argv, reexec, cfg, app)?;
     match master.run() {
         Ok(code) => Ok(code),
         Err(MasterError::Startup(msg)) => {

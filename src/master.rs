@@ -25,7 +25,7 @@ use pyconf::Config;
 use crate::hooks::{self, PyCfg, PyLogger, PyServer, PyWorker};
 use crate::log;
 use crate::pidfile::Pidfile;
-use crate::process::{self, ExitKind, SignalPipe};
+use crate::process::{self, ChildKind, ExitKind, SignalPipe};
 use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
 use crate::sock::{self, BindOptions, Listener};
 use crate::worker::{self, AppFn, SignalHooks, WorkerSetup};
@@ -64,6 +64,17 @@ enum Stop {
 pub struct Master<'py> {
     py: Python<'py>,
     argv: Vec<String>,
+    /// The command line USR2 executes, and where (gunicorn's `START_CTX`).
+    reexec_argv: Vec<String>,
+    start_cwd: std::path::PathBuf,
+    /// The USR2 child (the new master) while it lives.
+    reexec_pid: i32,
+    /// Set in a new master started by USR2: the old master's pid, until the
+    /// old master exits and this one is promoted.
+    master_pid: i32,
+    master_name: String,
+    /// `proc_name`, with `.2` in a new master not yet promoted.
+    proc_name: String,
     cfg: Config,
     app: AppFn,
     listeners: Vec<Listener>,
@@ -95,11 +106,22 @@ impl<'py> Master<'py> {
     pub fn new(
         py: Python<'py>,
         argv: Vec<String>,
+        reexec_argv: Vec<String>,
         cfg: Config,
         app: AppFn,
     ) -> Result<Master<'py>, MasterError> {
         let startup = |e: String| MasterError::Startup(e);
         let board = Arc::new(Scoreboard::new(MAX_SLOTS).map_err(|e| startup(e.to_string()))?);
+        // A master started by USR2 knows its parent, the old master.
+        let master_pid: i32 = std::env::var("GUNICORN_PID")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let (master_name, proc_name) = if master_pid != 0 {
+            ("Master.2".to_string(), format!("{}.2", proc_name(py, &cfg)))
+        } else {
+            ("Master".to_string(), proc_name(py, &cfg))
+        };
         let server = Py::new(
             py,
             PyServer {
@@ -109,18 +131,24 @@ impl<'py> Master<'py> {
                 num_workers: 0,
                 workers: PyDict::new(py).unbind(),
                 app: py.None(),
-                proc_name: proc_name(py, &cfg),
-                master_name: "Master".into(),
+                proc_name: proc_name.clone(),
+                master_name: master_name.clone(),
                 timeout: cfg.int(py, "timeout") as u64,
                 worker_age: 0,
                 reexec_pid: 0,
-                master_pid: 0,
+                master_pid,
             },
         )
         .map_err(|e| startup(e.to_string()))?;
         Ok(Master {
             py,
             argv,
+            reexec_argv,
+            start_cwd: std::env::current_dir().unwrap_or_default(),
+            reexec_pid: 0,
+            master_pid,
+            master_name,
+            proc_name,
             cfg,
             app,
             listeners: Vec::new(),
@@ -183,7 +211,10 @@ impl<'py> Master<'py> {
             .unwrap()
             .into_any()
             .unbind();
-        if let Some(path) = self.cfg.string(py, "pidfile") {
+        if let Some(mut path) = self.cfg.string(py, "pidfile") {
+            if self.master_pid != 0 {
+                path.push_str(".2");
+            }
             self.pidfile = Some(Pidfile::create(&path, self.pid).map_err(MasterError::Startup)?);
         }
         let server = self.server.clone_ref(py);
@@ -206,7 +237,7 @@ impl<'py> Master<'py> {
         let server = self.server.clone_ref(py);
         self.hook("when_ready", (server,))
             .map_err(|e| MasterError::StartupHook(self.traceback(&e)))?;
-        process::set_title(&format!("rgunicorn: master [{}]", proc_name(py, &self.cfg)));
+        process::set_title(&format!("rgunicorn: master [{}]", self.proc_name));
 
         let outcome = self.main_loop();
         match outcome {
@@ -233,7 +264,10 @@ impl<'py> Master<'py> {
     }
 
     fn main_loop(&mut self) -> Result<Stop, String> {
+        // The first workers start at once, not after the first wait.
+        self.manage_workers()?;
         loop {
+            self.maybe_promote();
             // Poll faster while something waits on a worker's state.
             let busy = self.workers.values().any(|w| w.retiring && !w.terminated)
                 || self
@@ -289,9 +323,7 @@ impl<'py> Master<'py> {
                             log::debug("SIGWINCH ignored. Not daemonized");
                         }
                     }
-                    Signal::SIGUSR2 => {
-                        log::warning("USR2 (re-exec) is not implemented yet in rgunicorn; ignored.")
-                    }
+                    Signal::SIGUSR2 => self.reexec(),
                     _ => {}
                 }
             }
@@ -307,7 +339,7 @@ impl<'py> Master<'py> {
     /// workers, retire the old one once the new one serves.
     fn reload(&mut self) -> Result<(), String> {
         let py = self.py;
-        log::info("Hang up: Master");
+        log::info(&format!("Hang up: {}", self.master_name));
         let cfg = match crate::entry::load_config(py, &self.argv) {
             Ok(cfg) => cfg,
             Err(code) => {
@@ -337,7 +369,11 @@ impl<'py> Master<'py> {
         {
             let mut server = self.server.borrow_mut(py);
             server.cfg = PyCfg::new(py, &self.cfg).map_err(|e| e.to_string())?;
-            server.proc_name = proc_name(py, &self.cfg);
+            self.proc_name = proc_name(py, &self.cfg);
+            if self.master_pid != 0 {
+                self.proc_name.push_str(".2");
+            }
+            server.proc_name = self.proc_name.clone();
             server.timeout = self.cfg.int(py, "timeout") as u64;
         }
         let old = self.num_workers;
@@ -352,6 +388,96 @@ impl<'py> Master<'py> {
             w.retiring_since = Some(Instant::now());
         }
         Ok(())
+    }
+
+    /// USR2: fork a child that runs `pre_exec` and execs a new master
+    /// with the listening sockets (`GUNICORN_FD`, or `LISTEN_FDS` under
+    /// systemd). This master goes on serving until it is told to stop.
+    fn reexec(&mut self) {
+        if self.reexec_pid != 0 {
+            log::warning("USR2 signal ignored. Child exists.");
+            return;
+        }
+        if self.master_pid != 0 {
+            log::warning("USR2 signal ignored. Parent exists.");
+            return;
+        }
+        let py = self.py;
+        let fds: Vec<i32> = self.listeners.iter().map(|l| l.fd()).collect();
+        // The environment before raw_env, as gunicorn's `env_orig`, minus
+        // what described this master's own start.
+        let mut env: Vec<(String, String)> = self
+            .env_orig
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v.to_str()?.to_string())))
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "GUNICORN_PID" | "GUNICORN_FD" | "LISTEN_PID" | "LISTEN_FDS"
+                )
+            })
+            .collect();
+        env.push(("GUNICORN_PID".into(), self.pid.to_string()));
+        let systemd = self.systemd;
+        let (argv, cwd) = (self.reexec_argv.clone(), self.start_cwd.clone());
+        let server = self.server.clone_ref(py);
+        let cfg = &self.cfg;
+        let forked = process::fork_python(py, ChildKind::Exec, move || {
+            // rgunicorn does better than gunicorn here: a failing pre_exec
+            // ends only this child (gunicorn's child ran the master's stop
+            // and took the old master's workers and unix sockets with it).
+            if let Err(e) = hooks::call(py, cfg, "pre_exec", (server,)) {
+                hooks::log_exception(py, "Exception in pre_exec hook; not re-executing", &e);
+                return 1;
+            }
+            if systemd {
+                env.push(("LISTEN_PID".into(), std::process::id().to_string()));
+                env.push(("LISTEN_FDS".into(), fds.len().to_string()));
+            } else {
+                let joined: Vec<String> = fds.iter().map(i32::to_string).collect();
+                env.push(("GUNICORN_FD".into(), joined.join(",")));
+            }
+            if let Err(e) = std::env::set_current_dir(&cwd) {
+                log::error(&format!("USR2: can't chdir to {}: {e}", cwd.display()));
+            }
+            let err = process::exec_master(&argv, &env, &fds);
+            log::error(&format!("USR2: can't execute {:?}: {err}", argv.first()));
+            1
+        });
+        match forked {
+            Ok(pid) => {
+                self.reexec_pid = pid.as_raw();
+                self.server.borrow_mut(py).reexec_pid = self.reexec_pid;
+            }
+            Err(e) => log::error(&format!("USR2: fork failed: {e}")),
+        }
+    }
+
+    /// A USR2 master becomes the master once the old one is gone (its
+    /// parent changed): name, process title and pidfile lose their `.2`.
+    fn maybe_promote(&mut self) {
+        if self.master_pid == 0 || nix::unistd::getppid().as_raw() == self.master_pid {
+            return;
+        }
+        log::info("Master has been promoted.");
+        self.master_pid = 0;
+        self.master_name = "Master".into();
+        self.proc_name = proc_name(self.py, &self.cfg);
+        std::env::remove_var("GUNICORN_PID");
+        if let (Some(pidfile), Some(path)) =
+            (self.pidfile.as_mut(), self.cfg.string(self.py, "pidfile"))
+        {
+            if let Err(e) = pidfile.rename(&path, self.pid) {
+                log::error(&e);
+            }
+        }
+        {
+            let mut server = self.server.borrow_mut(self.py);
+            server.master_pid = 0;
+            server.master_name = self.master_name.clone();
+            server.proc_name = self.proc_name.clone();
+        }
+        process::set_title(&format!("rgunicorn: master [{}]", self.proc_name));
     }
 
     fn spawn_worker(&mut self) -> Result<(), String> {
@@ -411,8 +537,9 @@ impl<'py> Master<'py> {
         let child_worker = worker.clone_ref(py);
         let child_server = self.server.clone_ref(py);
         let cfg = &self.cfg;
-        let pid = process::fork_python(py, move || {
-            worker_main(py, cfg, child_server, child_worker, setup)
+        let title = format!("rgunicorn: worker [{}]", self.proc_name);
+        let pid = process::fork_python(py, ChildKind::Worker, move || {
+            worker_main(py, cfg, &title, child_server, child_worker, setup)
         })
         .map_err(|e| format!("fork failed: {e}"))?;
         worker.borrow_mut(py).pid = (pid.as_raw() as i64)
@@ -546,6 +673,16 @@ impl<'py> Master<'py> {
     /// halt on a boot (3) or app-load (4) failure.
     fn reap_workers(&mut self) -> Result<Option<Stop>, String> {
         for (pid, how) in process::reap() {
+            if pid.as_raw() == self.reexec_pid {
+                // The USR2 child (or the new master it became) ended: a
+                // new USR2 may try again.
+                self.reexec_pid = 0;
+                self.server.borrow_mut(self.py).reexec_pid = 0;
+                if how != ExitKind::Code(0) {
+                    log::error(&format!("The new master (pid:{pid}) ended: {how:?}"));
+                }
+                continue;
+            }
             let Some(w) = self.workers.remove(&pid.as_raw()) else {
                 continue;
             };
@@ -591,9 +728,15 @@ impl<'py> Master<'py> {
     /// Stop all workers: TERM (graceful) or QUIT (quick), wait up to
     /// `graceful_timeout` reaping them, then SIGKILL what is left.
     fn stop(&mut self, graceful: bool) {
+        // A unix socket file stays while another master may use it (USR2
+        // on either side, systemd, reuse_port), as in gunicorn.
+        let unlink = self.reexec_pid == 0
+            && self.master_pid == 0
+            && !self.systemd
+            && !self.cfg.bool(self.py, "reuse_port");
         for l in self.listeners.drain(..) {
             if let Some(path) = &l.unix_path {
-                if !self.systemd {
+                if unlink {
                     let _ = std::fs::remove_file(path);
                 }
             }
@@ -654,7 +797,7 @@ impl<'py> Master<'py> {
             Stop::Halt(reason, code) => (true, Some(reason), code),
         };
         self.stop(graceful);
-        log::info("Shutting down: Master");
+        log::info(&format!("Shutting down: {}", self.master_name));
         if let Some(reason) = reason {
             log::info(&format!("Reason: {reason}"));
         }
@@ -679,13 +822,14 @@ fn proc_name(py: Python<'_>, cfg: &Config) -> String {
 fn worker_main(
     py: Python<'_>,
     cfg: &Config,
+    title: &str,
     server: Py<PyServer>,
     worker: Py<PyWorker>,
     setup: WorkerSetup,
 ) -> i32 {
     let pid = std::process::id();
     worker.borrow_mut(py).pid = (pid as i64).into_pyobject(py).unwrap().into_any().unbind();
-    process::set_title(&format!("rgunicorn: worker [{}]", proc_name(py, cfg)));
+    process::set_title(title);
     log::info(&format!("Booting worker with pid: {pid}"));
     if let Err(e) = hooks::call(
         py,

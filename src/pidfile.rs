@@ -42,6 +42,15 @@ impl Pidfile {
         Ok(Pidfile { path })
     }
 
+    /// Move to `path` (a promoted USR2 master takes the configured name
+    /// from `<pidfile>.2`): write the new file, then remove the old one.
+    pub fn rename(&mut self, path: &str, pid: u32) -> Result<(), String> {
+        let new = Pidfile::create(path, pid)?;
+        self.unlink(pid);
+        self.path = new.path;
+        Ok(())
+    }
+
     /// Remove the file if it still names `pid`.
     pub fn unlink(&self, pid: u32) {
         if read_pid(&self.path) == Some(pid) {
@@ -77,7 +86,12 @@ mod tests {
         assert!(!path.exists());
         // A stale file (dead pid) is replaced.
         std::fs::write(&path, "999999999\n").unwrap();
-        Pidfile::create(path.to_str().unwrap(), std::process::id()).unwrap();
+        let mut p = Pidfile::create(path.to_str().unwrap(), std::process::id()).unwrap();
+        // Promotion: app.pid.2 -> app.pid.
+        let promoted = dir.join("promoted.pid");
+        p.rename(promoted.to_str().unwrap(), std::process::id())
+            .unwrap();
+        assert!(!path.exists() && promoted.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

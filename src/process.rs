@@ -90,15 +90,18 @@ impl SignalPipe {
 }
 
 /// In a freshly forked child: back to default dispositions for everything
-/// the master handled, an empty signal mask, and HUP/USR2/WINCH ignored
-/// (so `pkill -HUP rgunicorn` reloads the master instead of killing workers).
-pub fn reset_child_signals() {
+/// the master handled and an empty signal mask; a worker also ignores
+/// HUP/USR2/WINCH (so `pkill -HUP rgunicorn` reloads the master instead of
+/// killing workers).
+fn reset_child_signals(kind: ChildKind) {
     PIPE_WRITE_FD.store(-1, Ordering::Relaxed);
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
     for &sig in MASTER_SIGNALS {
         let action = match sig {
-            Signal::SIGHUP | Signal::SIGUSR2 | Signal::SIGWINCH => &ignore,
+            Signal::SIGHUP | Signal::SIGUSR2 | Signal::SIGWINCH if kind == ChildKind::Worker => {
+                &ignore
+            }
             _ => &default,
         };
         // SAFETY: installing SIG_DFL / SIG_IGN is always sound.
@@ -111,12 +114,27 @@ pub fn reset_child_signals() {
     );
 }
 
+/// What a forked child of the master becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildKind {
+    /// A worker: HUP/USR2/WINCH ignored, its own process group (a SIGKILL
+    /// on timeout takes the worker's own children with it).
+    Worker,
+    /// The USR2 child that execs the new master: default dispositions (an
+    /// ignored signal would stay ignored across exec), same process group.
+    Exec,
+}
+
 /// Fork with CPython's fork protocol (`PyOS_BeforeFork` /
 /// `PyOS_AfterFork_*`), so `os.register_at_fork` callbacks run: `random`
 /// is reseeded and `logging`'s locks are reset in the child. Must be called
 /// from the master's (only) thread while attached to the interpreter. The
 /// child runs `child` and exits with its status; it never returns.
-pub fn fork_python(_py: pyo3::Python<'_>, child: impl FnOnce() -> i32) -> nix::Result<Pid> {
+pub fn fork_python(
+    _py: pyo3::Python<'_>,
+    kind: ChildKind,
+    child: impl FnOnce() -> i32,
+) -> nix::Result<Pid> {
     // SAFETY: we are attached to the interpreter on the thread that
     // initialised it (the `py` token proves attachment), as the
     // PyOS_*Fork functions require.
@@ -133,10 +151,10 @@ pub fn fork_python(_py: pyo3::Python<'_>, child: impl FnOnce() -> i32) -> nix::R
         Ok(ForkResult::Child) => {
             // SAFETY: child side of the protocol, first thing after fork.
             unsafe { pyo3::ffi::PyOS_AfterFork_Child() };
-            reset_child_signals();
-            // Own process group: a SIGKILL on timeout takes the worker's
-            // own children with it.
-            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            reset_child_signals(kind);
+            if kind == ChildKind::Worker {
+                let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            }
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(1);
             exit_now(code)
         }
@@ -145,6 +163,38 @@ pub fn fork_python(_py: pyo3::Python<'_>, child: impl FnOnce() -> i32) -> nix::R
             unsafe { pyo3::ffi::PyOS_AfterFork_Parent() };
             Err(e)
         }
+    }
+}
+
+/// Replace this process (the USR2 child) with a new master: `argv[0]` run
+/// with `argv` and exactly `env`, the listening sockets `keep_fds` left
+/// open across exec. Returns only on failure.
+pub fn exec_master(
+    argv: &[String],
+    env: &[(String, String)],
+    keep_fds: &[std::os::fd::RawFd],
+) -> std::io::Error {
+    use std::ffi::CString;
+    for &fd in keep_fds {
+        // SAFETY: fcntl(F_SETFD) on a descriptor the master owns only
+        // clears its close-on-exec flag.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+            return std::io::Error::last_os_error();
+        }
+    }
+    let cstr = |s: &str| CString::new(s).map_err(std::io::Error::other);
+    let args: Result<Vec<CString>, _> = argv.iter().map(|a| cstr(a)).collect();
+    let vars: Result<Vec<CString>, _> =
+        env.iter().map(|(k, v)| cstr(&format!("{k}={v}"))).collect();
+    let (args, vars) = match (args, vars) {
+        (Ok(a), Ok(v)) => (a, v),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let Some(program) = args.first() else {
+        return std::io::Error::other("empty command line");
+    };
+    match nix::unistd::execve(program, &args, &vars) {
+        Err(e) => e.into(),
     }
 }
 

@@ -35,6 +35,7 @@ def worker_exit(server, worker): _rec("worker_exit", os.getpid(), worker.pid)
 def child_exit(server, worker): _rec("child_exit", os.getpid(), worker.pid)
 def on_exit(server): _rec("on_exit", os.getpid())
 def worker_abort(worker): _rec("worker_abort", os.getpid(), worker.pid)
+def pre_exec(server): _rec("pre_exec", os.getpid(), server.pid)
 "#;
 
 struct Server {
@@ -444,6 +445,127 @@ fn max_requests_recycles_workers_without_failures() {
             >= 4
     );
     assert_eq!(server.stop(), 0);
+}
+
+/// Kills a process that is not our child (the USR2 master) when dropped.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie (exited, not yet reaped by its new parent) counts as gone.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn usr2_upgrade_then_term_old_master_loses_no_request() {
+    let dir = scratch_dir("master-usr2");
+    let server = Server::start(&dir, &["--pid", "app.pid"]);
+    server.wait_until(|| count(&server.hooks(), "post_worker_init") == 2);
+    let old = server.pid();
+    let old_workers = server.worker_pids();
+    let load = Load::start(server.port, 32);
+    server.wait_until(|| load.ok.load(Ordering::Relaxed) > 200);
+
+    server.signal("USR2");
+    let pid2 = dir.join("app.pid.2");
+    server.wait_until(|| pid2.exists());
+    let new: i32 = std::fs::read_to_string(&pid2)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _guard = KillOnDrop(new);
+    // The new master is the old one's child, runs pre_exec before exec,
+    // starts afresh (nworkers_changed .. None, on_starting) and boots its
+    // own workers on the inherited socket.
+    assert!(server.worker_pids().contains(&new));
+    server.wait_until(|| count(&server.hooks(), "post_worker_init") == 4);
+    let hooks = server.hooks();
+    assert!(
+        hooks.contains(&format!("pre_exec {new} {old}")),
+        "{hooks:#?}"
+    );
+    assert!(hooks.contains(&format!("nworkers_changed {new} 2 None")));
+    assert!(hooks.contains(&format!("on_starting {new} {new} 2")));
+    let new_workers = children(new);
+    assert_eq!(new_workers.len(), 2);
+    // USR2 again while the child exists is refused.
+    server.signal("USR2");
+    server.wait_until(|| {
+        server
+            .stderr_lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("USR2 signal ignored. Child exists."))
+    });
+    let served = load.ok.load(Ordering::Relaxed);
+    server.wait_until(|| load.ok.load(Ordering::Relaxed) > served + 200);
+
+    // TERM the old master: its workers drain, the new master is promoted.
+    let hook_log = server.hook_log.clone();
+    let lines = server.stderr_lines.clone();
+    assert_eq!(server.stop(), 0);
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait("promotion", &|| {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(&format!("[{new}] [INFO] Master has been promoted.")))
+    });
+    wait("pidfile renamed", &|| {
+        !pid2.exists()
+            && std::fs::read_to_string(dir.join("app.pid")).ok().as_deref()
+                == Some(&format!("{new}\n"))
+    });
+    assert!(old_workers.iter().all(|p| !alive(*p)));
+    let served = load.ok.load(Ordering::Relaxed);
+    wait("serving after the upgrade", &|| {
+        load.ok.load(Ordering::Relaxed) > served + 200
+    });
+    let (ok, failed) = load.finish();
+    eprintln!("USR2 + TERM old master: {ok} requests served, {failed} failed");
+    assert_eq!(failed, 0, "{ok} ok");
+    assert_eq!(children(new), new_workers);
+
+    // The promoted master stops like any master.
+    let _ = Command::new("kill")
+        .args(["-TERM", &new.to_string()])
+        .status();
+    wait("new master stops", &|| !alive(new));
+    let hooks = std::fs::read_to_string(hook_log).unwrap();
+    assert!(hooks.contains(&format!("on_exit {new}")), "{hooks}");
+    assert!(!dir.join("app.pid").exists());
 }
 
 /// The test-only app binary (examples/testapp.rs), built by `cargo test`.

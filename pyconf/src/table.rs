@@ -1040,7 +1040,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Callable(1),
         short: "Called just before a new master process is forked.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "pre_request",
