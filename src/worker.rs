@@ -239,10 +239,13 @@ fn spawn_accept_loop(
             };
             match accepted {
                 Ok(conn) => {
+                    // Counted before the next accept, so that the fair-share
+                    // check of the next turn sees it.
+                    let slot = setup.scoreboard.slot(setup.slot);
+                    slot.connections.fetch_add(1, Ordering::AcqRel);
                     let (setup, stats, drain) = (setup.clone(), stats.clone(), drain.clone());
                     tokio::spawn(async move {
                         let slot = setup.scoreboard.slot(setup.slot);
-                        slot.connections.fetch_add(1, Ordering::AcqRel);
                         match conn {
                             Conn::Tcp(s) => {
                                 serve_connection(TokioIo::new(s), setup.clone(), stats, drain).await

@@ -1,0 +1,341 @@
+//! A running rgunicorn (or a Rust app binary built on it) as a child
+//! process for the integration tests: start-up on the `Listening at:` line
+//! and a first 200, signals, plain requests, the hook log, the process
+//! tree, and a closed-loop keep-alive load that counts every failure.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use super::rgunicorn;
+
+pub const HOOKS_CONF: &str = r#"
+bind = "127.0.0.1:0"
+workers = 2
+graceful_timeout = 5
+timeout = 30
+import os
+HOOK_LOG = os.environ["HOOK_LOG"]
+def _rec(*parts):
+    with open(HOOK_LOG, "a") as f:
+        f.write(" ".join(str(p) for p in parts) + "\n")
+def nworkers_changed(server, new_value, old_value): _rec("nworkers_changed", os.getpid(), new_value, old_value)
+def on_starting(server): _rec("on_starting", os.getpid(), server.pid, server.cfg.workers)
+def when_ready(server): _rec("when_ready", os.getpid())
+def pre_fork(server, worker): _rec("pre_fork", os.getpid(), worker.pid, worker.age)
+def post_fork(server, worker): _rec("post_fork", os.getpid(), worker.pid, worker.ppid == server.pid)
+def post_worker_init(worker): _rec("post_worker_init", os.getpid(), worker.pid)
+def on_reload(server): _rec("on_reload", os.getpid())
+def worker_exit(server, worker): _rec("worker_exit", os.getpid(), worker.pid)
+def child_exit(server, worker): _rec("child_exit", os.getpid(), worker.pid)
+def on_exit(server): _rec("on_exit", os.getpid())
+def worker_abort(worker): _rec("worker_abort", os.getpid(), worker.pid)
+def pre_exec(server): _rec("pre_exec", os.getpid(), server.pid)
+"#;
+
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub hook_log: std::path::PathBuf,
+    pub stderr_lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Server {
+    pub fn start(dir: &Path, extra_args: &[&str]) -> Server {
+        Server::start_program(&rgunicorn(), "rgunicorn:health", dir, extra_args)
+    }
+
+    pub fn start_program(program: &Path, app: &str, dir: &Path, extra_args: &[&str]) -> Server {
+        let hook_log = dir.join("hooks.log");
+        std::fs::write(dir.join("hooks.conf.py"), HOOKS_CONF).unwrap();
+        let mut child = Command::new(program)
+            .current_dir(dir)
+            .args([app, "-c", "hooks.conf.py"])
+            .args(extra_args)
+            .env("HOOK_LOG", &hook_log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stderr_lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = stderr_lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("server: {line}");
+                lines.lock().unwrap().push(line.clone());
+                // The receiver goes away after start-up; keep draining.
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("no Listening line");
+            if let Some(rest) = line.split("Listening at: http://127.0.0.1:").nth(1) {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                break digits.parse::<u16>().unwrap();
+            }
+        };
+        let server = Server {
+            child,
+            port,
+            hook_log,
+            stderr_lines,
+        };
+        server.wait_until(|| {
+            server
+                .get("/health")
+                .map(|(s, _)| s == 200)
+                .unwrap_or(false)
+        });
+        server
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        let status = buf
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        Ok((status, body))
+    }
+
+    pub fn hooks(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.hook_log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn wait_until(&self, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "condition not reached; hooks: {:#?}",
+                self.hooks()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Worker pids alive now (children of the master).
+    pub fn worker_pids(&self) -> Vec<i32> {
+        let children =
+            std::fs::read_to_string(format!("/proc/{}/task/{}/children", self.pid(), self.pid()))
+                .unwrap_or_default();
+        children
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    pub fn stop(mut self) -> i32 {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "server did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A closed-loop keep-alive load: `conns` clients each sending requests
+/// back to back on one connection (reconnecting after `Connection: close`),
+/// counting every failure: connect errors, resets, early EOF, non-200.
+pub struct Load {
+    pub stop: Arc<AtomicBool>,
+    pub ok: Arc<AtomicU64>,
+    pub failed: Arc<AtomicU64>,
+    pub threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(port: u16, conns: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let threads = (0..conns)
+            .map(|_| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    let mut conn: Option<BufReader<TcpStream>> = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        if conn.is_none() {
+                            match TcpStream::connect(("127.0.0.1", port)) {
+                                Ok(s) => {
+                                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                                    conn = Some(BufReader::new(s));
+                                }
+                                Err(e) => {
+                                    eprintln!("load: connect failed: {e}");
+                                    failed.fetch_add(1, Ordering::Relaxed);
+                                    continue;
+                                }
+                            }
+                        }
+                        match one_request(conn.as_mut().unwrap()) {
+                            Ok((200, close)) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                if close {
+                                    conn = None;
+                                }
+                            }
+                            Ok((status, _)) => {
+                                eprintln!("load: status {status}");
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                conn = None;
+                            }
+                            Err(e) => {
+                                eprintln!("load: request failed: {e}");
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                conn = None;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
+    }
+
+    pub fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// One keep-alive request: (status, server said Connection: close).
+pub fn one_request(conn: &mut BufReader<TcpStream>) -> std::io::Result<(u16, bool)> {
+    conn.get_mut()
+        .write_all(b"GET /health HTTP/1.1\r\nHost: load\r\n\r\n")?;
+    let mut line = String::new();
+    if conn.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "closed before response",
+        ));
+    }
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (mut length, mut close) = (0usize, false);
+    loop {
+        line.clear();
+        if conn.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed in headers",
+            ));
+        }
+        let l = line.trim_end().to_ascii_lowercase();
+        if l.is_empty() {
+            break;
+        }
+        if let Some(v) = l.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        if l == "connection: close" {
+            close = true;
+        }
+    }
+    let mut body = vec![0; length];
+    conn.read_exact(&mut body)?;
+    Ok((status, close))
+}
+
+pub fn count(hooks: &[String], name: &str) -> usize {
+    hooks
+        .iter()
+        .filter(|l| l.split_whitespace().next() == Some(name))
+        .count()
+}
+
+/// Kills a process that is not our child (the USR2 master) when dropped.
+pub struct KillOnDrop(pub i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
+
+pub fn alive(pid: i32) -> bool {
+    // A zombie (exited, not yet reaped by its new parent) counts as gone.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+pub fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The test-only app binary (examples/testapp.rs), built by `cargo test`.
+pub fn testapp() -> std::path::PathBuf {
+    rgunicorn().parent().unwrap().join("examples/testapp")
+}
