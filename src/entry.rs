@@ -120,6 +120,11 @@ fn run(
                 Some(why) => eprintln!("Warning: setting `{name}` has no effect in rgunicorn: {why}"),
             }
         }
+        // A USR2 child is already detached (gunicorn skips it too).
+        if cfg.bool(py, "daemon") && std::env::var_os("GUNICORN_FD").is_none() {
+            crate::process::daemonize(py, cfg.bool(py, "enable_stdio_inheritance"))
+                .map_err(|e| anyhow::anyhow!("can't daemonize: {e}"))?;
+        }
         add_pythonpath(py, &cfg)?;
         let app = match (rust_app, cfg.app_uri.as_deref()) {
             (Some(app), uri) => {

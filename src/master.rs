@@ -201,6 +201,7 @@ impl<'py> Master<'py> {
             &self.cfg.string(py, "loglevel").unwrap_or_default(),
         )
         .map_err(|e| MasterError::Startup(format!("can't open error log: {e}")))?;
+        self.chown_error_log();
         self.set_num_workers(self.cfg.int(py, "workers").max(1) as usize, None)
             .map_err(|e| MasterError::StartupHook(self.traceback(&e)))?;
         self.export_env().map_err(MasterError::Startup)?;
@@ -251,6 +252,29 @@ impl<'py> Master<'py> {
         }
     }
 
+    /// The error log file belongs to the workers' user and group, so that
+    /// they can reopen it on USR1 (gunicorn chowns its log files too).
+    fn chown_error_log(&self) {
+        let py = self.py;
+        let Some(path) = self.cfg.string(py, "errorlog").filter(|p| p != "-") else {
+            return;
+        };
+        let (uid, gid) = (
+            self.cfg.int(py, "user") as u32,
+            self.cfg.int(py, "group") as u32,
+        );
+        if (uid, gid)
+            != (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            )
+        {
+            if let Err(e) = std::os::unix::fs::chown(&path, Some(uid), Some(gid)) {
+                log::warning(&format!("can't chown {path} to {uid}:{gid}: {e}"));
+            }
+        }
+    }
+
     fn bind(&self) -> Result<Vec<Listener>, MasterError> {
         let py = self.py;
         let addrs = sock::parse_binds(&self.cfg.list(py, "bind"))
@@ -259,6 +283,10 @@ impl<'py> Master<'py> {
             backlog: self.cfg.int(py, "backlog") as i32,
             reuse_port: self.cfg.bool(py, "reuse_port"),
             umask: self.cfg.int(py, "umask") as u32,
+            owner: (
+                self.cfg.int(py, "user") as u32,
+                self.cfg.int(py, "group") as u32,
+            ),
         };
         sock::create(&addrs, &opts).map_err(|e| MasterError::Startup(e.to_string()))
     }
@@ -366,6 +394,7 @@ impl<'py> Master<'py> {
         ) {
             log::error(&format!("can't reopen the error log: {e}"));
         }
+        self.chown_error_log();
         {
             let mut server = self.server.borrow_mut(py);
             server.cfg = PyCfg::new(py, &self.cfg).map_err(|e| e.to_string())?;
@@ -488,6 +517,16 @@ impl<'py> Master<'py> {
         }) else {
             return Err("no free worker slot".into());
         };
+        // gunicorn creates each worker's heartbeat file there; rgunicorn's
+        // heartbeat is in shared memory, but a missing directory fails the
+        // same way.
+        if let Some(dir) = self.cfg.string(py, "worker_tmp_dir") {
+            if !std::path::Path::new(&dir).is_dir() {
+                return Err(format!(
+                    "RuntimeError: {dir} doesn't exist. Can't create workertmp."
+                ));
+            }
+        }
         self.worker_age += 1;
         self.server.borrow_mut(py).worker_age = self.worker_age;
         let max_requests = match self.cfg.int(py, "max_requests") {
@@ -844,6 +883,14 @@ fn worker_main(
         for (k, v) in env {
             std::env::set_var(k, v);
         }
+    }
+    // user/group: after post_fork, which runs with the master's privileges.
+    let (uid, gid) = (cfg.int(py, "user") as u32, cfg.int(py, "group") as u32);
+    if let Err(e) = process::set_owner(uid, gid, cfg.bool(py, "initgroups")) {
+        log::error(&format!(
+            "Exception in worker process: can't switch to user {uid} group {gid}: {e}"
+        ));
+        return WORKER_BOOT_ERROR;
     }
     if let Err(e) = hooks::call(py, cfg, "post_worker_init", (worker.clone_ref(py),)) {
         hooks::log_exception(py, "Exception in worker process", &e);

@@ -257,12 +257,104 @@ pub fn block_worker_signals() -> SigSet {
     set
 }
 
-/// Set the process title shown by `ps` (`rgunicorn: master [name]`):
-/// prctl changes the short name shown in /proc/PID/comm.
+/// Set the process title shown by `ps` and `/proc/PID/cmdline`
+/// (`rgunicorn: master [name]`), as gunicorn does with `setproctitle`: the
+/// title is written over the process's original argument strings (so it
+/// is cut to their length) and the short name (`comm`, 15 bytes) is set too.
 pub fn set_title(title: &str) {
     let short: String = title.chars().take(15).collect();
     if let Ok(c) = std::ffi::CString::new(short) {
         // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
         unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr() as libc::c_ulong, 0, 0, 0) };
     }
+    let Some((start, end)) = argv_area() else {
+        return;
+    };
+    let len = end - start;
+    if len < 2 {
+        return;
+    }
+    let mut bytes = vec![0u8; len];
+    let n = title.len().min(len - 1);
+    bytes[..n].copy_from_slice(&title.as_bytes()[..n]);
+    // SAFETY: [start, end) is this process's own argument strings, as the
+    // kernel reports them: writable memory at the top of the main stack
+    // that nothing else owns. Rust's std and CPython copied what they need
+    // from it at start-up (the command line for USR2 is kept separately).
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), start as *mut u8, len) };
+}
+
+/// `arg_start` and `arg_end` of this process (fields 48 and 49 of
+/// `/proc/self/stat`).
+fn argv_area() -> Option<(usize, usize)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which may hold spaces: field 3 first.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let start: usize = fields.get(48 - 3)?.parse().ok()?;
+    let end: usize = fields.get(49 - 3)?.parse().ok()?;
+    (start != 0 && end > start).then_some((start, end))
+}
+
+/// `daemon`: detach as gunicorn's `util.daemonize` does: fork (the parent
+/// exits 0), `setsid`, fork again, `umask(0o22)`, and stdin, stdout and
+/// stderr to /dev/null (stdout and stderr are kept with
+/// `enable_stdio_inheritance`). Returns in the daemon.
+pub fn daemonize(_py: pyo3::Python<'_>, keep_stdio: bool) -> nix::Result<()> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    for round in 0..2 {
+        // SAFETY: a plain fork of the single-threaded process, with
+        // CPython's fork protocol (see fork_python); the parent leaves at
+        // once without touching the interpreter.
+        unsafe { pyo3::ffi::PyOS_BeforeFork() };
+        match unsafe { nix::unistd::fork() } {
+            Ok(ForkResult::Parent { .. }) => exit_now(0),
+            Ok(ForkResult::Child) => unsafe { pyo3::ffi::PyOS_AfterFork_Child() },
+            Err(e) => {
+                // SAFETY: the fork failed; undo BeforeFork.
+                unsafe { pyo3::ffi::PyOS_AfterFork_Parent() };
+                return Err(e);
+            }
+        }
+        if round == 0 {
+            nix::unistd::setsid()?;
+        }
+    }
+    nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
+    let null = open("/dev/null", OFlag::O_RDWR, Mode::empty())?;
+    let targets: &[i32] = if keep_stdio { &[0] } else { &[0, 1, 2] };
+    for &fd in targets {
+        // SAFETY: dup2 onto the standard descriptors, which this process
+        // owns; nothing holds a borrowed handle to them.
+        if unsafe { libc::dup2(null.as_raw_fd(), fd) } == -1 {
+            return Err(nix::Error::last());
+        }
+    }
+    Ok(())
+}
+
+/// Switch a worker to `user`/`group` (after `post_fork`, as gunicorn's
+/// `set_owner_process`): uid or gid 0 means "keep"; with `initgroups` the
+/// supplementary groups become the user's.
+pub fn set_owner(uid: u32, gid: u32, initgroups: bool) -> Result<(), String> {
+    use nix::unistd::{Gid, Uid, User};
+    if gid != 0 {
+        let user = (uid != 0)
+            .then(|| User::from_uid(Uid::from_raw(uid)).ok().flatten())
+            .flatten();
+        if initgroups {
+            if let Some(user) = &user {
+                let name = std::ffi::CString::new(user.name.clone()).map_err(|e| e.to_string())?;
+                nix::unistd::initgroups(&name, Gid::from_raw(gid))
+                    .map_err(|e| format!("initgroups({}, {gid}): {e}", user.name))?;
+            }
+        }
+        if gid != nix::unistd::getgid().as_raw() {
+            nix::unistd::setgid(Gid::from_raw(gid)).map_err(|e| format!("setgid({gid}): {e}"))?;
+        }
+    }
+    if uid != 0 && uid != nix::unistd::getuid().as_raw() {
+        nix::unistd::setuid(Uid::from_raw(uid)).map_err(|e| format!("setuid({uid}): {e}"))?;
+    }
+    Ok(())
 }

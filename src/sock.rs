@@ -69,6 +69,8 @@ pub struct BindOptions {
     pub backlog: i32,
     pub reuse_port: bool,
     pub umask: u32,
+    /// Unix socket files are chowned to the workers' user and group.
+    pub owner: (u32, u32),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SockError {
@@ -122,6 +124,15 @@ fn bind_one(addr: &Address, opts: &BindOptions) -> Result<Listener, std::io::Err
             // SAFETY: as above.
             unsafe { libc::umask(old) };
             bound?;
+            let (uid, gid) = opts.owner;
+            if (uid, gid)
+                != (
+                    nix::unistd::geteuid().as_raw(),
+                    nix::unistd::getegid().as_raw(),
+                )
+            {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+            }
             socket.listen(opts.backlog)?;
             socket.set_nonblocking(true)?;
             Ok(Listener {

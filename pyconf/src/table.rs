@@ -494,7 +494,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Daemonize the Gunicorn process.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "raw_env",
@@ -533,7 +533,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "A directory to use for the worker heartbeat temporary file.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "user",
@@ -546,7 +546,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: User,
         short: "Switch worker processes to run as this user.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "group",
@@ -559,7 +559,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Group,
         short: "Switch worker process to run as this group.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "umask",
@@ -585,7 +585,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "If true, set the worker process's group access list with all of the",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "tmp_upload_dir",
@@ -819,7 +819,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Enable stdio inheritance.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "statsd_host",
