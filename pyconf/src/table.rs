@@ -1706,3 +1706,55 @@ pub static SETTINGS: &[Setting] = &[
         support: Later,
     },
 ];
+
+/// The README's "What is implemented" lists, made from this table (a test
+/// keeps the README equal to it): settings grouped by [`Support`], in
+/// table order, each list wrapped at 78 columns.
+pub fn support_markdown() -> String {
+    let names = |keep: &dyn Fn(&Setting) -> bool| -> Vec<String> {
+        SETTINGS
+            .iter()
+            .filter(|s| keep(s))
+            .map(|s| format!("`{}`", s.name))
+            .collect()
+    };
+    let mut out = String::new();
+    let mut paragraph = |title: &str, items: Vec<String>| {
+        let mut line = title.to_string();
+        for (i, item) in items.iter().enumerate() {
+            let sep = if i + 1 == items.len() { "." } else { "," };
+            let word = format!("{item}{sep}");
+            if line.len() + 1 + word.len() > 78 {
+                out.push_str(&line);
+                out.push('\n');
+                line = word;
+            } else {
+                line.push(' ');
+                line.push_str(&word);
+            }
+        }
+        out.push_str(&line);
+        out.push_str("\n\n");
+    };
+    paragraph(
+        "Acted on:",
+        names(&|s| s.support == Support::Done && s.origin == Origin::Gunicorn),
+    );
+    paragraph(
+        "Accepted and validated, not acted on yet (a warning names each one set):",
+        names(&|s| s.support == Support::Later),
+    );
+    let never: Vec<String> = SETTINGS
+        .iter()
+        .filter_map(|s| match s.support {
+            Support::Never(why) => Some(format!("`{}` ({why})", s.name)),
+            _ => None,
+        })
+        .collect();
+    paragraph("Not planned (a warning names each one set):", never);
+    let ours = names(&|s| s.origin == Origin::Rgunicorn);
+    if !ours.is_empty() {
+        paragraph("rgunicorn's own settings:", ours);
+    }
+    out.trim_end().to_string() + "\n"
+}
