@@ -290,3 +290,87 @@ fn a_blocked_worker_is_aborted_and_replaced_within_timeout() {
     assert!(blocked.join().unwrap().is_empty());
     assert_eq!(server.stop(), 0);
 }
+
+#[test]
+fn int_and_quit_are_quick_stops_with_worker_int() {
+    for sig in ["INT", "QUIT"] {
+        let dir = scratch_dir("master-int");
+        let server = Server::start(&dir, &[]);
+        server.wait_until(|| count(&server.hooks(), "post_worker_init") == 2);
+        let workers = server.worker_pids();
+        let master = server.pid();
+        let hook_log = server.hook_log.clone();
+        server.signal(sig);
+        let mut child = server;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let code = loop {
+            if let Some(status) = child.child.try_wait().unwrap() {
+                break status.code();
+            }
+            assert!(Instant::now() < deadline, "{sig}: master did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(code, Some(0), "{sig}");
+        let hooks: Vec<String> = std::fs::read_to_string(&hook_log)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        for w in &workers {
+            // worker_int runs in the worker, then worker_exit.
+            let int = hooks
+                .iter()
+                .position(|l| l == &format!("worker_int {w} {w}"));
+            let exit = hooks
+                .iter()
+                .position(|l| l == &format!("worker_exit {w} {w}"));
+            assert!(int.is_some() && int < exit, "{sig}: {hooks:#?}");
+            assert!(!alive(*w));
+        }
+        assert_eq!(count(&hooks, "child_exit"), 2, "{sig}: {hooks:#?}");
+        assert_eq!(hooks.last().unwrap(), &format!("on_exit {master}"));
+        drop(child);
+    }
+}
+
+#[test]
+fn usr1_reopens_the_error_log_in_master_and_workers() {
+    let dir = scratch_dir("master-usr1");
+    let log = dir.join("err.log");
+    let server = Server::start(&dir, &["--error-logfile", "err.log"]);
+    server.wait_until(|| count(&server.hooks(), "post_worker_init") == 2);
+    let workers = server.worker_pids();
+    // Rotate: move the file away, then USR1.
+    std::fs::rename(&log, dir.join("err.log.1")).unwrap();
+    server.signal("USR1");
+    // Every process holds the new file once it has reopened.
+    let holds_new_log = |pid: i32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|fds| {
+                fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .any(|target| target == log)
+            })
+            .unwrap_or(false)
+    };
+    server.wait_until(|| holds_new_log(server.pid()) && workers.iter().all(|&w| holds_new_log(w)));
+    // Lines written after the reopen land in the new file: TTOU stops the
+    // oldest worker, which logs its exit, and the master logs the signal.
+    server.signal("TTOU");
+    server.wait_until(|| server.worker_pids().len() == 1);
+    let gone = workers
+        .iter()
+        .find(|w| !server.worker_pids().contains(w))
+        .copied()
+        .unwrap();
+    server.wait_until(|| {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("Handling signal: ttou")
+            && text.contains(&format!("Worker exiting (pid: {gone})"))
+    });
+    let old = std::fs::read_to_string(dir.join("err.log.1")).unwrap();
+    assert!(
+        old.contains("Booting worker") && !old.contains("ttou"),
+        "{old}"
+    );
+    assert_eq!(server.stop(), 0);
+}

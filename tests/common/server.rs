@@ -34,6 +34,7 @@ def worker_exit(server, worker): _rec("worker_exit", os.getpid(), worker.pid)
 def child_exit(server, worker): _rec("child_exit", os.getpid(), worker.pid)
 def on_exit(server): _rec("on_exit", os.getpid())
 def worker_abort(worker): _rec("worker_abort", os.getpid(), worker.pid)
+def worker_int(worker): _rec("worker_int", os.getpid(), worker.pid)
 def pre_exec(server): _rec("pre_exec", os.getpid(), server.pid)
 "#;
 
@@ -73,14 +74,28 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
+        let port_in = |line: &str| {
+            let rest = line.split("Listening at: http://127.0.0.1:").nth(1)?;
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u16>().ok()
+        };
+        // The Listening line is on stderr, or in the --error-logfile.
+        let log_file = extra_args
+            .iter()
+            .position(|a| *a == "--error-logfile")
+            .map(|i| dir.join(extra_args[i + 1]));
         let deadline = Instant::now() + Duration::from_secs(20);
         let port = loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("no Listening line");
-            if let Some(rest) = line.split("Listening at: http://127.0.0.1:").nth(1) {
-                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                break digits.parse::<u16>().unwrap();
+            assert!(Instant::now() < deadline, "no Listening line");
+            if let Some(path) = &log_file {
+                if let Some(port) = std::fs::read_to_string(path).ok().and_then(|t| port_in(&t)) {
+                    break port;
+                }
+            }
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(20)) {
+                if let Some(port) = port_in(&line) {
+                    break port;
+                }
             }
         };
         let server = Server {
