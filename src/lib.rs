@@ -7,6 +7,7 @@
 pub mod entry;
 pub mod health;
 pub mod hooks;
+pub mod http_error;
 pub mod log;
 pub mod master;
 pub mod pidfile;

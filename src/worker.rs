@@ -123,11 +123,58 @@ fn signal_thread(
                 crate::process::exit_now(0);
             }
             Signal::SIGABRT => {
+                answer_stuck_requests();
                 (hooks.on_abort)();
                 crate::process::exit_now(1);
             }
             _ => {}
         }
+    }
+}
+
+/// Sockets whose request is inside the app (the app has not returned a
+/// response yet). When the master aborts this worker on timeout, the signal
+/// thread answers each of them with gunicorn's 500 before the process goes,
+/// as gunicorn's sync worker does, instead of leaving the client with a
+/// closed connection.
+static IN_APP: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
+
+/// Registered in [`IN_APP`] while alive.
+struct InApp(RawFd);
+
+impl InApp {
+    fn enter(fd: RawFd) -> InApp {
+        if let Ok(mut v) = IN_APP.lock() {
+            v.push(fd);
+        }
+        InApp(fd)
+    }
+}
+
+impl Drop for InApp {
+    fn drop(&mut self) {
+        if let Ok(mut v) = IN_APP.lock() {
+            if let Some(i) = v.iter().position(|&fd| fd == self.0) {
+                v.swap_remove(i);
+            }
+        }
+    }
+}
+
+/// On abort: a 500 to every request still inside the app. The runtime
+/// thread is stuck (that is why the master aborts us), so nothing else
+/// writes to these sockets.
+fn answer_stuck_requests() {
+    let fds = match IN_APP.try_lock() {
+        Ok(v) => v.clone(),
+        Err(_) => return,
+    };
+    let resp = crate::http_error::response(500, "Internal Server Error", "");
+    for fd in fds {
+        // The connection that owns the fd cannot be dropped meanwhile: the
+        // runtime thread is stuck, and the process exits right after this.
+        let _ = nix::sys::socket::send(fd, &resp, nix::sys::socket::MsgFlags::MSG_NOSIGNAL);
+        let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
     }
 }
 
@@ -248,10 +295,14 @@ fn spawn_accept_loop(
                         let slot = setup.scoreboard.slot(setup.slot);
                         match conn {
                             Conn::Tcp(s) => {
-                                serve_connection(TokioIo::new(s), setup.clone(), stats, drain).await
+                                let fd = s.as_raw_fd();
+                                serve_connection(TokioIo::new(s), fd, setup.clone(), stats, drain)
+                                    .await
                             }
                             Conn::Unix(s) => {
-                                serve_connection(TokioIo::new(s), setup.clone(), stats, drain).await
+                                let fd = s.as_raw_fd();
+                                serve_connection(TokioIo::new(s), fd, setup.clone(), stats, drain)
+                                    .await
                             }
                         }
                         slot.connections.fetch_sub(1, Ordering::AcqRel);
@@ -302,6 +353,7 @@ async fn wait_for_fair_share(setup: &WorkerSetup) {
 
 async fn serve_connection<I>(
     io: I,
+    fd: RawFd,
     setup: Arc<WorkerSetup>,
     stats: Arc<WorkerStats>,
     mut drain: watch::Receiver<bool>,
@@ -331,7 +383,9 @@ async fn serve_connection<I>(
                         slot.set_state(SlotState::WantsRetire);
                     }
                 }
+                let in_app = InApp::enter(fd);
                 let mut resp = (setup.app)(req, stats.clone()).await;
+                drop(in_app);
                 if *drain.borrow() {
                     resp.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
