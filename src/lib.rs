@@ -16,6 +16,7 @@ pub mod pyapp;
 pub mod python;
 pub mod scoreboard;
 pub mod sock;
+pub mod strict_http;
 pub mod worker;
 
 pub use pyconf;
