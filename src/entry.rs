@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyconf::cli::CliError;
 use pyconf::{Config, LoadError, Sources};
 
+use crate::app::AppFactory;
 use crate::pyapp::{self, BUILTIN_HEALTH_APP};
 
 /// rgunicorn's version and what it is compatible with, for `--version`.
@@ -28,13 +29,13 @@ pub fn main_binary() -> ExitCode {
 }
 
 /// Entry point of a Rust application's own binary: the full rgunicorn
-/// command line and config, with `app` served by every worker whatever
-/// APP_MODULE says.
-pub fn main_with_app(app: crate::worker::AppFn) -> ExitCode {
+/// command line and config, with the app made by `app` (once per worker,
+/// after fork) served whatever APP_MODULE says. See [`crate::app`].
+pub fn run_app(app: AppFactory) -> ExitCode {
     main_with(Some(app))
 }
 
-fn main_with(app: Option<crate::worker::AppFn>) -> ExitCode {
+fn main_with(app: Option<AppFactory>) -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     if let Err(e) = crate::python::initialize_embedded(&argv) {
         eprintln!("Error: {e}");
@@ -97,11 +98,7 @@ pub fn load_config(py: Python<'_>, argv: &[String]) -> Result<Config, u8> {
 
 /// `argv` is what the configuration is parsed from; `reexec` the command
 /// line a USR2 upgrade executes.
-fn run(
-    argv: Vec<String>,
-    rust_app: Option<crate::worker::AppFn>,
-    reexec: Vec<String>,
-) -> anyhow::Result<u8> {
+fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> anyhow::Result<u8> {
     Python::attach(|py| {
         let cfg = match load_config(py, &argv) {
             Ok(cfg) => cfg,
@@ -128,10 +125,13 @@ fn run(
         add_pythonpath(py, &cfg)?;
         let app = match (rust_app, cfg.app_uri.as_deref()) {
             (Some(app), uri) => {
-                crate::log::info(&format!("Serving the Rust app of this binary (APP_MODULE {uri:?} is not imported)"));
+                crate::log::info(&format!(
+                    "Serving the Rust app of this binary (APP_MODULE {} is not imported)",
+                    uri.unwrap_or("-")
+                ));
                 app
             }
-            (None, Some(BUILTIN_HEALTH_APP)) => crate::worker::health_app(),
+            (None, Some(BUILTIN_HEALTH_APP)) => crate::health::app(),
             (None, Some(other)) => anyhow::bail!(
                 "serving Python applications ({other}) is not implemented yet in this build of rgunicorn; \
                  the built-in app {BUILTIN_HEALTH_APP} and Rust apps are served"
@@ -148,7 +148,7 @@ pub fn serve(
     argv: Vec<String>,
     reexec: Vec<String>,
     cfg: Config,
-    app: crate::worker::AppFn,
+    app: AppFactory,
 ) -> anyhow::Result<u8> {
     use crate::master::{Master, MasterError};
     let master = Master::new(py, argv, reexec, cfg, app)?;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::worker::WorkerStats;
+use crate::app::{AppFactory, WorkerInfo};
 
 fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
@@ -19,7 +19,19 @@ fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     resp
 }
 
-pub fn handle<B>(req: &Request<B>, stats: &WorkerStats) -> Response<Full<Bytes>> {
+/// The built-in app, made through the same API as any Rust app.
+pub fn app() -> AppFactory {
+    crate::app::factory(|worker| {
+        let worker = worker.clone();
+        tower::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let resp = handle(&req, &worker);
+            async move { Ok::<_, std::convert::Infallible>(resp) }
+        })
+    })
+}
+
+/// Answer one request.
+pub fn handle<B>(req: &Request<B>, worker: &WorkerInfo) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return json(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -32,9 +44,9 @@ pub fn handle<B>(req: &Request<B>, stats: &WorkerStats) -> Response<Full<Bytes>>
             StatusCode::OK,
             format!(
                 r#"{{"status":"healthy","worker_id":{},"uptime_seconds":{:.3},"requests_served":{}}}"#,
-                stats.pid,
-                stats.started.elapsed().as_secs_f64(),
-                stats.requests_served()
+                worker.pid(),
+                worker.uptime().as_secs_f64(),
+                worker.requests_served()
             ),
         ),
         "/health/ready" => json(StatusCode::OK, r#"{"status":"ready"}"#.into()),

@@ -4,6 +4,7 @@
 //! the program starts ([`entry`]), the embedded interpreter ([`python`]) and
 //! the loading of Python applications ([`pyapp`]).
 
+pub mod app;
 pub mod entry;
 pub mod health;
 pub mod hooks;
@@ -20,3 +21,24 @@ pub mod strict_http;
 pub mod worker;
 
 pub use pyconf;
+
+pub use app::{factory, WorkerInfo};
+
+/// Run a Rust application under rgunicorn's master and workers, with the
+/// full gunicorn command line and config: `make_app` is called once in each
+/// worker, after fork, and may return any `tower::Service` over
+/// `http::Request<hyper::body::Incoming>` (an axum `Router` works as is).
+pub fn run<F, S, B>(make_app: F) -> std::process::ExitCode
+where
+    F: Fn(&WorkerInfo) -> S + Send + Sync + 'static,
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<app::BoxError>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<app::BoxError>,
+{
+    entry::run_app(factory(make_app))
+}

@@ -13,50 +13,22 @@
 //! blocked by the app.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION};
-use hyper::{Request, Response};
+use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch, Semaphore};
+use tower::ServiceExt;
 
+use crate::app::{AppFactory, BoxApp, WorkerInfo};
 use crate::log;
 use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
-
-/// What the app sees of its worker.
-pub struct WorkerStats {
-    pub pid: u32,
-    pub started: Instant,
-    requests: AtomicU64,
-}
-
-impl WorkerStats {
-    pub fn requests_served(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
-    }
-}
-
-pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
-
-/// A Rust app: called once per request on the worker's runtime.
-pub type AppFn = Arc<dyn Fn(Request<Incoming>, Arc<WorkerStats>) -> ResponseFuture + Send + Sync>;
-
-/// The built-in `rgunicorn:health` app.
-pub fn health_app() -> AppFn {
-    Arc::new(|req, stats| {
-        let resp = crate::health::handle(&req, &stats);
-        Box::pin(async move { resp })
-    })
-}
 
 /// Everything a worker needs, inherited across fork (no serialisation).
 pub struct WorkerSetup {
@@ -68,7 +40,15 @@ pub struct WorkerSetup {
     pub graceful_timeout: Duration,
     pub worker_connections: usize,
     pub ppid: i32,
-    pub app: AppFn,
+    /// Called once in the worker, after fork, to make its app.
+    pub app: AppFactory,
+}
+
+/// The worker's app and what it knows of its worker.
+#[derive(Clone)]
+struct Served {
+    app: BoxApp,
+    info: WorkerInfo,
 }
 
 /// Events from the signal thread to the serving loop.
@@ -192,11 +172,12 @@ async fn serve_async(
     let slot_index = setup.slot;
     let board = setup.scoreboard.clone();
     let slot = || board.slot(slot_index);
-    let stats = Arc::new(WorkerStats {
-        pid: std::process::id(),
-        started: Instant::now(),
-        requests: AtomicU64::new(0),
-    });
+    let info = WorkerInfo::new();
+    // Built inside the runtime, so an app may start tasks or pools here.
+    let served = Served {
+        app: (setup.app)(&info),
+        info,
+    };
     let (drain_tx, drain_rx) = watch::channel(false);
     let conn_cap = Arc::new(Semaphore::new(setup.worker_connections.max(1)));
 
@@ -206,7 +187,7 @@ async fn serve_async(
         spawn_accept_loop(
             owned,
             setup.clone(),
-            stats.clone(),
+            served.clone(),
             drain_rx.clone(),
             conn_cap.clone(),
         )?;
@@ -221,7 +202,7 @@ async fn serve_async(
             _ = ticker.tick() => {
                 slot().beat();
                 if nix::unistd::getppid().as_raw() != setup.ppid {
-                    log::info(&format!("Parent changed, shutting down: <Worker {}>", stats.pid));
+                    log::info(&format!("Parent changed, shutting down: <Worker {}>", served.info.pid()));
                     break;
                 }
             }
@@ -246,7 +227,7 @@ async fn serve_async(
 fn spawn_accept_loop(
     fd: OwnedFd,
     setup: Arc<WorkerSetup>,
-    stats: Arc<WorkerStats>,
+    served: Served,
     mut drain: watch::Receiver<bool>,
     cap: Arc<Semaphore>,
 ) -> std::io::Result<()> {
@@ -290,18 +271,18 @@ fn spawn_accept_loop(
                     // check of the next turn sees it.
                     let slot = setup.scoreboard.slot(setup.slot);
                     slot.connections.fetch_add(1, Ordering::AcqRel);
-                    let (setup, stats, drain) = (setup.clone(), stats.clone(), drain.clone());
+                    let (setup, served, drain) = (setup.clone(), served.clone(), drain.clone());
                     tokio::spawn(async move {
                         let slot = setup.scoreboard.slot(setup.slot);
                         match conn {
                             Conn::Tcp(s) => {
                                 let fd = s.as_raw_fd();
-                                serve_connection(TokioIo::new(s), fd, setup.clone(), stats, drain)
+                                serve_connection(TokioIo::new(s), fd, setup.clone(), served, drain)
                                     .await
                             }
                             Conn::Unix(s) => {
                                 let fd = s.as_raw_fd();
-                                serve_connection(TokioIo::new(s), fd, setup.clone(), stats, drain)
+                                serve_connection(TokioIo::new(s), fd, setup.clone(), served, drain)
                                     .await
                             }
                         }
@@ -355,7 +336,7 @@ async fn serve_connection<I>(
     io: I,
     fd: RawFd,
     setup: Arc<WorkerSetup>,
-    stats: Arc<WorkerStats>,
+    served: Served,
     mut drain: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -365,16 +346,16 @@ async fn serve_connection<I>(
         last_active_ms: AtomicU64::new(monotonic_ms()),
     });
     let service = {
-        let (state, setup, stats, drain) =
-            (state.clone(), setup.clone(), stats.clone(), drain.clone());
+        let (state, setup, served, drain) =
+            (state.clone(), setup.clone(), served.clone(), drain.clone());
         hyper::service::service_fn(move |req: Request<Incoming>| {
-            let (state, setup, stats, drain) =
-                (state.clone(), setup.clone(), stats.clone(), drain.clone());
+            let (state, setup, served, drain) =
+                (state.clone(), setup.clone(), served.clone(), drain.clone());
             async move {
                 state.in_flight.fetch_add(1, Ordering::AcqRel);
                 let slot = setup.scoreboard.slot(setup.slot);
                 slot.in_flight.fetch_add(1, Ordering::AcqRel);
-                let nr = stats.requests.fetch_add(1, Ordering::AcqRel) + 1;
+                let nr = served.info.count_request();
                 slot.requests.store(nr, Ordering::Release);
                 if nr == setup.max_requests {
                     log::info("Autorestarting worker after current request.");
@@ -384,7 +365,10 @@ async fn serve_connection<I>(
                     }
                 }
                 let in_app = InApp::enter(fd);
-                let mut resp = (setup.app)(req, stats.clone()).await;
+                let mut resp = match served.app.oneshot(req).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                };
                 drop(in_app);
                 if *drain.borrow() {
                     resp.headers_mut()

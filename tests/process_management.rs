@@ -39,14 +39,15 @@ fn cmdline(pid: i32) -> String {
 
 /// The `Uid:`/`Gid:` effective ids of a process.
 fn ids(pid: i32) -> (u32, u32) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    // A process that is gone has no ids (u32::MAX).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| -> u32 {
         status
             .lines()
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
-            .unwrap()
+            .unwrap_or(u32::MAX)
     };
     (field("Uid:"), field("Gid:"))
 }
@@ -128,11 +129,15 @@ fn daemon_detaches_titles_its_processes_and_winch_stops_the_workers() {
         master,
         "the daemon is not a session leader"
     );
-    wait("2 workers", || children(master).len() == 2);
     assert_eq!(cmdline(master), "rgunicorn: master [mysite]");
-    for w in children(master) {
-        assert_eq!(cmdline(w), "rgunicorn: worker [mysite]");
-    }
+    // A worker sets its title first thing after fork.
+    wait("2 titled workers", || {
+        let workers = children(master);
+        workers.len() == 2
+            && workers
+                .iter()
+                .all(|&w| cmdline(w) == "rgunicorn: worker [mysite]")
+    });
 
     kill("WINCH", master);
     wait("workers stopped by WINCH", || children(master).is_empty());
@@ -185,15 +190,17 @@ fn workers_switch_user_and_group_the_master_does_not() {
         .spawn()
         .unwrap();
     let master = child.id() as i32;
+    let _guard = KillOnDrop(master);
     let log = dir.join("err.log");
     wait("Listening at", || listening_port(&log).is_some());
     let port = listening_port(&log).unwrap();
     wait("first 200", || get(port, "/health") == Some(200));
-    wait("2 workers", || children(master).len() == 2);
     assert_eq!(ids(master), (0, 0), "the master keeps its privileges");
-    for w in children(master) {
-        assert_eq!(ids(w), (65534, 65534), "worker {w}");
-    }
+    // Each worker switches right after post_fork; wait for both to boot.
+    wait("2 workers as 65534:65534", || {
+        let workers = children(master);
+        workers.len() == 2 && workers.iter().all(|&w| ids(w) == (65534, 65534))
+    });
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(&sock).unwrap();
     assert_eq!(

@@ -104,12 +104,8 @@ impl Server {
             hook_log,
             stderr_lines,
         };
-        server.wait_until(|| {
-            server
-                .get("/health")
-                .map(|(s, _)| s == 200)
-                .unwrap_or(false)
-        });
+        // Ready once a worker answers (any status: not every app has /health).
+        server.wait_until(|| server.get("/health").is_ok_and(|(s, _)| s != 0));
         server
     }
 

@@ -1,0 +1,177 @@
+//! How an application plugs into a worker: any [`tower::Service`] over
+//! `http::Request<Incoming>` / `http::Response<B>` (an axum `Router` works
+//! as is), made once per worker after fork by a factory that gets the
+//! worker's [`WorkerInfo`], so pools and caches belong to the worker.
+//!
+//! ```no_run
+//! use std::process::ExitCode;
+//! fn main() -> ExitCode {
+//!     rgunicorn::run(|_worker| {
+//!         tower::service_fn(|_req| async {
+//!             Ok::<_, std::convert::Infallible>(http::Response::new(
+//!                 http_body_util::Full::new(bytes::Bytes::from("hello")),
+//!             ))
+//!         })
+//!     })
+//! }
+//! ```
+//!
+//! The worker sees every app through one boxed type, [`BoxApp`]: a service
+//! error or a panic becomes gunicorn's 500 and the worker goes on.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use tower::util::BoxCloneService;
+use tower::{Service, ServiceExt};
+
+use crate::log;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The response body every app's body is turned into.
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// An app as the worker holds it.
+pub type BoxApp = BoxCloneService<Request<Incoming>, Response<ResponseBody>, Infallible>;
+
+/// Makes a worker's app, in the worker, after fork.
+pub type AppFactory = Arc<dyn Fn(&WorkerInfo) -> BoxApp + Send + Sync>;
+
+/// What an app learns about the worker that serves it.
+#[derive(Clone)]
+pub struct WorkerInfo {
+    inner: Arc<WorkerStats>,
+}
+
+pub(crate) struct WorkerStats {
+    pid: u32,
+    started: Instant,
+    requests: AtomicU64,
+}
+
+impl WorkerInfo {
+    pub(crate) fn new() -> WorkerInfo {
+        WorkerInfo {
+            inner: Arc::new(WorkerStats {
+                pid: std::process::id(),
+                started: Instant::now(),
+                requests: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.inner.pid
+    }
+
+    /// Time since the worker started serving.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Requests this worker has received (the current one included).
+    pub fn requests_served(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Count one more request; returns the new count.
+    pub(crate) fn count_request(&self) -> u64 {
+        self.inner.requests.fetch_add(1, Ordering::AcqRel) + 1
+    }
+}
+
+/// Turn a factory of any suitable services into the worker's [`AppFactory`].
+pub fn factory<F, S, B>(make_app: F) -> AppFactory
+where
+    F: Fn(&WorkerInfo) -> S + Send + Sync + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    Arc::new(move |worker| {
+        let app = make_app(worker);
+        BoxCloneService::new(tower::service_fn(move |req: Request<Incoming>| {
+            let app = app.clone();
+            async move {
+                let called = CatchUnwind(Box::pin(app.oneshot(req))).await;
+                Ok::<_, Infallible>(match called {
+                    Ok(Ok(resp)) => resp.map(|b| b.map_err(Into::into).boxed_unsync()),
+                    Ok(Err(e)) => {
+                        let e: BoxError = e.into();
+                        log::error(&format!("Error handling request: {e}"));
+                        internal_error()
+                    }
+                    Err(panic) => {
+                        log::error(&format!(
+                            "Error handling request: the app panicked: {}",
+                            panic_message(&panic)
+                        ));
+                        internal_error()
+                    }
+                })
+            }
+        }))
+    })
+}
+
+/// A `Full` body, boxed.
+pub fn full(body: impl Into<Bytes>) -> ResponseBody {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// gunicorn's 500 for an app that failed.
+pub fn internal_error() -> Response<ResponseBody> {
+    let raw = crate::http_error::response(500, "Internal Server Error", "");
+    let body_at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .unwrap_or(raw.len());
+    let mut resp = Response::new(full(raw[body_at..].to_vec()));
+    *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    let headers = resp.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, "text/html".parse().unwrap());
+    headers.insert(http::header::CONNECTION, "close".parse().unwrap());
+    resp
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// A future that turns a panic while polling into an error.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
