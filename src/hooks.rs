@@ -259,8 +259,16 @@ pub fn call<'py>(
 /// Log a hook's exception with its traceback (hooks whose errors gunicorn
 /// logs and ignores, such as `worker_exit`).
 pub fn log_exception(py: Python<'_>, msg: &str, err: &PyErr) {
-    log::error(&format!(
-        "{msg}\n{}",
-        pyconf::config::format_traceback(py, err).trim_end()
-    ));
+    log_exception_at(py, Level::Error, msg, err)
+}
+
+/// [`log_exception`] at another level (`worker_exit`'s is a warning).
+pub fn log_exception_at(py: Python<'_>, level: Level, msg: &str, err: &PyErr) {
+    log::log(
+        level,
+        &format!(
+            "{msg}\n{}",
+            pyconf::config::format_traceback(py, err).trim_end()
+        ),
+    );
 }

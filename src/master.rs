@@ -22,13 +22,14 @@ use pyo3::types::{PyDict, PyString};
 
 use pyconf::Config;
 
+use crate::app::AppFactory;
 use crate::hooks::{self, PyCfg, PyLogger, PyServer, PyWorker};
 use crate::log;
 use crate::pidfile::Pidfile;
 use crate::process::{self, ChildKind, ExitKind, SignalPipe};
 use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
 use crate::sock::{self, BindOptions, Listener};
-use crate::worker::{self, AppFn, SignalHooks, WorkerSetup};
+use crate::worker::{self, SignalHooks, WorkerSetup};
 
 /// Exit statuses of a worker that halt the master (gunicorn's).
 pub const WORKER_BOOT_ERROR: i32 = 3;
@@ -76,7 +77,7 @@ pub struct Master<'py> {
     /// `proc_name`, with `.2` in a new master not yet promoted.
     proc_name: String,
     cfg: Config,
-    app: AppFn,
+    app: AppFactory,
     listeners: Vec<Listener>,
     workers: BTreeMap<i32, WorkerEntry>,
     num_workers: usize,
@@ -108,7 +109,7 @@ impl<'py> Master<'py> {
         argv: Vec<String>,
         reexec_argv: Vec<String>,
         cfg: Config,
-        app: AppFn,
+        app: AppFactory,
     ) -> Result<Master<'py>, MasterError> {
         let startup = |e: String| MasterError::Startup(e);
         let board = Arc::new(Scoreboard::new(MAX_SLOTS).map_err(|e| startup(e.to_string()))?);
@@ -710,15 +711,27 @@ impl<'py> Master<'py> {
 
     /// Reap exited children: log how each ended, call `child_exit`, and
     /// halt on a boot (3) or app-load (4) failure.
+    ///
+    /// Every child reaped in one pass is accounted for before the first
+    /// halt or hook error is returned (a child left out would be waited
+    /// for forever).
     fn reap_workers(&mut self) -> Result<Option<Stop>, String> {
+        let mut outcome: Result<Option<Stop>, String> = Ok(None);
         for (pid, how) in process::reap() {
             if pid.as_raw() == self.reexec_pid {
                 // The USR2 child (or the new master it became) ended: a
                 // new USR2 may try again.
                 self.reexec_pid = 0;
                 self.server.borrow_mut(self.py).reexec_pid = 0;
-                if how != ExitKind::Code(0) {
-                    log::error(&format!("The new master (pid:{pid}) ended: {how:?}"));
+                match how {
+                    ExitKind::Code(0) => {}
+                    ExitKind::Code(code) => log::error(&format!(
+                        "The new master (pid:{pid}) exited with code {code}."
+                    )),
+                    ExitKind::Signal(sig) => log::error(&format!(
+                        "The new master (pid:{pid}) was sent {}!",
+                        sig.as_str()
+                    )),
                 }
                 continue;
             }
@@ -732,16 +745,24 @@ impl<'py> Master<'py> {
                 .workers
                 .bind(self.py)
                 .del_item(pid.as_raw());
-            match how {
+            // A boot or app-load failure halts; the first reason wins.
+            let halt = match how {
                 ExitKind::Code(WORKER_BOOT_ERROR) => {
-                    return Ok(Some(Stop::Halt(
-                        "Worker failed to boot.",
-                        WORKER_BOOT_ERROR,
-                    )))
+                    Some(Stop::Halt("Worker failed to boot.", WORKER_BOOT_ERROR))
                 }
                 ExitKind::Code(APP_LOAD_ERROR) => {
-                    return Ok(Some(Stop::Halt("App failed to load.", APP_LOAD_ERROR)))
+                    Some(Stop::Halt("App failed to load.", APP_LOAD_ERROR))
                 }
+                _ => None,
+            };
+            if let Some(stop) = halt {
+                if matches!(outcome, Ok(None)) {
+                    outcome = Ok(Some(stop));
+                }
+                continue;
+            }
+            match how {
+                ExitKind::Code(WORKER_BOOT_ERROR | APP_LOAD_ERROR) => {}
                 ExitKind::Code(0) => {}
                 ExitKind::Code(code) => {
                     log::error(&format!("Worker (pid:{pid}) exited with code {code}."))
@@ -758,10 +779,13 @@ impl<'py> Master<'py> {
             }
             w.obj.borrow_mut(self.py).alive = false;
             let server = self.server.clone_ref(self.py);
-            self.hook("child_exit", (server, w.obj))
-                .map_err(|e| self.traceback(&e))?;
+            if let Err(e) = self.hook("child_exit", (server, w.obj)) {
+                if outcome.is_ok() {
+                    outcome = Err(self.traceback(&e));
+                }
+            }
         }
-        Ok(None)
+        outcome
     }
 
     /// Stop all workers: TERM (graceful) or QUIT (quick), wait up to
@@ -814,7 +838,10 @@ impl<'py> Master<'py> {
         for pid in self.workers.keys() {
             process::kill_group(Pid::from_raw(*pid));
         }
-        while !self.workers.is_empty() {
+        // SIGKILL cannot be refused; the bound only guards against a child
+        // that was reaped elsewhere.
+        let limit = Instant::now() + Duration::from_secs(5);
+        while !self.workers.is_empty() && Instant::now() < limit {
             std::thread::sleep(Duration::from_millis(10));
             if let Err(e) = self.reap_workers() {
                 log::error(&e);
@@ -836,9 +863,15 @@ impl<'py> Master<'py> {
             Stop::Halt(reason, code) => (true, Some(reason), code),
         };
         self.stop(graceful);
-        log::info(&format!("Shutting down: {}", self.master_name));
+        // gunicorn logs a halt with a non-zero status as an error.
+        let level = if code == 0 {
+            log::Level::Info
+        } else {
+            log::Level::Error
+        };
+        log::log(level, &format!("Shutting down: {}", self.master_name));
         if let Some(reason) = reason {
-            log::info(&format!("Reason: {reason}"));
+            log::log(level, &format!("Reason: {reason}"));
         }
         self.unlink_pidfile();
         let server = self.server.clone_ref(self.py);
@@ -857,7 +890,9 @@ fn proc_name(py: Python<'_>, cfg: &Config) -> String {
 }
 
 /// The child side of a fork: gunicorn's order (log, `post_fork`, env,
-/// `post_worker_init`, serve, `worker_exit`). Returns the exit status.
+/// user/group, `post_worker_init`, serve; then, as gunicorn's `finally`,
+/// "Worker exiting" and `worker_exit`, a failed boot included). Returns
+/// the exit status.
 fn worker_main(
     py: Python<'_>,
     cfg: &Config,
@@ -870,15 +905,42 @@ fn worker_main(
     worker.borrow_mut(py).pid = (pid as i64).into_pyobject(py).unwrap().into_any().unbind();
     process::set_title(title);
     log::info(&format!("Booting worker with pid: {pid}"));
-    if let Err(e) = hooks::call(
+    let status = match boot_worker(py, cfg, &server, &worker) {
+        Err(()) => WORKER_BOOT_ERROR,
+        Ok(()) => {
+            let signal_hooks = SignalHooks {
+                on_quit: signal_hook(py, cfg, &server, &worker, "worker_int"),
+                on_abort: signal_hook(py, cfg, &server, &worker, "worker_abort"),
+            };
+            if let Err(e) = py.detach(|| worker::serve(setup, signal_hooks)) {
+                log::error(&format!("Worker failed: {e}"));
+            }
+            0
+        }
+    };
+    log::info(&format!("Worker exiting (pid: {pid})"));
+    worker.borrow_mut(py).alive = false;
+    if let Err(e) = hooks::call(py, cfg, "worker_exit", (server, worker)) {
+        hooks::log_exception_at(py, log::Level::Warning, "Exception during worker exit:", &e);
+    }
+    status
+}
+
+/// Everything before serving; an error is logged and means exit 3.
+fn boot_worker(
+    py: Python<'_>,
+    cfg: &Config,
+    server: &Py<PyServer>,
+    worker: &Py<PyWorker>,
+) -> Result<(), ()> {
+    let failed = |e: PyErr| hooks::log_exception(py, "Exception in worker process", &e);
+    hooks::call(
         py,
         cfg,
         "post_fork",
         (server.clone_ref(py), worker.clone_ref(py)),
-    ) {
-        hooks::log_exception(py, "Exception in worker process", &e);
-        return WORKER_BOOT_ERROR;
-    }
+    )
+    .map_err(failed)?;
     if let Ok(env) = cfg.env(py) {
         for (k, v) in env {
             std::env::set_var(k, v);
@@ -890,47 +952,45 @@ fn worker_main(
         log::error(&format!(
             "Exception in worker process: can't switch to user {uid} group {gid}: {e}"
         ));
-        return WORKER_BOOT_ERROR;
+        return Err(());
     }
-    if let Err(e) = hooks::call(py, cfg, "post_worker_init", (worker.clone_ref(py),)) {
-        hooks::log_exception(py, "Exception in worker process", &e);
-        return WORKER_BOOT_ERROR;
-    }
+    hooks::call(py, cfg, "post_worker_init", (worker.clone_ref(py),)).map_err(failed)?;
     worker.borrow_mut(py).booted = true;
+    Ok(())
+}
 
-    let hooks_for = |hook: &'static str| {
-        let (cfg_int, cfg_exit) = (
-            cfg.hook(py, hook).unbind(),
-            cfg.hook(py, "worker_exit").unbind(),
-        );
-        let (server, worker) = (server.clone_ref(py), worker.clone_ref(py));
-        Box::new(move || {
-            Python::attach(|py| {
-                worker.borrow_mut(py).alive = false;
-                if let Err(e) = cfg_int.bind(py).call1((worker.clone_ref(py),)) {
-                    hooks::log_exception(py, &format!("Exception in {hook} hook"), &e);
-                }
-                if let Err(e) = cfg_exit
-                    .bind(py)
-                    .call1((server.clone_ref(py), worker.clone_ref(py)))
-                {
-                    hooks::log_exception(py, "Exception during worker exit:", &e);
-                }
-            })
-        }) as Box<dyn Fn() + Send>
-    };
-    let signal_hooks = SignalHooks {
-        on_quit: hooks_for("worker_int"),
-        on_abort: hooks_for("worker_abort"),
-    };
-    let served = py.detach(|| worker::serve(setup, signal_hooks));
-    if let Err(e) = served {
-        log::error(&format!("Worker failed: {e}"));
-    }
-    log::info(&format!("Worker exiting (pid: {pid})"));
-    worker.borrow_mut(py).alive = false;
-    if let Err(e) = hooks::call(py, cfg, "worker_exit", (server, worker)) {
-        hooks::log_exception(py, "Exception during worker exit:", &e);
-    }
-    0
+/// What the worker's signal thread runs on INT/QUIT (`worker_int`) or on
+/// ABRT (`worker_abort`): that hook, then `worker_exit`, each logged if it
+/// raises.
+fn signal_hook(
+    py: Python<'_>,
+    cfg: &Config,
+    server: &Py<PyServer>,
+    worker: &Py<PyWorker>,
+    hook: &'static str,
+) -> Box<dyn Fn() + Send> {
+    let (on_signal, on_exit) = (
+        cfg.hook(py, hook).unbind(),
+        cfg.hook(py, "worker_exit").unbind(),
+    );
+    let (server, worker) = (server.clone_ref(py), worker.clone_ref(py));
+    Box::new(move || {
+        Python::attach(|py| {
+            worker.borrow_mut(py).alive = false;
+            if let Err(e) = on_signal.bind(py).call1((worker.clone_ref(py),)) {
+                hooks::log_exception(py, &format!("Exception in {hook} hook"), &e);
+            }
+            if let Err(e) = on_exit
+                .bind(py)
+                .call1((server.clone_ref(py), worker.clone_ref(py)))
+            {
+                hooks::log_exception_at(
+                    py,
+                    log::Level::Warning,
+                    "Exception during worker exit:",
+                    &e,
+                );
+            }
+        })
+    })
 }
