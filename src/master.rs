@@ -573,6 +573,7 @@ impl<'py> Master<'py> {
             worker_connections: self.cfg.int(py, "worker_connections").max(1) as usize,
             ppid: self.pid as i32,
             app: self.app.clone(),
+            limits: Arc::new(crate::strict_http::Limits::from_config(py, &self.cfg)),
         };
         let child_worker = worker.clone_ref(py);
         let child_server = self.server.clone_ref(py);

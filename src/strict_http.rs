@@ -1,1 +1,2562 @@
-//! gunicorn's HTTP/1 strictness in front of hyper (work in progress).
+//! gunicorn's HTTP/1 request strictness, in front of hyper.
+//!
+//! This module owns two things:
+//!
+//! - [`Framer`]: a pure, incremental request framer (no IO). It reads the
+//!   raw bytes of one connection with gunicorn 27.0.1's rules (request
+//!   line, header fields, body framing, chunked encoding, trailers,
+//!   pipelining, PROXY protocol) and hands back a *canonical* HTTP/1.1
+//!   stream that hyper can only read the way gunicorn did, or the error
+//!   gunicorn would answer ([`RequestError`]).
+//! - [`GatedIo`]: the IO wrapper between the socket and hyper. hyper only
+//!   ever reads validated bytes; after a framing error hyper sees EOF
+//!   (so it still answers the earlier pipelined requests), and when hyper
+//!   shuts the connection down the wrapper writes gunicorn's error page
+//!   (or nothing, for gunicorn's "close without answer" cases).
+//!
+//! What hyper sees is re-serialised, not the raw bytes: headers that
+//! `header_map = "drop"` drops are gone, folded lines are unfolded, the
+//! method is upper-cased under `casefold_http_method`, `Content-Length` and
+//! `Transfer-Encoding` are written in one canonical form, chunk sizes lose
+//! their leading zeros and extensions, trailers are dropped (gunicorn does
+//! not give them to the app either), and a request target with bytes that
+//! the `http` crate refuses (`"` in the query, `<`, `>`, ...) has those
+//! bytes percent-encoded. `PATH_INFO` decodes to the same text; the raw
+//! target (`RAW_URI`) and `QUERY_STRING` then differ from gunicorn's.
+//!
+//! The authority is gunicorn 27.0.1's `gunicorn/http/message.py`,
+//! `body.py`, `errors.py` and `workers/base.py:handle_error` (status,
+//! reason and message text of each error).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+/// gunicorn's `header_map` setting: what to do with a header field whose
+/// name contains `_` (it would map to the same WSGI key as one with `-`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderMapPolicy {
+    /// Default: the field is dropped (the app never sees it).
+    Drop,
+    /// The request is refused with 400.
+    Refuse,
+    /// The field is kept.
+    Dangerous,
+}
+
+/// gunicorn's `proxy_protocol` setting (normalised: `True` is `Auto`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    Off,
+    V1,
+    V2,
+    Auto,
+}
+
+/// The settings the framer applies, with gunicorn's names and raw values
+/// (the normalisation gunicorn applies, e.g. `limit_request_line >= 8190`
+/// means 8190, is done here). `Default` is gunicorn 27.0.1's defaults.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// 0 = unlimited; values >= 8190 mean 8190.
+    pub limit_request_line: i64,
+    /// <= 0 or > 32768 mean 32768.
+    pub limit_request_fields: i64,
+    /// <= 0 means 8190.
+    pub limit_request_field_size: i64,
+    pub permit_unconventional_http_method: bool,
+    pub permit_unconventional_http_version: bool,
+    pub casefold_http_method: bool,
+    pub permit_obsolete_folding: bool,
+    pub strip_header_spaces: bool,
+    pub header_map: HeaderMapPolicy,
+    /// `(NAME, value)` pairs as in the config dict; the name is compared
+    /// with the upper-cased field name, the value exactly.
+    pub secure_scheme_headers: Vec<(String, String)>,
+    /// Entries of `forwarded_allow_ips`: `*`, addresses or networks.
+    pub forwarded_allow_ips: Vec<String>,
+    pub forwarder_headers: Vec<String>,
+    pub proxy_protocol: ProxyProtocol,
+    pub proxy_allow_ips: Vec<String>,
+    /// Not a gunicorn setting: how many bytes of a chunked request (head
+    /// and body) are held back from hyper until the whole body is
+    /// validated. A chunked request that fails within this many bytes never
+    /// reaches the app, so the answer is exactly gunicorn's; a longer one
+    /// is streamed, and a late error closes the connection after hyper's
+    /// view of the body ends early (see [`GatedIo`]). 0 disables holding.
+    pub hold_limit: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            limit_request_line: 4094,
+            limit_request_fields: 100,
+            limit_request_field_size: 8190,
+            permit_unconventional_http_method: false,
+            permit_unconventional_http_version: false,
+            casefold_http_method: false,
+            permit_obsolete_folding: false,
+            strip_header_spaces: false,
+            header_map: HeaderMapPolicy::Drop,
+            secure_scheme_headers: vec![
+                ("X-FORWARDED-PROTOCOL".into(), "ssl".into()),
+                ("X-FORWARDED-PROTO".into(), "https".into()),
+                ("X-FORWARDED-SSL".into(), "on".into()),
+            ],
+            forwarded_allow_ips: vec!["127.0.0.1".into(), "::1".into()],
+            forwarder_headers: vec!["SCRIPT_NAME".into(), "PATH_INFO".into()],
+            proxy_protocol: ProxyProtocol::Off,
+            proxy_allow_ips: vec!["127.0.0.1".into(), "::1".into()],
+            hold_limit: 64 * 1024,
+        }
+    }
+}
+
+const MAX_REQUEST_LINE: usize = 8190;
+const MAX_HEADERS: usize = 32768;
+const DEFAULT_MAX_HEADERFIELD_SIZE: usize = 8190;
+
+impl Limits {
+    /// The request line limit in bytes, 0 = unlimited.
+    pub fn request_line_limit(&self) -> usize {
+        match self.limit_request_line {
+            n if n < 0 => MAX_REQUEST_LINE,
+            n => (n as usize).min(MAX_REQUEST_LINE),
+        }
+    }
+
+    /// The maximum number of header fields.
+    pub fn fields_limit(&self) -> usize {
+        match self.limit_request_fields {
+            n if n <= 0 || n as usize > MAX_HEADERS => MAX_HEADERS,
+            n => n as usize,
+        }
+    }
+
+    /// The maximum size of one header field (name, value, folds, CRLF).
+    pub fn field_size_limit(&self) -> usize {
+        match self.limit_request_field_size {
+            n if n <= 0 => DEFAULT_MAX_HEADERFIELD_SIZE,
+            n => n as usize,
+        }
+    }
+
+    /// gunicorn's `max_buffer_headers`: the header block (and the trailer
+    /// section) may not grow past this without its terminator.
+    pub fn max_buffer_headers(&self) -> usize {
+        self.fields_limit() * (self.field_size_limit() + 2) + 4
+    }
+
+    /// The value for hyper's `http1::Builder::max_buf_size`, so that hyper
+    /// never refuses a head the framer accepted.
+    pub fn hyper_max_buf_size(&self) -> usize {
+        // A percent-encoded target can grow up to 3x.
+        let line = match self.request_line_limit() {
+            0 => 1024 * 1024,
+            n => n,
+        };
+        (self.max_buffer_headers() + 3 * line + 64).max(8192)
+    }
+
+    /// The value for hyper's `http1::Builder::max_headers`.
+    pub fn hyper_max_headers(&self) -> usize {
+        self.fields_limit()
+    }
+
+    /// Whether `peer` may set the scheme and forwarder headers
+    /// (`forwarded_allow_ips`). `None` (a UNIX socket) is trusted.
+    pub fn trusts_forwarder(&self, peer: Option<IpAddr>) -> bool {
+        ip_allowed(&self.forwarded_allow_ips, peer)
+    }
+
+    /// Whether `peer` may send a PROXY protocol header (`proxy_allow_ips`).
+    pub fn trusts_proxy(&self, peer: Option<IpAddr>) -> bool {
+        ip_allowed(&self.proxy_allow_ips, peer)
+    }
+}
+
+/// gunicorn's `_ip_in_allow_list`: `*`, an address, or a network
+/// (`ipaddress.ip_network`); `None` (not an IP peer) is always allowed.
+pub fn ip_allowed(list: &[String], peer: Option<IpAddr>) -> bool {
+    let Some(ip) = peer else { return true };
+    list.iter().any(|entry| {
+        let entry = entry.trim();
+        if entry == "*" {
+            return true;
+        }
+        let (addr, prefix) = match entry.split_once('/') {
+            Some((a, p)) => (a, p.parse::<u8>().ok()),
+            None => (entry, None),
+        };
+        let Ok(net) = addr.parse::<IpAddr>() else {
+            return false;
+        };
+        match (net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => {
+                let bits = prefix.unwrap_or(32).min(32) as u32;
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - bits)
+                };
+                u32::from(n) & mask == u32::from(i) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) => {
+                let bits = prefix.unwrap_or(128).min(128) as u32;
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - bits)
+                };
+                u128::from(n) & mask == u128::from(i) & mask
+            }
+            _ => false,
+        }
+    })
+}
+
+/// What gunicorn answers to a request it refuses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestError {
+    /// gunicorn's exception class, e.g. `"InvalidHeader"`.
+    pub class: &'static str,
+    pub status: u16,
+    pub reason: &'static str,
+    /// The message under the title of the error page (`handle_error`'s
+    /// `mesg`), e.g. `Invalid HTTP Version 'Invalid HTTP Version: 'FTP/1.1''`.
+    pub message: String,
+    /// Close the connection without any response (gunicorn's
+    /// `NoMoreData`: the peer closed in the middle of a request).
+    pub empty: bool,
+}
+
+impl RequestError {
+    fn new(class: &'static str, status: u16, reason: &'static str, message: String) -> Self {
+        RequestError {
+            class,
+            status,
+            reason,
+            message,
+            empty: false,
+        }
+    }
+
+    fn bad(class: &'static str, message: String) -> Self {
+        Self::new(class, 400, "Bad Request", message)
+    }
+
+    fn no_more_data() -> Self {
+        RequestError {
+            class: "NoMoreData",
+            status: 0,
+            reason: "",
+            message: String::new(),
+            empty: true,
+        }
+    }
+
+    fn request_line(line: &[u8]) -> Self {
+        Self::bad(
+            "InvalidRequestLine",
+            format!(
+                "Invalid Request Line 'Invalid HTTP request line: {}'",
+                py_str_repr(line)
+            ),
+        )
+    }
+
+    fn method(m: &[u8]) -> Self {
+        Self::bad(
+            "InvalidRequestMethod",
+            format!("Invalid Method 'Invalid HTTP method: {}'", py_str_repr(m)),
+        )
+    }
+
+    fn version(v: String) -> Self {
+        Self::bad(
+            "InvalidHTTPVersion",
+            format!("Invalid HTTP Version 'Invalid HTTP Version: {v}'"),
+        )
+    }
+
+    fn header(h: &[u8]) -> Self {
+        Self::bad(
+            "InvalidHeader",
+            format!("Invalid HTTP Header: {}", py_str_repr(h)),
+        )
+    }
+
+    fn header_name(h: &[u8]) -> Self {
+        Self::bad(
+            "InvalidHeaderName",
+            format!("Invalid HTTP header name: {}", py_str_repr(h)),
+        )
+    }
+
+    fn limit_headers(msg: &str) -> Self {
+        Self::new(
+            "LimitRequestHeaders",
+            431,
+            "Request Header Fields Too Large",
+            format!("Error parsing headers: '{msg}'"),
+        )
+    }
+
+    fn limit_line(size: usize, max: usize) -> Self {
+        Self::new(
+            "LimitRequestLine",
+            414,
+            "URI Too Long",
+            format!("Request Line is too large ({size} > {max})"),
+        )
+    }
+
+    fn chunk_size(data: &[u8]) -> Self {
+        Self::bad(
+            "InvalidChunkSize",
+            format!("Invalid chunk size: {}", py_bytes_repr(data)),
+        )
+    }
+
+    fn chunk_terminator(term: &[u8]) -> Self {
+        Self::bad(
+            "ChunkMissingTerminator",
+            format!(
+                "Invalid chunk terminator is not '\\r\\n': {}",
+                py_bytes_repr(term)
+            ),
+        )
+    }
+
+    fn chunk_extension(reason: &str) -> Self {
+        Self::bad(
+            "InvalidChunkExtension",
+            format!("Invalid chunk extension: {reason}"),
+        )
+    }
+
+    fn proxy_line(line: &[u8]) -> Self {
+        Self::bad(
+            "InvalidProxyLine",
+            format!("'Invalid PROXY line: {}'", py_str_repr(line)),
+        )
+    }
+
+    /// gunicorn's `handle_error` does not list `InvalidProxyHeader`, so it
+    /// falls into the generic 500 branch.
+    fn proxy_header() -> Self {
+        Self::new(
+            "InvalidProxyHeader",
+            500,
+            "Internal Server Error",
+            String::new(),
+        )
+    }
+
+    /// The bytes to write to the socket (empty for [`Self::empty`]):
+    /// gunicorn's `util.write_error`, latin-1 encoded like gunicorn's.
+    pub fn response_bytes(&self) -> Vec<u8> {
+        if self.empty {
+            return Vec::new();
+        }
+        let utf8 = crate::http_error::response(self.status, self.reason, &self.message);
+        if utf8.is_ascii() {
+            return utf8;
+        }
+        // gunicorn encodes the page as latin-1 (every char of our messages
+        // comes from latin-1 decoded bytes) and counts characters.
+        let text = String::from_utf8_lossy(&utf8).into_owned();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            return utf8;
+        };
+        let latin1: Vec<u8> = body.chars().map(|c| c as u32 as u8).collect();
+        let head = head.replace(
+            &format!("Content-Length: {}", body.len()),
+            &format!("Content-Length: {}", latin1.len()),
+        );
+        let mut out = head.into_bytes();
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(&latin1);
+        out
+    }
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.empty {
+            write!(f, "{}: connection closed mid-request", self.class)
+        } else {
+            write!(f, "{} {}: {}", self.status, self.reason, self.message)
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// Python's `repr()` of `bytes` decoded as latin-1 (a `str`).
+fn py_str_repr(b: &[u8]) -> String {
+    let has_sq = b.contains(&b'\'');
+    let has_dq = b.contains(&b'"');
+    let q = if has_sq && !has_dq { '"' } else { '\'' };
+    let mut out = String::new();
+    out.push(q);
+    for &c in b {
+        match c {
+            b'\\' => out.push_str("\\\\"),
+            b'\t' => out.push_str("\\t"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            c if c as char == q => {
+                out.push('\\');
+                out.push(q);
+            }
+            c if c < 0x20 || (0x7f..=0xa0).contains(&c) || c == 0xad => {
+                out.push_str(&format!("\\x{c:02x}"));
+            }
+            c => out.push(c as char),
+        }
+    }
+    out.push(q);
+    out
+}
+
+/// Python's `repr()` of a `bytes` object.
+fn py_bytes_repr(b: &[u8]) -> String {
+    let has_sq = b.contains(&b'\'');
+    let has_dq = b.contains(&b'"');
+    let q = if has_sq && !has_dq { b'"' } else { b'\'' };
+    let mut out = String::from("b");
+    out.push(q as char);
+    for &c in b {
+        match c {
+            b'\\' => out.push_str("\\\\"),
+            b'\t' => out.push_str("\\t"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            c if c == q => {
+                out.push('\\');
+                out.push(q as char);
+            }
+            c if !(0x20..0x7f).contains(&c) => out.push_str(&format!("\\x{c:02x}")),
+            c => out.push(c as char),
+        }
+    }
+    out.push(q as char);
+    out
+}
+
+/// What a PROXY protocol header said (gunicorn's `proxy_protocol_info`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyInfo {
+    /// `TCP4`, `TCP6`, `LOCAL` or `UNSPEC`.
+    pub proto: &'static str,
+    pub client_addr: Option<IpAddr>,
+    pub client_port: Option<u16>,
+    pub proxy_addr: Option<IpAddr>,
+    pub proxy_port: Option<u16>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Before a request (and its optional leading CRLF).
+    Head,
+    /// A `Content-Length` body: this many bytes to go.
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkCrlf,
+    Trailers,
+    /// gunicorn stops reading the connection after the last request
+    /// (`Connection: close`, HTTP/1.0, CONNECT, ...): the rest is ignored.
+    Closed,
+    /// The peer closed cleanly between requests.
+    Ended,
+    Failed,
+}
+
+/// The incremental request framer of one connection. See the module doc.
+pub struct Framer {
+    limits: Arc<Limits>,
+    trusted_forwarder: bool,
+    trusted_proxy: bool,
+    state: State,
+    /// Requests whose head has been parsed on this connection.
+    requests: u64,
+    /// Whether gunicorn closes after the current request.
+    close_after: bool,
+    /// While holding a chunked request: its canonical bytes so far.
+    held: Option<Vec<u8>>,
+    /// A head was released to hyper whose request is not complete yet.
+    partial_released: bool,
+    /// Request heads handed to hyper so far.
+    heads_released: u64,
+    proxy_done: bool,
+    proxy_info: Option<ProxyInfo>,
+    error: Option<RequestError>,
+}
+
+/// One parsed header field.
+struct Field<'a> {
+    /// Upper-cased name (gunicorn's key).
+    upper: String,
+    /// The name as sent (after `strip_header_spaces`).
+    name: &'a [u8],
+    /// The value, stripped of SP/HTAB, folds joined with a space.
+    value: Vec<u8>,
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.len() > hay.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn count(hay: &[u8], needle: &[u8]) -> usize {
+    // Non-overlapping, like Python's bytes.count (needles here cannot overlap).
+    let mut n = 0;
+    let mut i = 0;
+    while let Some(p) = find(&hay[i..], needle) {
+        n += 1;
+        i += p + needle.len();
+    }
+    n
+}
+
+fn has_bare_lf(data: &[u8]) -> bool {
+    count(data, b"\n") != count(data, b"\r\n")
+}
+
+fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&c| is_tchar(c))
+}
+
+fn strip_sp_tab(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// gunicorn's `RFC9110_5_5_INVALID_AND_DANGEROUS`.
+fn bad_value_byte(c: u8) -> bool {
+    (c < 0x20 && c != b'\t') || c == 0x7f
+}
+
+/// The subset of Python 3.11's `urlsplit` that raises `ValueError` for a
+/// printable-ASCII target (unbalanced or invalid bracketed hosts).
+fn urlsplit_fails(uri: &[u8]) -> bool {
+    let mut url = uri;
+    if url.starts_with(b"//") {
+        return false; // gunicorn prefixes "." first: never a netloc.
+    }
+    if let Some(i) = url.iter().position(|&c| c == b':') {
+        if i > 0
+            && url[0].is_ascii_alphabetic()
+            && url[..i]
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || b"+-.".contains(&c))
+        {
+            url = &url[i + 1..];
+        }
+    }
+    if !url.starts_with(b"//") {
+        return false;
+    }
+    let rest = &url[2..];
+    let end = rest
+        .iter()
+        .position(|&c| b"/?#".contains(&c))
+        .unwrap_or(rest.len());
+    let netloc = &rest[..end];
+    let open = netloc.contains(&b'[');
+    let close = netloc.contains(&b']');
+    if open != close {
+        return true;
+    }
+    if open {
+        let after = &netloc[netloc.iter().position(|&c| c == b'[').unwrap_or(0) + 1..];
+        let host = &after[..after.iter().position(|&c| c == b']').unwrap_or(after.len())];
+        let host = String::from_utf8_lossy(host);
+        if let Some(f) = host.strip_prefix('v') {
+            // \Av[a-fA-F0-9]+\..+\Z
+            let Some((hex, tail)) = f.split_once('.') else {
+                return true;
+            };
+            return hex.is_empty()
+                || !hex.bytes().all(|c| c.is_ascii_hexdigit())
+                || tail.is_empty()
+                || tail.contains('\n');
+        }
+        let addr = match host.split_once('%') {
+            Some((a, scope)) if !scope.is_empty() => a.to_string(),
+            Some(_) => return true,
+            None => host.to_string(),
+        };
+        return addr.parse::<Ipv6Addr>().is_err();
+    }
+    false
+}
+
+/// The target as hyper (the `http` crate) can read it: unchanged when it
+/// parses, else with the bytes `http` refuses percent-encoded.
+fn target_for_hyper(target: &[u8]) -> Option<Vec<u8>> {
+    if hyper::Uri::try_from(target).is_ok() {
+        return Some(target.to_vec());
+    }
+    let mut enc = Vec::with_capacity(target.len() + 16);
+    for &c in target {
+        if b"\"<>\\^`{|}".contains(&c) {
+            enc.extend_from_slice(format!("%{c:02X}").as_bytes());
+        } else {
+            enc.push(c);
+        }
+    }
+    hyper::Uri::try_from(enc.as_slice()).ok().map(|_| enc)
+}
+
+/// Result of trying to parse one element that may be incomplete.
+enum Step<T> {
+    Done(T),
+    NeedMore,
+}
+
+impl Framer {
+    /// A framer for one connection from `peer` (`None` for a UNIX socket).
+    pub fn new(limits: Arc<Limits>, peer: Option<IpAddr>) -> Self {
+        let trusted_forwarder = limits.trusts_forwarder(peer);
+        let trusted_proxy = limits.trusts_proxy(peer);
+        Framer {
+            proxy_done: limits.proxy_protocol == ProxyProtocol::Off,
+            limits,
+            trusted_forwarder,
+            trusted_proxy,
+            state: State::Head,
+            requests: 0,
+            close_after: false,
+            held: None,
+            partial_released: false,
+            heads_released: 0,
+            proxy_info: None,
+            error: None,
+        }
+    }
+
+    /// Validate what arrived. `input` is everything received and not yet
+    /// consumed, `eof` whether the peer has half-closed. Appends to `out`
+    /// the canonical bytes hyper may read now, and returns how many bytes
+    /// of `input` were consumed (the rest must be passed again, with more
+    /// data behind it). On `Err`, `out` still holds everything validated
+    /// before the error (earlier pipelined requests): hyper must get those,
+    /// then EOF, and the connection then gets the error's response.
+    pub fn advance(
+        &mut self,
+        input: &[u8],
+        eof: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, RequestError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        match self.run(input, eof, out) {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                self.held = None;
+                self.state = State::Failed;
+                self.error = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Nothing more will be forwarded: hyper should see EOF once `out` is
+    /// drained (the peer closed between requests, or gunicorn would stop
+    /// reading this connection after its last request).
+    pub fn at_end(&self) -> bool {
+        matches!(self.state, State::Closed | State::Ended | State::Failed)
+    }
+
+    /// Whether a request head has been given to hyper whose body is not
+    /// complete (so hyper is inside a request right now).
+    pub fn mid_request(&self) -> bool {
+        self.partial_released
+    }
+
+    /// Requests parsed on this connection so far.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// Request heads handed to hyper so far (each gets an answer from the
+    /// app, except one cut short by an error while [`Self::mid_request`]).
+    pub fn heads_released(&self) -> u64 {
+        self.heads_released
+    }
+
+    /// What the PROXY protocol header said, if there was one.
+    pub fn proxy_info(&self) -> Option<&ProxyInfo> {
+        self.proxy_info.as_ref()
+    }
+
+    fn emit(&mut self, out: &mut Vec<u8>, bytes: &[u8]) {
+        match &mut self.held {
+            Some(h) => {
+                h.extend_from_slice(bytes);
+                if h.len() > self.limits.hold_limit {
+                    self.flush_held(out);
+                    self.partial_released = true;
+                }
+            }
+            None => out.extend_from_slice(bytes),
+        }
+    }
+
+    /// Release a held request (it always starts with its head).
+    fn flush_held(&mut self, out: &mut Vec<u8>) {
+        if let Some(mut h) = self.held.take() {
+            out.append(&mut h);
+            self.heads_released += 1;
+        }
+    }
+
+    fn request_done(&mut self, out: &mut Vec<u8>) {
+        self.flush_held(out);
+        self.partial_released = false;
+        self.state = if self.close_after {
+            State::Closed
+        } else {
+            State::Head
+        };
+    }
+
+    fn run(&mut self, input: &[u8], eof: bool, out: &mut Vec<u8>) -> Result<usize, RequestError> {
+        let mut pos = 0;
+        loop {
+            let rest = &input[pos..];
+            match self.state {
+                State::Closed | State::Ended | State::Failed => return Ok(input.len()),
+                State::Head => {
+                    if rest.is_empty() {
+                        if eof {
+                            self.state = State::Ended;
+                        }
+                        return Ok(pos);
+                    }
+                    if !self.proxy_done {
+                        match self.proxy(rest, eof)? {
+                            Step::Done(n) => {
+                                self.proxy_done = true;
+                                pos += n;
+                                continue;
+                            }
+                            Step::NeedMore => return Ok(pos),
+                        }
+                    }
+                    match self.head(rest, eof, out)? {
+                        Step::Done(n) => pos += n,
+                        Step::NeedMore => return Ok(pos),
+                    }
+                }
+                State::Body(n) => {
+                    let take = (rest.len() as u64).min(n) as usize;
+                    self.emit(out, &rest[..take]);
+                    pos += take;
+                    let left = n - take as u64;
+                    if left == 0 {
+                        self.request_done(out);
+                    } else {
+                        self.state = State::Body(left);
+                        if eof {
+                            // gunicorn hands the app a short body; hyper
+                            // sees the body end early.
+                            self.state = State::Ended;
+                        }
+                        return Ok(pos);
+                    }
+                }
+                State::ChunkSize => match self.chunk_size(rest, eof, out)? {
+                    Step::Done(n) => pos += n,
+                    Step::NeedMore => return Ok(pos),
+                },
+                State::ChunkData(n) => {
+                    let take = (rest.len() as u64).min(n) as usize;
+                    self.emit(out, &rest[..take]);
+                    pos += take;
+                    let left = n - take as u64;
+                    if left == 0 {
+                        self.state = State::ChunkCrlf;
+                    } else {
+                        self.state = State::ChunkData(left);
+                        if eof {
+                            return Err(RequestError::no_more_data());
+                        }
+                        return Ok(pos);
+                    }
+                }
+                State::ChunkCrlf => {
+                    if rest.len() < 2 && !eof {
+                        return Ok(pos);
+                    }
+                    if !rest.starts_with(b"\r\n") {
+                        return Err(RequestError::chunk_terminator(&rest[..rest.len().min(2)]));
+                    }
+                    self.emit(out, b"\r\n");
+                    pos += 2;
+                    self.state = State::ChunkSize;
+                }
+                State::Trailers => match self.trailers(rest, eof, out)? {
+                    Step::Done(n) => pos += n,
+                    Step::NeedMore => return Ok(pos),
+                },
+            }
+        }
+    }
+
+    fn proxy(&mut self, rest: &[u8], eof: bool) -> Result<Step<usize>, RequestError> {
+        const V2_SIG: &[u8] = b"\r\n\r\n\x00\r\nQUIT\n";
+        if rest.len() < 12 {
+            return if eof {
+                Err(RequestError::no_more_data())
+            } else {
+                Ok(Step::NeedMore)
+            };
+        }
+        let mode = self.limits.proxy_protocol;
+        if matches!(mode, ProxyProtocol::V2 | ProxyProtocol::Auto) && rest.starts_with(V2_SIG) {
+            self.proxy_access()?;
+            return self.proxy_v2(rest, eof);
+        }
+        if matches!(mode, ProxyProtocol::V1 | ProxyProtocol::Auto) && rest.starts_with(b"PROXY ") {
+            self.proxy_access()?;
+            return self.proxy_v1(rest, eof);
+        }
+        Ok(Step::Done(0))
+    }
+
+    fn proxy_access(&self) -> Result<(), RequestError> {
+        if self.trusted_proxy {
+            Ok(())
+        } else {
+            Err(RequestError::new(
+                "ForbiddenProxyRequest",
+                403,
+                "Forbidden",
+                "Request forbidden".into(),
+            ))
+        }
+    }
+
+    fn proxy_v1(&mut self, rest: &[u8], eof: bool) -> Result<Step<usize>, RequestError> {
+        let Some(idx) = find(rest, b"\r\n") else {
+            if rest.len() > MAX_REQUEST_LINE {
+                // gunicorn waits without bound; a PROXY v1 line is at most
+                // 107 bytes.
+                return Err(RequestError::proxy_line(&rest[..MAX_REQUEST_LINE]));
+            }
+            return if eof {
+                Err(RequestError::no_more_data())
+            } else {
+                Ok(Step::NeedMore)
+            };
+        };
+        let line = &rest[..idx];
+        let bits: Vec<&[u8]> = line.split(|&c| c == b' ').collect();
+        if bits.len() != 6 {
+            return Err(RequestError::proxy_line(line));
+        }
+        let proto = bits[1];
+        let parse = |b: &[u8], v6: bool| -> Option<IpAddr> {
+            let s = std::str::from_utf8(b).ok()?;
+            if v6 {
+                s.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+            } else {
+                s.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+            }
+        };
+        let v6 = match proto {
+            b"TCP4" => false,
+            b"TCP6" => true,
+            _ => {
+                let mut m = b"protocol '".to_vec();
+                m.extend_from_slice(proto);
+                m.extend_from_slice(b"' not supported");
+                return Err(RequestError::proxy_line(&m));
+            }
+        };
+        let (Some(s_addr), Some(d_addr)) = (parse(bits[2], v6), parse(bits[3], v6)) else {
+            return Err(RequestError::proxy_line(line));
+        };
+        let port = |b: &[u8]| -> Option<i64> { py_int(b) };
+        let invalid_port = || {
+            let mut m = b"invalid port ".to_vec();
+            m.extend_from_slice(line);
+            RequestError::proxy_line(&m)
+        };
+        let (Some(sp), Some(dp)) = (port(bits[4]), port(bits[5])) else {
+            return Err(invalid_port());
+        };
+        if !(0..=65535).contains(&sp) || !(0..=65535).contains(&dp) {
+            return Err(invalid_port());
+        }
+        self.proxy_info = Some(ProxyInfo {
+            proto: if v6 { "TCP6" } else { "TCP4" },
+            client_addr: Some(s_addr),
+            client_port: Some(sp as u16),
+            proxy_addr: Some(d_addr),
+            proxy_port: Some(dp as u16),
+        });
+        Ok(Step::Done(idx + 2))
+    }
+
+    fn proxy_v2(&mut self, rest: &[u8], eof: bool) -> Result<Step<usize>, RequestError> {
+        let need_more = |eof| {
+            if eof {
+                Err(RequestError::no_more_data())
+            } else {
+                Ok(Step::NeedMore)
+            }
+        };
+        if rest.len() < 16 {
+            return need_more(eof);
+        }
+        let ver_cmd = rest[12];
+        let fam_proto = rest[13];
+        let length = u16::from_be_bytes([rest[14], rest[15]]) as usize;
+        if ver_cmd >> 4 != 2 {
+            return Err(RequestError::proxy_header());
+        }
+        let command = ver_cmd & 0x0f;
+        if command > 1 {
+            return Err(RequestError::proxy_header());
+        }
+        let total = 16 + length;
+        if rest.len() < total {
+            return need_more(eof);
+        }
+        let unspec = ProxyInfo {
+            proto: "LOCAL",
+            client_addr: None,
+            client_port: None,
+            proxy_addr: None,
+            proxy_port: None,
+        };
+        if command == 0 {
+            self.proxy_info = Some(unspec);
+            return Ok(Step::Done(total));
+        }
+        if fam_proto & 0x0f != 1 {
+            return Err(RequestError::proxy_header());
+        }
+        let a = &rest[16..total];
+        let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+        self.proxy_info = Some(match fam_proto >> 4 {
+            1 => {
+                if length < 12 {
+                    return Err(RequestError::proxy_header());
+                }
+                ProxyInfo {
+                    proto: "TCP4",
+                    client_addr: Some(IpAddr::from([a[0], a[1], a[2], a[3]])),
+                    proxy_addr: Some(IpAddr::from([a[4], a[5], a[6], a[7]])),
+                    client_port: Some(port(&a[8..])),
+                    proxy_port: Some(port(&a[10..])),
+                }
+            }
+            2 => {
+                if length < 36 {
+                    return Err(RequestError::proxy_header());
+                }
+                let ip = |b: &[u8]| {
+                    let mut o = [0u8; 16];
+                    o.copy_from_slice(&b[..16]);
+                    IpAddr::from(o)
+                };
+                ProxyInfo {
+                    proto: "TCP6",
+                    client_addr: Some(ip(&a[0..])),
+                    proxy_addr: Some(ip(&a[16..])),
+                    client_port: Some(port(&a[32..])),
+                    proxy_port: Some(port(&a[34..])),
+                }
+            }
+            0 => ProxyInfo {
+                proto: "UNSPEC",
+                ..unspec
+            },
+            _ => return Err(RequestError::proxy_header()),
+        });
+        Ok(Step::Done(total))
+    }
+
+    /// One request head; on success the state moves to its body.
+    fn head(
+        &mut self,
+        rest: &[u8],
+        eof: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<Step<usize>, RequestError> {
+        let need_more = |eof| {
+            if eof {
+                Err(RequestError::no_more_data())
+            } else {
+                Ok(Step::NeedMore)
+            }
+        };
+        // RFC 9112 2.2: one empty line before the request line is ignored.
+        let mut start = 0;
+        if rest == b"\r" {
+            return need_more(eof);
+        }
+        if rest.starts_with(b"\r\n") {
+            start = 2;
+        }
+        let data = &rest[start..];
+        let limit = self.limits.request_line_limit();
+        let crlf = find(data, b"\r\n");
+        let line_end = crlf.unwrap_or(data.len());
+        if data[..line_end].contains(&b'\n') {
+            return Err(RequestError::request_line(b"bare LF as line terminator"));
+        }
+        let Some(line_end) = crlf else {
+            if limit > 0 && data.len().saturating_sub(2) > limit {
+                return Err(RequestError::limit_line(data.len(), limit));
+            }
+            return need_more(eof);
+        };
+        if limit > 0 && line_end > limit {
+            return Err(RequestError::limit_line(line_end, limit));
+        }
+        let line = &data[..line_end];
+        let after_line = start + line_end + 2;
+        let hdata = &rest[after_line..];
+
+        // The header block.
+        let done = hdata.starts_with(b"\r\n");
+        let idx = find(hdata, b"\r\n\r\n");
+        if idx.is_none() && !done {
+            // Validate the request line early, as gunicorn does before
+            // reading the headers.
+            self.request_line(line)?;
+            if has_bare_lf(hdata) {
+                return Err(RequestError::header(b"bare LF as line terminator"));
+            }
+            if hdata.len() > self.limits.max_buffer_headers() {
+                return Err(RequestError::limit_headers("max buffer headers"));
+            }
+            return need_more(eof);
+        }
+        let req = self.request_line(line)?;
+        let (block, body_start): (&[u8], usize) = if done {
+            (&[], after_line + 2)
+        } else {
+            let idx = idx.unwrap_or(0);
+            (&hdata[..idx], after_line + idx + 4)
+        };
+        let fields = self.parse_headers(block, false)?;
+        let framing = self.body_framing(&fields, req.version)?;
+
+        self.requests += 1;
+        self.close_after = framing.must_close
+            || req.method == b"CONNECT"
+            || match fields.iter().find(|f| f.upper == "CONNECTION") {
+                Some(f) => {
+                    let v = strip_sp_tab(&f.value).to_ascii_lowercase();
+                    if v == b"close" {
+                        true
+                    } else if v == b"keep-alive" {
+                        false
+                    } else {
+                        req.version <= (1, 0)
+                    }
+                }
+                None => req.version <= (1, 0),
+            };
+
+        // The canonical head for hyper.
+        let mut head = Vec::with_capacity(block.len() + line.len() + 64);
+        head.extend_from_slice(&req.method);
+        head.push(b' ');
+        head.extend_from_slice(&req.target);
+        head.extend_from_slice(match req.version {
+            (1, 0) => b" HTTP/1.0\r\n",
+            (0, _) => b" HTTP/1.0\r\n",
+            _ => b" HTTP/1.1\r\n",
+        });
+        let mut te_written = false;
+        for f in &fields {
+            match f.upper.as_str() {
+                "CONTENT-LENGTH" => {
+                    head.extend_from_slice(b"Content-Length: ");
+                    head.extend_from_slice(framing.length.unwrap_or(0).to_string().as_bytes());
+                }
+                "TRANSFER-ENCODING" => {
+                    if te_written {
+                        continue;
+                    }
+                    te_written = true;
+                    head.extend_from_slice(b"Transfer-Encoding: ");
+                    head.extend_from_slice(framing.codings.join(", ").as_bytes());
+                }
+                _ => {
+                    head.extend_from_slice(f.name);
+                    head.extend_from_slice(b": ");
+                    head.extend_from_slice(&f.value);
+                }
+            }
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+
+        if framing.chunked && !framing.expect_continue && self.limits.hold_limit > 0 {
+            self.held = Some(Vec::new());
+            self.emit(out, &head);
+        } else {
+            self.emit(out, &head);
+            self.heads_released += 1;
+        }
+        if framing.chunked {
+            if self.held.is_none() {
+                self.partial_released = true;
+            }
+            self.state = State::ChunkSize;
+        } else {
+            match framing.length {
+                Some(n) if n > 0 => {
+                    self.partial_released = true;
+                    self.state = State::Body(n);
+                }
+                _ => self.request_done(out),
+            }
+        }
+        Ok(Step::Done(body_start))
+    }
+
+    fn request_line(&self, line: &[u8]) -> Result<RequestLine, RequestError> {
+        let l = &self.limits;
+        let mut bits = line.splitn(3, |&c| c == b' ');
+        let (Some(method), Some(target), Some(version)) = (bits.next(), bits.next(), bits.next())
+        else {
+            return Err(RequestError::request_line(line));
+        };
+        if !l.permit_unconventional_http_method
+            && (method.iter().any(|&c| c.is_ascii_lowercase() || c == b'#')
+                || !(3..=20).contains(&method.len()))
+        {
+            return Err(RequestError::method(method));
+        }
+        if !is_token(method) {
+            return Err(RequestError::method(method));
+        }
+        let method = if l.casefold_http_method {
+            method.to_ascii_uppercase()
+        } else {
+            method.to_vec()
+        };
+        if target.iter().any(|&c| !(0x21..=0x7e).contains(&c)) {
+            return Err(RequestError::request_line(line));
+        }
+        if target.is_empty() {
+            return Err(RequestError::request_line(line));
+        }
+        if target == b"*" && method != b"OPTIONS" {
+            return Err(RequestError::request_line(line));
+        }
+        if method != b"CONNECT"
+            && target != b"*"
+            && !target.starts_with(b"/")
+            && find(target, b"://").is_none()
+        {
+            return Err(RequestError::request_line(line));
+        }
+        if urlsplit_fails(target) {
+            return Err(RequestError::request_line(line));
+        }
+        let version = match version {
+            [b'H', b'T', b'T', b'P', b'/', a, b'.', b]
+                if a.is_ascii_digit() && b.is_ascii_digit() =>
+            {
+                ((a - b'0') as u32, (b - b'0') as u32)
+            }
+            _ => return Err(RequestError::version(py_str_repr(version))),
+        };
+        if !l.permit_unconventional_http_version && !((1, 0)..(2, 0)).contains(&version) {
+            return Err(RequestError::version(format!(
+                "({}, {})",
+                version.0, version.1
+            )));
+        }
+        // Known difference: a target the `http` crate cannot read even
+        // percent-encoded is refused here rather than by hyper.
+        let Some(target) = target_for_hyper(target) else {
+            return Err(RequestError::request_line(line));
+        };
+        Ok(RequestLine {
+            method,
+            target,
+            version,
+        })
+    }
+
+    /// gunicorn's `parse_headers` (headers or trailers).
+    fn parse_headers<'a>(
+        &self,
+        block: &'a [u8],
+        from_trailer: bool,
+    ) -> Result<Vec<Field<'a>>, RequestError> {
+        let l = &self.limits;
+        let mut fields: Vec<Field<'a>> = Vec::new();
+        if block.is_empty() && !from_trailer {
+            return Ok(fields);
+        }
+        let lines: Vec<&[u8]> = split_crlf(block);
+        let trusted = self.trusted_forwarder && !from_trailer;
+        let mut scheme: Option<bool> = None;
+        let mut seen_host = false;
+        let mut seen_ct = false;
+        let max_fields = l.fields_limit();
+        let max_size = l.field_size_limit();
+        let mut i = 0;
+        while i < lines.len() {
+            if fields.len() >= max_fields {
+                return Err(RequestError::limit_headers("limit request headers fields"));
+            }
+            let curr = lines[i];
+            i += 1;
+            let mut length = curr.len() + 2;
+            let colon = curr.iter().position(|&c| c == b':');
+            let Some(colon) = colon.filter(|&c| c > 0) else {
+                return Err(RequestError::header(curr));
+            };
+            let mut name = &curr[..colon];
+            if l.strip_header_spaces {
+                while let [rest @ .., b' ' | b'\t'] = name {
+                    name = rest;
+                }
+            }
+            if !is_token(name) {
+                return Err(RequestError::header_name(name));
+            }
+            let upper = String::from_utf8_lossy(name).to_ascii_uppercase();
+            if from_trailer
+                && matches!(
+                    upper.as_str(),
+                    "HOST"
+                        | "CONTENT-LENGTH"
+                        | "TRANSFER-ENCODING"
+                        | "TRAILER"
+                        | "AUTHORIZATION"
+                        | "TE"
+                )
+            {
+                return Err(RequestError::header_name(upper.as_bytes()));
+            }
+            let mut value = strip_sp_tab(&curr[colon + 1..]).to_vec();
+            while i < lines.len() && matches!(lines[i].first(), Some(b' ' | b'\t')) {
+                if !l.permit_obsolete_folding {
+                    return Err(RequestError::bad(
+                        "ObsoleteFolding",
+                        format!(
+                            "Obsolete line folding is unacceptable: {}",
+                            py_str_repr(upper.as_bytes())
+                        ),
+                    ));
+                }
+                let cont = lines[i];
+                i += 1;
+                length += cont.len() + 2;
+                if length > max_size {
+                    return Err(RequestError::limit_headers(
+                        "limit request headers fields size",
+                    ));
+                }
+                value.push(b' ');
+                value.extend_from_slice(strip_sp_tab(cont));
+            }
+            if value.iter().any(|&c| bad_value_byte(c)) {
+                return Err(RequestError::header(upper.as_bytes()));
+            }
+            if length > max_size {
+                return Err(RequestError::limit_headers(
+                    "limit request headers fields size",
+                ));
+            }
+            // _apply_header_policy
+            if upper == "HOST" || upper == "CONTENT-TYPE" {
+                let seen = if upper == "HOST" {
+                    &mut seen_host
+                } else {
+                    &mut seen_ct
+                };
+                if *seen {
+                    return Err(RequestError::header(upper.as_bytes()));
+                }
+                *seen = true;
+            }
+            if !from_trailer && upper == "EXPECT" {
+                // 100-continue is understood (and ignored for HTTP/1.0).
+                if !value.eq_ignore_ascii_case(b"100-continue") {
+                    return Err(RequestError::new(
+                        "ExpectationFailed",
+                        417,
+                        "Expectation Failed",
+                        format!("Unable to comply with expectation: {}", py_str_repr(&value)),
+                    ));
+                }
+            }
+            if trusted {
+                if let Some((_, want)) = l.secure_scheme_headers.iter().find(|(k, _)| *k == upper) {
+                    let secure = value == want.as_bytes();
+                    match scheme {
+                        Some(s) if s != secure => {
+                            return Err(RequestError::bad(
+                                "InvalidSchemeHeaders",
+                                "Contradictory scheme headers".into(),
+                            ))
+                        }
+                        Some(_) => {}
+                        None => scheme = Some(secure),
+                    }
+                }
+            }
+            if upper.contains('_') {
+                let forwarder =
+                    trusted && l.forwarder_headers.iter().any(|h| *h == upper || h == "*");
+                if !forwarder {
+                    match l.header_map {
+                        HeaderMapPolicy::Dangerous => {}
+                        HeaderMapPolicy::Drop => continue,
+                        HeaderMapPolicy::Refuse => {
+                            return Err(RequestError::header_name(upper.as_bytes()))
+                        }
+                    }
+                }
+            }
+            fields.push(Field { upper, name, value });
+        }
+        Ok(fields)
+    }
+
+    /// gunicorn's `set_body_reader`.
+    fn body_framing(&self, fields: &[Field], version: (u32, u32)) -> Result<Framing, RequestError> {
+        let mut chunked = false;
+        let mut te = false;
+        let mut must_close = false;
+        let mut expect_continue = false;
+        let mut content_length: Option<&[u8]> = None;
+        let mut codings: Vec<String> = Vec::new();
+        let te_err = || RequestError::header(b"TRANSFER-ENCODING");
+        for f in fields {
+            match f.upper.as_str() {
+                "CONTENT-LENGTH" => {
+                    if content_length.is_some() {
+                        return Err(RequestError::header(b"CONTENT-LENGTH"));
+                    }
+                    content_length = Some(&f.value);
+                }
+                "TRANSFER-ENCODING" => {
+                    te = true;
+                    for val in f.value.split(|&c| c == b',') {
+                        let v = strip_sp_tab(val).to_ascii_lowercase();
+                        match v.as_slice() {
+                            b"chunked" => {
+                                if chunked {
+                                    return Err(te_err());
+                                }
+                                chunked = true;
+                            }
+                            b"identity" => {
+                                if chunked {
+                                    return Err(te_err());
+                                }
+                            }
+                            b"compress" | b"deflate" | b"gzip" => {
+                                if chunked {
+                                    return Err(te_err());
+                                }
+                                must_close = true;
+                            }
+                            _ => {
+                                return Err(RequestError::new(
+                                    "UnsupportedTransferCoding",
+                                    501,
+                                    "Not Implemented",
+                                    format!(
+                                        "Unsupported transfer coding: {}",
+                                        py_str_repr(&f.value)
+                                    ),
+                                ))
+                            }
+                        }
+                        codings.push(String::from_utf8_lossy(&v).into_owned());
+                    }
+                }
+                "EXPECT" => expect_continue = version >= (1, 1),
+                _ => {}
+            }
+        }
+        if te && !chunked {
+            return Err(te_err());
+        }
+        let length = if chunked {
+            if version < (1, 1) {
+                return Err(te_err());
+            }
+            if content_length.is_some() {
+                return Err(RequestError::header(b"CONTENT-LENGTH"));
+            }
+            None
+        } else if let Some(cl) = content_length {
+            if cl.is_empty() || !cl.iter().all(|c| c.is_ascii_digit()) {
+                return Err(RequestError::header(b"CONTENT-LENGTH"));
+            }
+            // Known difference: gunicorn takes any size; beyond u64 is refused.
+            let digits = std::str::from_utf8(cl).unwrap_or("x");
+            Some(
+                digits
+                    .parse::<u64>()
+                    .map_err(|_| RequestError::header(b"CONTENT-LENGTH"))?,
+            )
+        } else {
+            None
+        };
+        Ok(Framing {
+            chunked,
+            length,
+            must_close,
+            expect_continue,
+            codings,
+        })
+    }
+
+    fn chunk_size(
+        &mut self,
+        rest: &[u8],
+        eof: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<Step<usize>, RequestError> {
+        let Some(idx) = find(rest, b"\r\n") else {
+            let limit = self.limits.field_size_limit();
+            if rest.len() > limit {
+                return Err(RequestError::chunk_size(
+                    format!("line over {limit} bytes with no terminator").as_bytes(),
+                ));
+            }
+            return if eof {
+                Err(RequestError::no_more_data())
+            } else {
+                Ok(Step::NeedMore)
+            };
+        };
+        let line = &rest[..idx];
+        let (mut size, ext) = match line.iter().position(|&c| c == b';') {
+            Some(p) => (&line[..p], Some(&line[p + 1..])),
+            None => (line, None),
+        };
+        if let Some(ext) = ext {
+            if ext.contains(&b'\r') {
+                return Err(RequestError::chunk_extension("bare CR not allowed"));
+            }
+            while let [r @ .., b' ' | b'\t'] = size {
+                size = r;
+            }
+        }
+        if size.is_empty() || !size.iter().all(|c| c.is_ascii_hexdigit()) {
+            return Err(RequestError::chunk_size(size));
+        }
+        if let Some(ext) = ext {
+            if !chunk_ext_ok(ext) {
+                return Err(RequestError::chunk_extension("invalid chunk extension"));
+            }
+        }
+        let digits: &[u8] = {
+            let z = size.iter().take_while(|&&c| c == b'0').count();
+            &size[z..]
+        };
+        // Known difference: gunicorn takes any size; past 2^60 is refused.
+        if digits.len() > 15 {
+            return Err(RequestError::chunk_size(size));
+        }
+        let n = digits.iter().fold(0u64, |acc, &c| {
+            acc * 16 + (c as char).to_digit(16).unwrap_or(0) as u64
+        });
+        if n == 0 {
+            self.state = State::Trailers;
+        } else {
+            self.emit(out, format!("{n:x}\r\n").as_bytes());
+            self.state = State::ChunkData(n);
+        }
+        Ok(Step::Done(idx + 2))
+    }
+
+    fn trailers(
+        &mut self,
+        rest: &[u8],
+        eof: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<Step<usize>, RequestError> {
+        let done = rest.starts_with(b"\r\n");
+        let idx = find(rest, b"\r\n\r\n");
+        let consumed = if done {
+            2
+        } else if let Some(idx) = idx {
+            self.parse_headers(&rest[..idx], true)?;
+            idx + 4
+        } else {
+            if rest.len() > self.limits.max_buffer_headers() {
+                return Err(RequestError::limit_headers(
+                    "limit request trailer section size",
+                ));
+            }
+            if has_bare_lf(rest) {
+                return Err(RequestError::header(b"bare LF as line terminator"));
+            }
+            if eof {
+                return Err(RequestError::chunk_terminator(b""));
+            }
+            return Ok(Step::NeedMore);
+        };
+        self.emit(out, b"0\r\n\r\n");
+        self.request_done(out);
+        Ok(Step::Done(consumed))
+    }
+}
+
+struct RequestLine {
+    method: Vec<u8>,
+    target: Vec<u8>,
+    version: (u32, u32),
+}
+
+struct Framing {
+    chunked: bool,
+    length: Option<u64>,
+    must_close: bool,
+    expect_continue: bool,
+    codings: Vec<String>,
+}
+
+fn split_crlf(block: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = block;
+    while let Some(i) = find(rest, b"\r\n") {
+        out.push(&rest[..i]);
+        rest = &rest[i + 2..];
+    }
+    out.push(rest);
+    out
+}
+
+/// Python's `int(str)` for what a PROXY v1 port can hold.
+fn py_int(b: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(b).ok()?.trim();
+    let (neg, digits) = match s.as_bytes().first()? {
+        b'+' => (false, &s[1..]),
+        b'-' => (true, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+        || !digits.bytes().all(|c| c.is_ascii_digit() || c == b'_')
+    {
+        return None;
+    }
+    let v: i64 = digits.replace('_', "").parse().ok()?;
+    Some(if neg { -v } else { v })
+}
+
+/// gunicorn's `CHUNK_EXT_RE` on `";" + ext`:
+/// `*( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] )`.
+fn chunk_ext_ok(ext: &[u8]) -> bool {
+    let s = {
+        let mut v = Vec::with_capacity(ext.len() + 1);
+        v.push(b';');
+        v.extend_from_slice(ext);
+        v
+    };
+    let mut i = 0;
+    let ws = |i: &mut usize| {
+        while *i < s.len() && (s[*i] == b' ' || s[*i] == b'\t') {
+            *i += 1;
+        }
+    };
+    let token = |i: &mut usize| -> bool {
+        let st = *i;
+        while *i < s.len() && is_tchar(s[*i]) {
+            *i += 1;
+        }
+        *i > st
+    };
+    while i < s.len() {
+        ws(&mut i);
+        if i >= s.len() || s[i] != b';' {
+            return false;
+        }
+        i += 1;
+        ws(&mut i);
+        if !token(&mut i) {
+            return false;
+        }
+        // Optional "= value"; the regex backtracks over BWS when absent.
+        let save = i;
+        ws(&mut i);
+        if i < s.len() && s[i] == b'=' {
+            i += 1;
+            ws(&mut i);
+            if i < s.len() && s[i] == b'"' {
+                i += 1;
+                loop {
+                    match s.get(i) {
+                        None => return false,
+                        Some(b'"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(b'\\') => match s.get(i + 1) {
+                            Some(&c) if c == b'\t' || (0x20..=0x7e).contains(&c) || c >= 0x80 => {
+                                i += 2
+                            }
+                            _ => return false,
+                        },
+                        Some(&c)
+                            if c == b'\t'
+                                || c == b' '
+                                || c == 0x21
+                                || (0x23..=0x5b).contains(&c)
+                                || (0x5d..=0x7e).contains(&c)
+                                || c >= 0x80 =>
+                        {
+                            i += 1
+                        }
+                        Some(_) => return false,
+                    }
+                }
+            } else if !token(&mut i) {
+                return false;
+            }
+        } else {
+            i = save;
+        }
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------
+// The IO wrapper.
+
+/// The socket as hyper sees it: only validated, canonical request bytes.
+///
+/// Reads go socket -> [`Framer`] -> hyper. After a framing error hyper
+/// reads EOF right after the last valid byte, so it still answers the
+/// earlier pipelined requests; when hyper then shuts the connection down
+/// (`poll_shutdown`, which hyper calls when it closes a connection after
+/// EOF with `half_close(true)`), the wrapper writes gunicorn's error page
+/// and closes. If the error came in the body of a request hyper was
+/// already reading (a chunked body larger than
+/// [`Limits::hold_limit`]), whatever hyper writes after reading that EOF
+/// (the app's answer to a truncated request) is discarded, so the client
+/// gets only gunicorn's error, as from gunicorn.
+pub struct GatedIo<T> {
+    inner: T,
+    framer: Framer,
+    /// Socket bytes the framer has not consumed yet.
+    inbuf: Vec<u8>,
+    /// Validated bytes for hyper, from `out_pos` on.
+    outbuf: Vec<u8>,
+    out_pos: usize,
+    scratch: Box<[u8]>,
+    sock_eof: bool,
+    error: Option<RequestError>,
+    /// The error arrived while hyper was inside a request.
+    error_mid_request: bool,
+    /// hyper has read the EOF that stands for the error.
+    hyper_saw_error: bool,
+    /// The error response, and how much of it is written.
+    reply: Option<(Vec<u8>, usize)>,
+}
+
+impl<T> GatedIo<T> {
+    /// Wrap `inner`, the connection from `peer` (`None` for a UNIX socket).
+    pub fn new(inner: T, limits: Arc<Limits>, peer: Option<IpAddr>) -> Self {
+        GatedIo {
+            inner,
+            framer: Framer::new(limits, peer),
+            inbuf: Vec::new(),
+            outbuf: Vec::new(),
+            out_pos: 0,
+            scratch: vec![0u8; 16 * 1024].into_boxed_slice(),
+            sock_eof: false,
+            error: None,
+            error_mid_request: false,
+            hyper_saw_error: false,
+            reply: None,
+        }
+    }
+
+    /// The refusal pending or written on this connection, if any.
+    pub fn error(&self) -> Option<&RequestError> {
+        self.error.as_ref()
+    }
+
+    /// The framer (e.g. for [`Framer::proxy_info`]).
+    pub fn framer(&self) -> &Framer {
+        &self.framer
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    fn swallowing(&self) -> bool {
+        self.hyper_saw_error && self.error_mid_request
+    }
+}
+
+impl<T: hyper::rt::Read + hyper::rt::Write + Unpin> GatedIo<T> {
+    fn run_framer(&mut self) {
+        match self
+            .framer
+            .advance(&self.inbuf, self.sock_eof, &mut self.outbuf)
+        {
+            Ok(n) => {
+                self.inbuf.drain(..n);
+            }
+            Err(e) => {
+                self.error_mid_request = self.framer.mid_request();
+                self.error = Some(e);
+                self.inbuf = Vec::new();
+            }
+        }
+    }
+
+    /// Write the pending error response, if any, once.
+    fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.reply.is_none() {
+            let bytes = self
+                .error
+                .as_ref()
+                .map(|e| e.response_bytes())
+                .unwrap_or_default();
+            self.reply = Some((bytes, 0));
+        }
+        loop {
+            let Some((bytes, pos)) = &mut self.reply else {
+                return Poll::Ready(Ok(()));
+            };
+            if *pos >= bytes.len() {
+                return Poll::Ready(Ok(()));
+            }
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*pos..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *pos += n;
+        }
+    }
+}
+
+impl<T: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Read for GatedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.out_pos < this.outbuf.len() {
+                let avail = &this.outbuf[this.out_pos..];
+                let n = avail.len().min(buf.remaining());
+                buf.put_slice(&avail[..n]);
+                this.out_pos += n;
+                if this.out_pos == this.outbuf.len() {
+                    this.outbuf.clear();
+                    this.out_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.error.is_some() {
+                this.hyper_saw_error = true;
+                return Poll::Ready(Ok(()));
+            }
+            if this.framer.at_end() {
+                return Poll::Ready(Ok(()));
+            }
+            // More from the socket.
+            let n = {
+                let mut rb = hyper::rt::ReadBuf::new(&mut this.scratch[..]);
+                ready!(Pin::new(&mut this.inner).poll_read(cx, rb.unfilled()))?;
+                rb.filled().len()
+            };
+            if n == 0 {
+                this.sock_eof = true;
+            } else {
+                this.inbuf.extend_from_slice(&this.scratch[..n]);
+            }
+            this.run_framer();
+            if this.sock_eof && this.outbuf.is_empty() && this.error.is_none() {
+                // Nothing more can come: EOF for hyper.
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+impl<T: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Write for GatedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.swallowing() {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.swallowing() {
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.error.is_some() {
+            ready!(this.poll_reply(cx))?;
+            ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+impl Limits {
+    /// The settings as the configuration holds them.
+    pub fn from_config(py: pyo3::Python<'_>, cfg: &pyconf::Config) -> Limits {
+        use pyo3::prelude::*;
+        let secure: std::collections::HashMap<String, String> = cfg
+            .get(py, "secure_scheme_headers")
+            .extract()
+            .unwrap_or_default();
+        Limits {
+            limit_request_line: cfg.int(py, "limit_request_line"),
+            limit_request_fields: cfg.int(py, "limit_request_fields"),
+            limit_request_field_size: cfg.int(py, "limit_request_field_size"),
+            permit_unconventional_http_method: cfg.bool(py, "permit_unconventional_http_method"),
+            permit_unconventional_http_version: cfg.bool(py, "permit_unconventional_http_version"),
+            casefold_http_method: cfg.bool(py, "casefold_http_method"),
+            permit_obsolete_folding: cfg.bool(py, "permit_obsolete_folding"),
+            strip_header_spaces: cfg.bool(py, "strip_header_spaces"),
+            header_map: match cfg.string(py, "header_map").as_deref() {
+                Some("refuse") => HeaderMapPolicy::Refuse,
+                Some("dangerous") => HeaderMapPolicy::Dangerous,
+                _ => HeaderMapPolicy::Drop,
+            },
+            secure_scheme_headers: secure.into_iter().collect(),
+            forwarded_allow_ips: cfg.list(py, "forwarded_allow_ips"),
+            forwarder_headers: cfg.list(py, "forwarder_headers"),
+            proxy_protocol: match cfg.string(py, "proxy_protocol").as_deref() {
+                Some("v1") => ProxyProtocol::V1,
+                Some("v2") => ProxyProtocol::V2,
+                Some("auto") => ProxyProtocol::Auto,
+                _ => ProxyProtocol::Off,
+            },
+            proxy_allow_ips: cfg.list(py, "proxy_allow_ips"),
+            ..Limits::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    fn corpus_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/gunicorn-requests")
+    }
+
+    /// The corpus README's decoding of a `.http` file.
+    pub(super) fn decode(raw: &[u8]) -> Vec<u8> {
+        let s: Vec<u8> = raw.iter().copied().filter(|&c| c != b'\n').collect();
+        let mut out = Vec::with_capacity(s.len());
+        let mut i = 0;
+        while i < s.len() {
+            if s[i] != b'\\' {
+                out.push(s[i]);
+                i += 1;
+                continue;
+            }
+            match s.get(i + 1) {
+                Some(b'r') if s[i + 2..].starts_with(b"\\n") => {
+                    out.extend_from_slice(b"\r\n");
+                    i += 4;
+                }
+                Some(b'0') => {
+                    out.push(0);
+                    i += 2;
+                }
+                Some(b'n') => {
+                    out.push(b'\n');
+                    i += 2;
+                }
+                Some(b't') => {
+                    out.push(b'\t');
+                    i += 2;
+                }
+                Some(b'x') => {
+                    let h = std::str::from_utf8(&s[i + 2..i + 4]).unwrap();
+                    out.push(u8::from_str_radix(h, 16).unwrap());
+                    i += 4;
+                }
+                other => panic!("bad escape {other:?}"),
+            }
+        }
+        out
+    }
+
+    pub(super) struct Case {
+        pub name: String,
+        pub set: String,
+        pub class: String,
+        pub settings: Vec<(String, String)>,
+        pub status_default: String,
+        pub status_with_settings: String,
+        pub bytes: Vec<u8>,
+    }
+
+    pub(super) fn load_corpus() -> Vec<Case> {
+        let dir = corpus_dir();
+        let tsv = std::fs::read_to_string(dir.join("EXPECTED.tsv")).expect("corpus EXPECTED.tsv");
+        tsv.lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let c: Vec<&str> = l.split('\t').collect();
+                let settings = if c[3] == "-" {
+                    vec![]
+                } else {
+                    c[3].split(';')
+                        .map(|kv| {
+                            let (k, v) = kv.split_once('=').unwrap();
+                            (k.trim().to_string(), v.trim().to_string())
+                        })
+                        .collect()
+                };
+                let raw = std::fs::read(dir.join(c[1]).join(format!("{}.http", c[0]))).unwrap();
+                Case {
+                    name: format!("{}/{}", c[1], c[0]),
+                    set: c[1].into(),
+                    class: c[2].into(),
+                    settings,
+                    status_default: c[4].into(),
+                    status_with_settings: c[5].into(),
+                    bytes: decode(&raw),
+                }
+            })
+            .collect()
+    }
+
+    fn py_literal(v: &str) -> String {
+        v.trim_matches(|c| c == '\'' || c == '"').to_string()
+    }
+
+    /// Apply a `name=value` corpus setting (a Python literal).
+    pub(super) fn apply(l: &mut Limits, name: &str, value: &str) {
+        let b = value == "True";
+        let int = || value.parse::<i64>().unwrap();
+        match name {
+            "limit_request_line" => l.limit_request_line = int(),
+            "limit_request_fields" => l.limit_request_fields = int(),
+            "limit_request_field_size" => l.limit_request_field_size = int(),
+            "permit_unconventional_http_method" => l.permit_unconventional_http_method = b,
+            "permit_unconventional_http_version" => l.permit_unconventional_http_version = b,
+            "casefold_http_method" => l.casefold_http_method = b,
+            "permit_obsolete_folding" => l.permit_obsolete_folding = b,
+            "strip_header_spaces" => l.strip_header_spaces = b,
+            "header_map" => {
+                l.header_map = match py_literal(value).as_str() {
+                    "drop" => HeaderMapPolicy::Drop,
+                    "refuse" => HeaderMapPolicy::Refuse,
+                    "dangerous" => HeaderMapPolicy::Dangerous,
+                    other => panic!("header_map {other}"),
+                }
+            }
+            "forwarded_allow_ips" => {
+                l.forwarded_allow_ips = py_literal(value)
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .collect()
+            }
+            "proxy_protocol" => {
+                l.proxy_protocol = match value {
+                    "True" => ProxyProtocol::Auto,
+                    "False" => ProxyProtocol::Off,
+                    v => match py_literal(v).as_str() {
+                        "v1" => ProxyProtocol::V1,
+                        "v2" => ProxyProtocol::V2,
+                        "off" => ProxyProtocol::Off,
+                        _ => ProxyProtocol::Auto,
+                    },
+                }
+            }
+            other => panic!("setting {other} not handled"),
+        }
+    }
+
+    /// Run the framer over `input` fed in pieces of `step` bytes, then EOF;
+    /// returns the canonical output and the result.
+    fn run_steps(
+        limits: &Arc<Limits>,
+        input: &[u8],
+        step: usize,
+    ) -> (Vec<u8>, Framer, Option<RequestError>) {
+        let mut f = Framer::new(limits.clone(), Some(IpAddr::from([127, 0, 0, 1])));
+        let mut out = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut fed = 0;
+        let mut err = None;
+        loop {
+            let end = (fed + step).min(input.len());
+            buf.extend_from_slice(&input[fed..end]);
+            fed = end;
+            let eof = fed == input.len();
+            match f.advance(&buf, eof, &mut out) {
+                Ok(n) => {
+                    buf.drain(..n);
+                }
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+            if eof {
+                // A second call at EOF must not change anything.
+                match f.advance(&buf, true, &mut out) {
+                    Ok(n) => assert!(n == buf.len() || f.at_end()),
+                    Err(e) => err = Some(e),
+                }
+                break;
+            }
+        }
+        (out, f, err)
+    }
+
+    /// The statuses a client would read (the corpus's notation).
+    pub(super) fn statuses(limits: &Arc<Limits>, input: &[u8]) -> String {
+        let (_, f, err) = run_steps(limits, input, usize::MAX / 2);
+        let mut answered = f.heads_released();
+        let mut v: Vec<String> = Vec::new();
+        if let Some(e) = &err {
+            if f.mid_request() && !e.empty {
+                answered -= 1;
+            }
+        }
+        for _ in 0..answered {
+            v.push("200".into());
+        }
+        if let Some(e) = err {
+            if !e.empty {
+                v.push(e.status.to_string());
+            }
+        }
+        if v.is_empty() {
+            "EMPTY".into()
+        } else {
+            v.join(",")
+        }
+    }
+
+    /// Cases where rgunicorn deliberately answers otherwise, with why.
+    pub(super) const KNOWN: &[(&str, &str)] = &[(
+        "valid/022",
+        "gunicorn's measuring app sent no Content-Length, so its HTTP/1.0 keep-alive \
+         response had to close the connection before the second request; \
+         rgunicorn's responses always carry a length and keep the connection",
+    )];
+
+    #[test]
+    fn corpus_framer_only() {
+        let cases = load_corpus();
+        assert!(cases.len() >= 140, "corpus not found or short");
+        let (mut ok_d, mut ok_s, mut n_s) = (0, 0, 0);
+        let mut failures = Vec::new();
+        let mut class_mismatch = Vec::new();
+        for c in &cases {
+            let known = KNOWN.iter().any(|(k, _)| *k == c.name);
+            let defaults = Arc::new(Limits::default());
+            let got = statuses(&defaults, &c.bytes);
+            if got == c.status_default {
+                ok_d += 1;
+            } else if !known {
+                failures.push(format!(
+                    "{} default: want {} got {}",
+                    c.name, c.status_default, got
+                ));
+            }
+            if c.set == "invalid" && c.settings.is_empty() {
+                let (_, _, err) = run_steps(&defaults, &c.bytes, usize::MAX / 2);
+                let class = err.map(|e| e.class).unwrap_or("-");
+                if class != c.class {
+                    class_mismatch.push(format!("{}: want {} got {}", c.name, c.class, class));
+                }
+            }
+            if !c.settings.is_empty() {
+                n_s += 1;
+                let mut l = Limits::default();
+                for (k, v) in &c.settings {
+                    apply(&mut l, k, v);
+                }
+                let got = statuses(&Arc::new(l), &c.bytes);
+                if got == c.status_with_settings {
+                    ok_s += 1;
+                } else if !known {
+                    failures.push(format!(
+                        "{} with {:?}: want {} got {}",
+                        c.name, c.settings, c.status_with_settings, got
+                    ));
+                }
+            }
+        }
+        println!(
+            "framer: {ok_d}/{} default, {ok_s}/{n_s} with settings",
+            cases.len()
+        );
+        assert!(failures.is_empty(), "{failures:#?}");
+        assert!(class_mismatch.is_empty(), "{class_mismatch:#?}");
+    }
+
+    #[test]
+    fn corpus_is_split_invariant() {
+        // Feeding the bytes one at a time gives the same output and answer.
+        let limits = Arc::new(Limits::default());
+        for c in load_corpus() {
+            let (o1, _, e1) = run_steps(&limits, &c.bytes, usize::MAX / 2);
+            for step in [1, 7] {
+                let (o2, _, e2) = run_steps(&limits, &c.bytes, step);
+                assert_eq!(
+                    e1.as_ref().map(|e| (e.status, e.class)),
+                    e2.as_ref().map(|e| (e.status, e.class)),
+                    "{} step {step}",
+                    c.name
+                );
+                assert_eq!(o1, o2, "{} step {step}", c.name);
+            }
+        }
+    }
+
+    fn frame(input: &[u8]) -> (Vec<u8>, Option<RequestError>) {
+        let (o, _, e) = run_steps(&Arc::new(Limits::default()), input, usize::MAX / 2);
+        (o, e)
+    }
+
+    #[test]
+    fn canonical_output() {
+        let (out, err) = frame(
+            b"\r\nPOST /a?b=\"c\" HTTP/1.1\r\nHost: x\r\nX_Y: dropped\r\nTransfer-Encoding: Identity ,\tChunked\r\n\r\n\
+              0005;a=b\r\nhello\r\n000\r\nVary: *\r\n\r\nGET / HTTP/1.0\r\nContent-Length: 002\r\n\r\nokGET /ignored HTTP/1.1\r\n\r\n",
+        );
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /a?b=%22c%22 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity, chunked\r\n\r\n\
+             5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.0\r\nContent-Length: 2\r\n\r\nok"
+        );
+    }
+
+    #[test]
+    fn error_messages_match_gunicorn() {
+        let e = frame(b"GET /foo FTP/1.1\r\n\r\n").1.unwrap();
+        assert_eq!(
+            e.message,
+            "Invalid HTTP Version 'Invalid HTTP Version: 'FTP/1.1''"
+        );
+        let e = frame(b"GET /foo HTTP/2.0\r\n\r\n").1.unwrap();
+        assert_eq!(
+            e.message,
+            "Invalid HTTP Version 'Invalid HTTP Version: (2, 0)'"
+        );
+        let e = frame(b"get /foo HTTP/1.1\r\n\r\n").1.unwrap();
+        assert_eq!(e.message, "Invalid Method 'Invalid HTTP method: 'get''");
+        let e = frame(b"GET /x HTTP/1.1\r\nA: \x07\r\n\r\n").1.unwrap();
+        assert_eq!(e.message, "Invalid HTTP Header: 'A'");
+        let e = frame(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6_0\r\n")
+            .1
+            .unwrap();
+        assert_eq!(e.message, "Invalid chunk size: b'6_0'");
+        let e = frame(b"GET /x HTTP/1.1\r\nTransfer-Encoding: br\r\n\r\n")
+            .1
+            .unwrap();
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (501, "Unsupported transfer coding: 'br'")
+        );
+        let e = frame(b"GET /x HTTP/1.1\r\nExpect: 200-ok\r\n\r\n")
+            .1
+            .unwrap();
+        assert_eq!(e.status, 417);
+        let e = frame(&[b"GET /".as_slice(), &[b'a'; 5000], b" HTTP/1.1\r\n\r\n"].concat())
+            .1
+            .unwrap();
+        assert_eq!((e.status, e.reason), (414, "URI Too Long"));
+        assert_eq!(e.message, "Request Line is too large (5014 > 4094)");
+        // Non-ASCII messages go out latin-1 encoded, as gunicorn's do.
+        let e = frame(b"GET\xe9 / HTTP/1.1\r\n\r\n").1.unwrap();
+        let bytes = e.response_bytes();
+        let text: String = bytes.iter().map(|&c| c as char).collect();
+        let (_, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            text.contains(&format!("Content-Length: {}\r\n", body.chars().count())),
+            "{text}"
+        );
+        assert!(bytes.contains(&0xe9));
+    }
+
+    #[test]
+    fn incomplete_and_closing() {
+        // EOF mid-head: no answer at all.
+        assert!(frame(b"GET / HTTP/1.1\r\nHost").1.unwrap().empty);
+        // EOF mid-chunk: no answer; after the data but before CRLF: 400.
+        assert!(
+            frame(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+                .1
+                .unwrap()
+                .empty
+        );
+        assert_eq!(
+            frame(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello")
+                .1
+                .unwrap()
+                .class,
+            "ChunkMissingTerminator"
+        );
+        // A clean close between requests is no error.
+        assert!(frame(b"GET / HTTP/1.1\r\n\r\n").1.is_none());
+        assert!(frame(b"").1.is_none());
+        // After Connection: close the rest is never read.
+        let (out, err) = frame(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nBAD\r\n\r\n");
+        assert!(err.is_none());
+        assert!(out.ends_with(b"close\r\n\r\n"));
+    }
+
+    #[test]
+    fn forwarded_trust() {
+        let l = Arc::new(Limits::default());
+        let input = b"GET / HTTP/1.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Ssl: off\r\n\r\n";
+        let mut f = Framer::new(l.clone(), Some("10.0.0.1".parse().unwrap()));
+        assert!(
+            f.advance(input, true, &mut Vec::new()).is_ok(),
+            "untrusted peer: ignored"
+        );
+        let mut f = Framer::new(l.clone(), None);
+        assert!(
+            f.advance(input, true, &mut Vec::new()).is_err(),
+            "UNIX socket: trusted"
+        );
+        assert!(ip_allowed(
+            &["10.0.0.0/8".into()],
+            Some("10.2.3.4".parse().unwrap())
+        ));
+        assert!(!ip_allowed(
+            &["10.0.0.0/8".into()],
+            Some("11.2.3.4".parse().unwrap())
+        ));
+        assert!(ip_allowed(&["::1".into()], Some("::1".parse().unwrap())));
+    }
+
+    #[test]
+    fn hold_limit_streams_large_chunked_bodies() {
+        let l = Limits {
+            hold_limit: 10,
+            ..Limits::default()
+        };
+        let l = Arc::new(l);
+        let mut f = Framer::new(l, None);
+        let mut out = Vec::new();
+        let input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+        assert_eq!(f.advance(input, false, &mut out), Ok(input.len()));
+        assert!(out.starts_with(b"POST / HTTP/1.1"));
+        assert!(f.mid_request());
+        assert!(f.advance(b"zz\r\n", false, &mut out).is_err());
+    }
+
+    #[test]
+    fn proxy_protocol() {
+        let l = Limits {
+            proxy_protocol: ProxyProtocol::Auto,
+            ..Limits::default()
+        };
+        let l = Arc::new(l);
+        let mut f = Framer::new(l.clone(), Some(IpAddr::from([127, 0, 0, 1])));
+        let mut out = Vec::new();
+        let input = b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\nGET / HTTP/1.0\r\n\r\n";
+        assert!(f.advance(input, true, &mut out).is_ok());
+        assert_eq!(out, b"GET / HTTP/1.0\r\n\r\n");
+        let info = f.proxy_info().unwrap();
+        assert_eq!(info.client_port, Some(56324));
+        let mut f = Framer::new(l, Some(IpAddr::from([10, 0, 0, 1])));
+        assert_eq!(f.advance(input, true, &mut out).unwrap_err().status, 403);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn framer_output(input: &[u8]) -> Result<Vec<u8>, RequestError> {
+            let (out, _, err) = run_steps(&Arc::new(Limits::default()), input, usize::MAX / 2);
+            match err {
+                Some(e) => Err(e),
+                None => Ok(out),
+            }
+        }
+
+        fn request() -> impl Strategy<Value = Vec<u8>> {
+            let method =
+                prop::sample::select(vec!["GET", "POST", "PUT", "OPTIONS", "DELETE", "-X-"]);
+            let target = prop::sample::select(vec![
+                "/",
+                "/a?b=c",
+                "/\"q\"?x=\"y\"",
+                "*",
+                "http://h/p",
+                "//x",
+            ]);
+            let version = prop::sample::select(vec!["HTTP/1.1", "HTTP/1.0"]);
+            let name = "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,12}";
+            let value = "[ \\t\\x21-\\x7e\\x80-\\xff]{0,20}";
+            let headers = prop::collection::vec((name, value), 0..6);
+            let body = prop::collection::vec(any::<u8>(), 0..40);
+            (method, target, version, headers, body, any::<bool>()).prop_map(
+                |(m, t, v, hs, body, chunked)| {
+                    let mut r = format!("{m} {t} {v}\r\n").into_bytes();
+                    for (n, val) in hs {
+                        r.extend_from_slice(n.as_bytes());
+                        r.extend_from_slice(b": ");
+                        r.extend(val.chars().map(|c| c as u32 as u8));
+                        r.extend_from_slice(b"\r\n");
+                    }
+                    if chunked && v == "HTTP/1.1" {
+                        r.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                        if !body.is_empty() {
+                            r.extend_from_slice(format!("{:X}\r\n", body.len()).as_bytes());
+                            r.extend_from_slice(&body);
+                            r.extend_from_slice(b"\r\n");
+                        }
+                        r.extend_from_slice(b"0\r\n\r\n");
+                    } else {
+                        r.extend_from_slice(
+                            format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes(),
+                        );
+                        r.extend_from_slice(&body);
+                    }
+                    r
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..600), step in 1usize..50) {
+                let t = std::time::Instant::now();
+                let (o1, _, e1) = run_steps(&Arc::new(Limits::default()), &input, usize::MAX / 2);
+                let (o2, _, e2) = run_steps(&Arc::new(Limits::default()), &input, step);
+                prop_assert!(t.elapsed() < std::time::Duration::from_secs(2));
+                prop_assert_eq!(e1.map(|e| (e.status, e.class)), e2.map(|e| (e.status, e.class)));
+                prop_assert_eq!(o1, o2);
+            }
+
+            #[test]
+            fn http_like_bytes_never_panic(
+                reqs in prop::collection::vec(request(), 1..3),
+                noise in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+            ) {
+                let mut input = reqs.concat();
+                for (i, b) in noise {
+                    let at = i.index(input.len());
+                    input[at] = b;
+                }
+                let _ = framer_output(&input);
+            }
+
+            #[test]
+            fn accepted_output_is_accepted_again(reqs in prop::collection::vec(request(), 1..3)) {
+                let input = reqs.concat();
+                if let Ok(out) = framer_output(&input) {
+                    // The canonical form is a fixed point, and hyper's URI
+                    // parser reads every target in it.
+                    let again = framer_output(&out);
+                    prop_assert_eq!(again.as_ref(), Ok(&out));
+                }
+            }
+        }
+    }
+
+    /// GatedIo in front of a real hyper connection.
+    mod gated {
+        use super::*;
+        use http_body_util::{BodyExt, Full};
+        use hyper_util::rt::TokioIo;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        async fn exchange(limits: Limits, request: &[u8]) -> String {
+            let (client, server) = tokio::io::duplex(1 << 20);
+            let io = GatedIo::new(
+                TokioIo::new(server),
+                Arc::new(limits),
+                Some(IpAddr::from([127, 0, 0, 1])),
+            );
+            let serve = tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let ok = req.into_body().collect().await.is_ok();
+                        let body = if ok { "ok" } else { "body error" };
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            bytes::Bytes::from(body),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .half_close(true)
+                    .serve_connection(io, svc)
+                    .await;
+            });
+            let (mut rd, mut wr) = tokio::io::split(client);
+            wr.write_all(request).await.unwrap();
+            wr.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            tokio::time::timeout(std::time::Duration::from_secs(5), rd.read_to_end(&mut got))
+                .await
+                .expect("server hung")
+                .unwrap();
+            let _ = serve.await;
+            String::from_utf8_lossy(&got).into_owned()
+        }
+
+        fn status_lines(s: &str) -> Vec<&str> {
+            s.match_indices("HTTP/1.1 ")
+                .map(|(i, _)| &s[i..i + s[i..].find("\r\n").unwrap_or(s.len() - i)])
+                .collect()
+        }
+
+        #[tokio::test]
+        async fn pipelined_then_refused() {
+            let r = exchange(
+                Limits::default(),
+                b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nget /3 HTTP/1.1\r\n\r\n",
+            )
+            .await;
+            assert_eq!(
+                status_lines(&r),
+                [
+                    "HTTP/1.1 200 OK",
+                    "HTTP/1.1 200 OK",
+                    "HTTP/1.1 400 Bad Request"
+                ],
+                "{r}"
+            );
+            assert!(r.ends_with("</html>\n"), "{r}");
+        }
+
+        #[tokio::test]
+        async fn first_request_refused() {
+            let r = exchange(
+                Limits::default(),
+                b"GET /foo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            )
+            .await;
+            assert_eq!(status_lines(&r), ["HTTP/1.1 400 Bad Request"], "{r}");
+            assert!(r.contains("Invalid HTTP Header: &#x27;HOST&#x27;"), "{r}");
+        }
+
+        #[tokio::test]
+        async fn empty_close() {
+            let r = exchange(Limits::default(), b"GET /foo HTTP/1.1\r\nHo").await;
+            assert_eq!(r, "");
+        }
+
+        #[tokio::test]
+        async fn quoted_target_reaches_the_app() {
+            let r = exchange(
+                Limits::default(),
+                b"GET /with_\"quotes\"?foo=\"bar\" HTTP/1.1\r\n\r\n",
+            )
+            .await;
+            assert_eq!(status_lines(&r), ["HTTP/1.1 200 OK"], "{r}");
+        }
+
+        #[tokio::test]
+        async fn chunked_error_held_back() {
+            let r = exchange(
+                Limits::default(),
+                b"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6_0\r\n world\r\n0\r\n\r\n",
+            )
+            .await;
+            assert_eq!(
+                status_lines(&r),
+                ["HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"],
+                "{r}"
+            );
+        }
+
+        #[tokio::test]
+        async fn chunked_error_after_streaming() {
+            let l = Limits {
+                hold_limit: 8,
+                ..Limits::default()
+            };
+            let r = exchange(
+                l,
+                b"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6_0\r\n world\r\n0\r\n\r\n",
+            )
+            .await;
+            assert_eq!(
+                status_lines(&r),
+                ["HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"],
+                "{r}"
+            );
+            assert!(!r.contains("body error"), "{r}");
+        }
+
+        #[tokio::test]
+        async fn chunked_ok() {
+            let r = exchange(
+                Limits::default(),
+                b"POST /2 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n000\r\n\r\nGET /second HTTP/1.1\r\n\r\n",
+            )
+            .await;
+            assert_eq!(
+                status_lines(&r),
+                ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"],
+                "{r}"
+            );
+            assert!(!r.contains("body error"), "{r}");
+        }
+    }
+}

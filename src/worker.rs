@@ -29,6 +29,7 @@ use tower::ServiceExt;
 use crate::app::{AppFactory, BoxApp, WorkerInfo};
 use crate::log;
 use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
+use crate::strict_http::{GatedIo, Limits};
 
 /// Everything a worker needs, inherited across fork (no serialisation).
 pub struct WorkerSetup {
@@ -42,6 +43,9 @@ pub struct WorkerSetup {
     pub ppid: i32,
     /// Called once in the worker, after fork, to make its app.
     pub app: AppFactory,
+    /// gunicorn's request strictness, applied by [`GatedIo`] before hyper
+    /// reads a byte.
+    pub limits: Arc<Limits>,
 }
 
 /// The worker's app and what it knows of its worker.
@@ -277,13 +281,14 @@ fn spawn_accept_loop(
                         match conn {
                             Conn::Tcp(s) => {
                                 let fd = s.as_raw_fd();
-                                serve_connection(TokioIo::new(s), fd, setup.clone(), served, drain)
-                                    .await
+                                let peer = s.peer_addr().ok().map(|a| a.ip());
+                                let io = GatedIo::new(TokioIo::new(s), setup.limits.clone(), peer);
+                                serve_connection(io, fd, setup.clone(), served, drain).await
                             }
                             Conn::Unix(s) => {
                                 let fd = s.as_raw_fd();
-                                serve_connection(TokioIo::new(s), fd, setup.clone(), served, drain)
-                                    .await
+                                let io = GatedIo::new(TokioIo::new(s), setup.limits.clone(), None);
+                                serve_connection(io, fd, setup.clone(), served, drain).await
                             }
                         }
                         slot.connections.fetch_sub(1, Ordering::AcqRel);
@@ -387,6 +392,10 @@ async fn serve_connection<I>(
         .timer(TokioTimer::new())
         .keep_alive(true)
         .half_close(true)
+        // hyper's own limits must not be stricter than gunicorn's, which
+        // the gate has already applied.
+        .max_buf_size(setup.limits.hyper_max_buf_size())
+        .max_headers(setup.limits.hyper_max_headers())
         .serve_connection(io, service);
     tokio::pin!(conn);
     let keepalive_ms = setup.keepalive.as_millis().max(1) as u64;

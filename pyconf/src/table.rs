@@ -325,7 +325,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: PosInt,
         short: "The maximum size of HTTP request line in bytes.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "limit_request_fields",
@@ -338,7 +338,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: PosInt,
         short: "Limit the number of HTTP headers fields in a request.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "limit_request_field_size",
@@ -351,7 +351,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: PosInt,
         short: "Limit the allowed size of an HTTP request header field.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "reload",
@@ -1391,7 +1391,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Permit requests employing obsolete HTTP line folding mechanism",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "strip_header_spaces",
@@ -1404,7 +1404,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Strip spaces present between the header name and the the ``:``.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "permit_unconventional_http_method",
@@ -1417,7 +1417,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Permit HTTP methods not matching conventions, such as IANA registration guidelines",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "permit_unconventional_http_version",
@@ -1430,7 +1430,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Permit HTTP version not matching conventions of 2023",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "casefold_http_method",
@@ -1443,7 +1443,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Transform received HTTP methods to uppercase",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "forwarder_headers",
@@ -1456,7 +1456,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: CommaList,
         short: "A list containing upper-case header field names that the front-end proxy",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "header_map",
@@ -1469,7 +1469,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: HeaderMap,
         short: "Configure how header field names are mapped into environ",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "asgi_loop",
