@@ -4,6 +4,7 @@
 //! the program starts ([`entry`]), the embedded interpreter ([`python`]) and
 //! the loading of Python applications ([`pyapp`]).
 
+pub mod access_log;
 pub mod app;
 pub mod entry;
 pub mod health;

@@ -574,6 +574,10 @@ impl<'py> Master<'py> {
             ppid: self.pid as i32,
             app: self.app.clone(),
             limits: Arc::new(crate::strict_http::Limits::from_config(py, &self.cfg)),
+            access_log: self.cfg.string(py, "accesslog").map(|target| {
+                let format = self.cfg.string(py, "access_log_format").unwrap_or_default();
+                (target, format)
+            }),
         };
         let child_worker = worker.clone_ref(py);
         let child_server = self.server.clone_ref(py);
@@ -913,8 +917,9 @@ fn worker_main(
                 on_quit: signal_hook(py, cfg, &server, &worker, "worker_int"),
                 on_abort: signal_hook(py, cfg, &server, &worker, "worker_abort"),
             };
-            if let Err(e) = py.detach(|| worker::serve(setup, signal_hooks)) {
-                log::error(&format!("Worker failed: {e}"));
+            match py.detach(|| worker::serve(setup, signal_hooks)) {
+                Ok(requests) => worker.borrow_mut(py).nr = requests,
+                Err(e) => log::error(&format!("Worker failed: {e}")),
             }
             0
         }

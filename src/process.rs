@@ -27,6 +27,21 @@ pub const MASTER_SIGNALS: &[Signal] = &[
 /// Write end of the self-pipe, read by the async-signal-safe handler.
 static PIPE_WRITE_FD: AtomicI32 = AtomicI32::new(-1);
 
+/// The same write end, kept in workers (which inherit it) so that a worker
+/// can wake its master's loop: a 0 byte is no signal, it only ends the wait.
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// From a worker: make the master's loop run now (a worker wants to be
+/// replaced). Best effort: a full pipe already wakes the master.
+pub fn wake_master() {
+    let fd = WAKE_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: write(2) of one byte from a local to an fd this process
+        // inherited and never closes (the master's self-pipe).
+        unsafe { libc::write(fd, [0u8].as_ptr() as *const libc::c_void, 1) };
+    }
+}
+
 extern "C" fn on_signal(sig: libc::c_int) {
     let fd = PIPE_WRITE_FD.load(Ordering::Relaxed);
     if fd >= 0 {
@@ -50,6 +65,7 @@ impl SignalPipe {
         let (read, write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)?;
         PIPE_WRITE_FD.store(write.as_raw_fd(), Ordering::Relaxed);
+        WAKE_FD.store(write.as_raw_fd(), Ordering::Relaxed);
         let action = SigAction::new(
             SigHandler::Handler(on_signal),
             SaFlags::SA_RESTART,

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::Request;
@@ -26,6 +27,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tower::ServiceExt;
 
+use crate::access_log::{AccessLog, LoggedBody, Record};
 use crate::app::{AppFactory, BoxApp, WorkerInfo};
 use crate::log;
 use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
@@ -46,6 +48,8 @@ pub struct WorkerSetup {
     /// gunicorn's request strictness, applied by [`GatedIo`] before hyper
     /// reads a byte.
     pub limits: Arc<Limits>,
+    /// `accesslog` target and `access_log_format`, when the log is on.
+    pub access_log: Option<(String, String)>,
 }
 
 /// The worker's app and what it knows of its worker.
@@ -53,6 +57,7 @@ pub struct WorkerSetup {
 struct Served {
     app: BoxApp,
     info: WorkerInfo,
+    access_log: Option<AccessLog>,
 }
 
 /// Events from the signal thread to the serving loop.
@@ -76,7 +81,8 @@ pub struct SignalHooks {
 const DRAIN_IDLE_WINDOW: Duration = Duration::from_millis(1000);
 
 /// Serve until drained. Runs on the worker's main thread, GIL released.
-pub fn serve(setup: WorkerSetup, hooks: SignalHooks) -> std::io::Result<()> {
+/// Returns how many requests the worker received (`worker.nr`).
+pub fn serve(setup: WorkerSetup, hooks: SignalHooks) -> std::io::Result<u64> {
     let sigset = crate::process::block_worker_signals();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     std::thread::Builder::new()
@@ -171,23 +177,39 @@ struct ConnState {
 async fn serve_async(
     setup: WorkerSetup,
     mut events: mpsc::UnboundedReceiver<Event>,
-) -> std::io::Result<()> {
+) -> std::io::Result<u64> {
     let setup = Arc::new(setup);
     let slot_index = setup.slot;
     let board = setup.scoreboard.clone();
     let slot = || board.slot(slot_index);
     let info = WorkerInfo::new();
     // Built inside the runtime, so an app may start tasks or pools here.
+    let access_log = match &setup.access_log {
+        Some((target, format)) => match AccessLog::start(target, format) {
+            Ok(log) => Some(log),
+            Err(e) => {
+                log::error(&format!("can't open the access log {target}: {e}"));
+                None
+            }
+        },
+        None => None,
+    };
     let served = Served {
         app: (setup.app)(&info),
         info,
+        access_log,
     };
     let (drain_tx, drain_rx) = watch::channel(false);
     let conn_cap = Arc::new(Semaphore::new(setup.worker_connections.max(1)));
 
     for &fd in &setup.listener_fds {
-        // Each worker owns a duplicate of the shared listening socket.
-        let owned = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })?;
+        // SAFETY: fd is this process's inherited copy of a master listener;
+        // the child's copy of the master's Listener is never dropped (a
+        // worker leaves with _exit), so this is its only owner here. The
+        // accept loop closes it when draining starts: once every worker and
+        // the master have closed theirs, new connections are refused at
+        // once instead of waiting in a queue nobody serves.
+        let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         spawn_accept_loop(
             owned,
             setup.clone(),
@@ -212,7 +234,12 @@ async fn serve_async(
             }
             ev = events.recv() => match ev {
                 Some(Event::Drain) | None => break,
-                Some(Event::ReopenLogs) => log::reopen(),
+                Some(Event::ReopenLogs) => {
+                    log::reopen();
+                    if let Some(access) = &served.access_log {
+                        access.reopen();
+                    }
+                }
             },
         }
     }
@@ -225,7 +252,7 @@ async fn serve_async(
         slot().beat();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(())
+    Ok(served.info.requests_served())
 }
 
 fn spawn_accept_loop(
@@ -282,13 +309,22 @@ fn spawn_accept_loop(
                             Conn::Tcp(s) => {
                                 let fd = s.as_raw_fd();
                                 let peer = s.peer_addr().ok().map(|a| a.ip());
+                                let remote = peer.map(|ip| ip.to_string()).unwrap_or_default();
                                 let io = GatedIo::new(TokioIo::new(s), setup.limits.clone(), peer);
-                                serve_connection(io, fd, setup.clone(), served, drain).await
+                                serve_connection(io, fd, remote, setup.clone(), served, drain).await
                             }
                             Conn::Unix(s) => {
                                 let fd = s.as_raw_fd();
                                 let io = GatedIo::new(TokioIo::new(s), setup.limits.clone(), None);
-                                serve_connection(io, fd, setup.clone(), served, drain).await
+                                serve_connection(
+                                    io,
+                                    fd,
+                                    String::new(),
+                                    setup.clone(),
+                                    served,
+                                    drain,
+                                )
+                                .await
                             }
                         }
                         slot.connections.fetch_sub(1, Ordering::AcqRel);
@@ -340,6 +376,7 @@ async fn wait_for_fair_share(setup: &WorkerSetup) {
 async fn serve_connection<I>(
     io: I,
     fd: RawFd,
+    remote_addr: String,
     setup: Arc<WorkerSetup>,
     served: Served,
     mut drain: watch::Receiver<bool>,
@@ -353,9 +390,16 @@ async fn serve_connection<I>(
     let service = {
         let (state, setup, served, drain) =
             (state.clone(), setup.clone(), served.clone(), drain.clone());
+        let remote_addr: Arc<str> = remote_addr.into();
         hyper::service::service_fn(move |req: Request<Incoming>| {
             let (state, setup, served, drain) =
                 (state.clone(), setup.clone(), served.clone(), drain.clone());
+            let started = std::time::Instant::now();
+            // Only what the access log needs, and only when it is on.
+            let logged = served
+                .access_log
+                .as_ref()
+                .map(|_| access_record(&req, &remote_addr));
             async move {
                 state.in_flight.fetch_add(1, Ordering::AcqRel);
                 let slot = setup.scoreboard.slot(setup.slot);
@@ -367,6 +411,8 @@ async fn serve_connection<I>(
                     // The master starts a replacement, then sends TERM.
                     if slot.state() == SlotState::Serving {
                         slot.set_state(SlotState::WantsRetire);
+                        // Wake the master now rather than at its next poll.
+                        crate::process::wake_master();
                     }
                 }
                 let in_app = InApp::enter(fd);
@@ -384,6 +430,16 @@ async fn serve_connection<I>(
                 state
                     .last_active_ms
                     .store(monotonic_ms(), Ordering::Release);
+                let resp = match (logged, &served.access_log) {
+                    (Some(mut record), Some(access)) => {
+                        record.status = resp.status().as_u16();
+                        record.response_headers = header_list(resp.headers());
+                        resp.map(|body| {
+                            LoggedBody::new(body, record, started, access.clone()).boxed_unsync()
+                        })
+                    }
+                    _ => resp,
+                };
                 Ok::<_, Infallible>(resp)
             }
         })
@@ -433,4 +489,34 @@ async fn serve_connection<I>(
             }
         }
     }
+}
+
+/// The request's part of an access-log record.
+fn access_record(req: &Request<Incoming>, remote_addr: &str) -> Record {
+    Record {
+        remote_addr: remote_addr.to_string(),
+        method: req.method().to_string(),
+        raw_uri: req.uri().to_string(),
+        protocol: match req.version() {
+            hyper::Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        },
+        status: 0,
+        request_headers: header_list(req.headers()),
+        response_headers: Vec::new(),
+        sent: None,
+        request_time: Duration::ZERO,
+        pid: std::process::id(),
+    }
+}
+
+/// Headers as (lowercase name, value) pairs; non-UTF-8 bytes as latin-1.
+fn header_list(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            let value = v.as_bytes().iter().map(|&b| char::from(b)).collect();
+            (k.as_str().to_string(), value)
+        })
+        .collect()
 }

@@ -141,6 +141,29 @@ fn max_requests_recycles_workers_without_failures() {
     let (ok, failed) = load.finish();
     eprintln!("max_requests=300: {ok} requests served, {failed} failed");
     assert_eq!(failed, 0, "{ok} ok");
+    // Each recycled worker reached its max_requests (300 + jitter), and
+    // served only a little more while its replacement booted: `worker.nr`
+    // in worker_exit is what the worker counted.
+    let mut recycled = 0;
+    for l in server
+        .hooks()
+        .iter()
+        .filter(|l| l.starts_with("worker_exit"))
+    {
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let (nr, max) = (f[2], f[3]);
+        eprintln!("worker {} served {nr} (max_requests {max})", f[1]);
+        assert!((300..=350).contains(&max), "{l}");
+        if nr >= max {
+            recycled += 1;
+            assert!(nr <= max + 1000, "{l}: overshoot");
+        }
+    }
+    assert!(recycled >= 4, "{recycled} workers recycled");
     assert!(
         server
             .hooks()
@@ -327,7 +350,7 @@ fn int_and_quit_are_quick_stops_with_worker_int() {
                 .position(|l| l == &format!("worker_int {w} {w}"));
             let exit = hooks
                 .iter()
-                .position(|l| l == &format!("worker_exit {w} {w}"));
+                .position(|l| l.starts_with(&format!("worker_exit {w} {w} ")));
             assert!(int.is_some() && int < exit, "{sig}: {hooks:#?}");
             assert!(!alive(*w));
         }

@@ -637,7 +637,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "The Access log file to write to.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "disable_redirect_access_to_syslog",
@@ -663,7 +663,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "The access log format.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "errorlog",

@@ -30,7 +30,7 @@ def pre_fork(server, worker): _rec("pre_fork", os.getpid(), worker.pid, worker.a
 def post_fork(server, worker): _rec("post_fork", os.getpid(), worker.pid, worker.ppid == server.pid)
 def post_worker_init(worker): _rec("post_worker_init", os.getpid(), worker.pid)
 def on_reload(server): _rec("on_reload", os.getpid())
-def worker_exit(server, worker): _rec("worker_exit", os.getpid(), worker.pid)
+def worker_exit(server, worker): _rec("worker_exit", os.getpid(), worker.pid, worker.nr, worker.max_requests)
 def child_exit(server, worker): _rec("child_exit", os.getpid(), worker.pid)
 def on_exit(server): _rec("on_exit", os.getpid())
 def worker_abort(worker): _rec("worker_abort", os.getpid(), worker.pid)
