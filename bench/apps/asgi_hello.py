@@ -1,0 +1,17 @@
+"""Raw ASGI hello: `GET /` -> 200 `Hello, world!` (text/plain)."""
+
+BODY = b"Hello, world!"
+HEADERS = [(b"content-type", b"text/plain"), (b"content-length", str(len(BODY)).encode())]
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
