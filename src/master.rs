@@ -567,6 +567,9 @@ impl<'py> Master<'py> {
             listener_fds: self.listeners.iter().map(|l| l.fd()).collect(),
             max_requests,
             keepalive: Duration::from_secs(self.cfg.int(py, "keepalive").max(0) as u64),
+            header_read_timeout: Duration::from_secs(
+                self.cfg.int(py, "header_read_timeout").max(1) as u64,
+            ),
             graceful_timeout: Duration::from_secs(
                 self.cfg.int(py, "graceful_timeout").max(0) as u64
             ),

@@ -40,6 +40,8 @@ pub struct WorkerSetup {
     pub listener_fds: Vec<RawFd>,
     pub max_requests: u64,
     pub keepalive: Duration,
+    /// How long a new connection may take to send its first request.
+    pub header_read_timeout: Duration,
     pub graceful_timeout: Duration,
     pub worker_connections: usize,
     pub ppid: i32,
@@ -171,7 +173,11 @@ fn answer_stuck_requests() {
 /// Per-connection state shared with its service.
 struct ConnState {
     in_flight: std::sync::atomic::AtomicU32,
+    /// When the last response was made (or the connection accepted).
     last_active_ms: AtomicU64,
+    /// A response was made: from then on the connection is kept alive for
+    /// `keepalive`; before, the client has `header_read_timeout`.
+    responded: std::sync::atomic::AtomicBool,
 }
 
 async fn serve_async(
@@ -386,6 +392,7 @@ async fn serve_connection<I>(
     let state = Arc::new(ConnState {
         in_flight: Default::default(),
         last_active_ms: AtomicU64::new(monotonic_ms()),
+        responded: Default::default(),
     });
     let service = {
         let (state, setup, served, drain) =
@@ -430,6 +437,7 @@ async fn serve_connection<I>(
                 state
                     .last_active_ms
                     .store(monotonic_ms(), Ordering::Release);
+                state.responded.store(true, Ordering::Release);
                 let resp = match (logged, &served.access_log) {
                     (Some(mut record), Some(access)) => {
                         record.status = resp.status().as_u16();
@@ -446,21 +454,34 @@ async fn serve_connection<I>(
     };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .keep_alive(true)
+        // keepalive = 0 is gunicorn's "no keep-alive".
+        .keep_alive(!setup.keepalive.is_zero())
         .half_close(true)
+        // Idle and slow-client deadlines are this loop's (below): hyper's
+        // would also cut idle keep-alive connections.
+        .header_read_timeout(None)
         // hyper's own limits must not be stricter than gunicorn's, which
         // the gate has already applied.
         .max_buf_size(setup.limits.hyper_max_buf_size())
         .max_headers(setup.limits.hyper_max_headers())
         .serve_connection(io, service);
     tokio::pin!(conn);
-    let keepalive_ms = setup.keepalive.as_millis().max(1) as u64;
     let drain_window_ms = DRAIN_IDLE_WINDOW.as_millis() as u64;
     let mut drain_started: Option<u64> = None;
+    // How long the connection may sit with no request in the app: until
+    // the first request, `header_read_timeout` (a client trickling its head
+    // is cut off); after a response, `keepalive`.
+    let idle_limit_ms = || {
+        if state.responded.load(Ordering::Acquire) {
+            setup.keepalive.as_millis() as u64
+        } else {
+            setup.header_read_timeout.as_millis() as u64
+        }
+    };
     loop {
-        // Sleep until the connection could be closed for idleness: keepalive
-        // after its last response, or the drain window once draining.
-        let mut close_at = state.last_active_ms.load(Ordering::Acquire) + keepalive_ms;
+        // Sleep until the connection could be closed for idleness, or at
+        // the end of the drain window once draining.
+        let mut close_at = state.last_active_ms.load(Ordering::Acquire) + idle_limit_ms();
         if let Some(t) = drain_started {
             close_at = close_at.min(t + drain_window_ms);
         }
@@ -481,7 +502,7 @@ async fn serve_connection<I>(
                 let now = monotonic_ms();
                 let idle_for = now.saturating_sub(state.last_active_ms.load(Ordering::Acquire));
                 let drain_expired = drain_started.is_some_and(|t| now.saturating_sub(t) >= drain_window_ms);
-                if idle && (idle_for >= keepalive_ms || drain_expired) {
+                if idle && (idle_for >= idle_limit_ms() || drain_expired) {
                     conn.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
                     return;

@@ -188,6 +188,19 @@ fn dash_is_stdout_and_the_log_is_off_unless_configured() {
         let dir = scratch_dir("access-off");
         let server = Server::start(&dir, args);
         assert_eq!(server.get("/health").unwrap().0, 200);
+        // Every worker has answered (so its threads exist) before they
+        // are counted: /health/worker names the worker that answered.
+        let mut seen = std::collections::HashSet::new();
+        server.wait_until(|| {
+            if let Ok((200, body)) = server.get("/health/worker") {
+                let pid = body
+                    .split("\"worker_id\":")
+                    .nth(1)
+                    .and_then(|r| r.split(',').next().and_then(|p| p.parse::<i32>().ok()));
+                seen.extend(pid);
+            }
+            server.worker_pids().iter().all(|w| seen.contains(w))
+        });
         for w in server.worker_pids() {
             let names = threads(w);
             assert_eq!(
