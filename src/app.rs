@@ -59,6 +59,23 @@ pub(crate) struct WorkerStats {
     pid: u32,
     started: Instant,
     requests: AtomicU64,
+    /// Loops of the app's own (an asyncio loop) whose turns count as the
+    /// worker's heartbeat, each the monotonic ms of its last turn.
+    loops: std::sync::Mutex<Vec<Arc<AtomicU64>>>,
+}
+
+/// A loop of the app's own that must keep turning for the worker to count
+/// as alive: call [`LoopBeat::beat`] from it at least every second or so;
+/// when it stops for `timeout` seconds the master aborts the worker, as it
+/// does when the worker's own serving loop blocks.
+#[derive(Clone)]
+pub struct LoopBeat(Arc<AtomicU64>);
+
+impl LoopBeat {
+    pub fn beat(&self) {
+        self.0
+            .store(crate::scoreboard::monotonic_ms(), Ordering::Release);
+    }
 }
 
 impl WorkerInfo {
@@ -68,6 +85,7 @@ impl WorkerInfo {
                 pid: std::process::id(),
                 started: Instant::now(),
                 requests: AtomicU64::new(0),
+                loops: std::sync::Mutex::new(Vec::new()),
             }),
         }
     }
@@ -85,6 +103,30 @@ impl WorkerInfo {
     /// Requests this worker has received (the current one included).
     pub fn requests_served(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Register a loop of the app's own in the heartbeat (see [`LoopBeat`]).
+    pub fn watch_loop(&self) -> LoopBeat {
+        let beat = Arc::new(AtomicU64::new(crate::scoreboard::monotonic_ms()));
+        if let Ok(mut loops) = self.inner.loops.lock() {
+            loops.push(beat.clone());
+        }
+        LoopBeat(beat)
+    }
+
+    /// The heartbeat to publish now: `now`, or the last turn of the
+    /// slowest watched loop if that is older.
+    pub(crate) fn heartbeat(&self, now: u64) -> u64 {
+        self.inner
+            .loops
+            .lock()
+            .map(|loops| {
+                loops
+                    .iter()
+                    .map(|b| b.load(Ordering::Acquire))
+                    .fold(now, u64::min)
+            })
+            .unwrap_or(now)
     }
 
     /// Count one more request; returns the new count.

@@ -20,10 +20,11 @@ pub mod scoreboard;
 pub mod sock;
 pub mod strict_http;
 pub mod worker;
+pub mod wsgi;
 
 pub use pyconf;
 
-pub use app::{factory, WorkerInfo};
+pub use app::{factory, LoopBeat, WorkerInfo};
 
 /// Run a Rust application under rgunicorn's master and workers, with the
 /// full gunicorn command line and config: `make_app` is called once in each

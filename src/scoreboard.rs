@@ -52,7 +52,12 @@ impl Slot {
     }
 
     pub fn beat(&self) {
-        self.heartbeat_ms.store(monotonic_ms(), Ordering::Release);
+        self.beat_at(monotonic_ms());
+    }
+
+    /// Publish a heartbeat taken at `ms` (monotonic).
+    pub fn beat_at(&self, ms: u64) {
+        self.heartbeat_ms.store(ms, Ordering::Release);
     }
 
     /// Reset for a new worker (done by the master before fork).

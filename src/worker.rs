@@ -232,7 +232,9 @@ async fn serve_async(
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                slot().beat();
+                // The app's own loops (asyncio) count too: a blocked one
+                // stalls the heartbeat as a blocked serving loop does.
+                slot().beat_at(served.info.heartbeat(monotonic_ms()));
                 if nix::unistd::getppid().as_raw() != setup.ppid {
                     log::info(&format!("Parent changed, shutting down: <Worker {}>", served.info.pid()));
                     break;
