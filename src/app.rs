@@ -21,6 +21,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,6 +134,20 @@ impl WorkerInfo {
     pub(crate) fn count_request(&self) -> u64 {
         self.inner.requests.fetch_add(1, Ordering::AcqRel) + 1
     }
+}
+
+/// The addresses of the connection a request arrived on. The worker puts
+/// one in each request's extensions; without it REMOTE_ADDR is empty and
+/// SERVER_NAME/SERVER_PORT come from the Host header (gunicorn's unix
+/// socket case).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnAddrs {
+    /// The client (`None` on a unix socket).
+    pub peer: Option<SocketAddr>,
+    /// The address the listener is bound to (`getsockname` of the
+    /// listening socket, as gunicorn's `SERVER_NAME`/`SERVER_PORT`:
+    /// `0.0.0.0` for a wildcard bind); `None` on a unix socket.
+    pub server: Option<SocketAddr>,
 }
 
 /// Turn a factory of any suitable services into the worker's [`AppFactory`].

@@ -129,14 +129,19 @@ fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> 
                     "Serving the Rust app of this binary (APP_MODULE {} is not imported)",
                     uri.unwrap_or("-")
                 ));
+                crate::wsgi::log_ignored_worker_class(py, &cfg);
                 app
             }
-            (None, Some(BUILTIN_HEALTH_APP)) => crate::health::app(),
-            (None, Some(other)) => anyhow::bail!(
-                "serving Python applications ({other}) is not implemented yet in this build of rgunicorn; \
-                 the built-in app {BUILTIN_HEALTH_APP} and Rust apps are served"
-            ),
-            (None, None) => anyhow::bail!("PasteDeploy applications (--paste) are not supported by rgunicorn"),
+            (None, Some(BUILTIN_HEALTH_APP)) => {
+                crate::wsgi::log_ignored_worker_class(py, &cfg);
+                crate::health::app()
+            }
+            // A Python app: the interface from worker_class (or detected),
+            // imported in each worker after fork.
+            (None, Some(uri)) => crate::wsgi::app_factory(py, &cfg, uri)?,
+            (None, None) => {
+                anyhow::bail!("PasteDeploy applications (--paste) are not supported by rgunicorn")
+            }
         };
         serve(py, argv, reexec, cfg, app)
     })

@@ -567,6 +567,7 @@ impl<'py> Master<'py> {
             listener_fds: self.listeners.iter().map(|l| l.fd()).collect(),
             max_requests,
             keepalive: Duration::from_secs(self.cfg.int(py, "keepalive").max(0) as u64),
+            runtime_threads: self.cfg.int(py, "runtime_threads").max(1) as usize,
             header_read_timeout: Duration::from_secs(
                 self.cfg.int(py, "header_read_timeout").max(1) as u64,
             ),

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tower::ServiceExt;
 
 use crate::access_log::{AccessLog, LoggedBody, Record};
+use crate::app::ConnAddrs;
 use crate::app::{AppFactory, BoxApp, WorkerInfo};
 use crate::log;
 use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
@@ -40,6 +41,8 @@ pub struct WorkerSetup {
     pub listener_fds: Vec<RawFd>,
     pub max_requests: u64,
     pub keepalive: Duration,
+    /// Threads of the worker's tokio runtime (`runtime_threads`).
+    pub runtime_threads: usize,
     /// How long a new connection may take to send its first request.
     pub header_read_timeout: Duration,
     pub graceful_timeout: Duration,
@@ -90,9 +93,15 @@ pub fn serve(setup: WorkerSetup, hooks: SignalHooks) -> std::io::Result<u64> {
     std::thread::Builder::new()
         .name("rgunicorn-signals".into())
         .spawn(move || signal_thread(sigset, events_tx, hooks))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = match setup.runtime_threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
     runtime.block_on(serve_async(setup, events_rx))
 }
 
@@ -285,6 +294,11 @@ fn spawn_accept_loop(
         l.set_nonblocking(true)?;
         Acceptor::Tcp(tokio::net::TcpListener::from_std(l)?)
     };
+    // SERVER_NAME/SERVER_PORT of a WSGI environ: the listener's own address.
+    let server_addr = match &acceptor {
+        Acceptor::Tcp(l) => l.local_addr().ok(),
+        Acceptor::Unix(_) => None,
+    };
     tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
@@ -316,10 +330,23 @@ fn spawn_accept_loop(
                         match conn {
                             Conn::Tcp(s) => {
                                 let fd = s.as_raw_fd();
-                                let peer = s.peer_addr().ok().map(|a| a.ip());
+                                let addrs = ConnAddrs {
+                                    peer: s.peer_addr().ok(),
+                                    server: server_addr,
+                                };
+                                let peer = addrs.peer.map(|a| a.ip());
                                 let remote = peer.map(|ip| ip.to_string()).unwrap_or_default();
                                 let io = GatedIo::new(TokioIo::new(s), setup.limits.clone(), peer);
-                                serve_connection(io, fd, remote, setup.clone(), served, drain).await
+                                serve_connection(
+                                    io,
+                                    fd,
+                                    remote,
+                                    addrs,
+                                    setup.clone(),
+                                    served,
+                                    drain,
+                                )
+                                .await
                             }
                             Conn::Unix(s) => {
                                 let fd = s.as_raw_fd();
@@ -328,6 +355,7 @@ fn spawn_accept_loop(
                                     io,
                                     fd,
                                     String::new(),
+                                    ConnAddrs::default(),
                                     setup.clone(),
                                     served,
                                     drain,
@@ -385,6 +413,7 @@ async fn serve_connection<I>(
     io: I,
     fd: RawFd,
     remote_addr: String,
+    addrs: ConnAddrs,
     setup: Arc<WorkerSetup>,
     served: Served,
     mut drain: watch::Receiver<bool>,
@@ -400,7 +429,8 @@ async fn serve_connection<I>(
         let (state, setup, served, drain) =
             (state.clone(), setup.clone(), served.clone(), drain.clone());
         let remote_addr: Arc<str> = remote_addr.into();
-        hyper::service::service_fn(move |req: Request<Incoming>| {
+        hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(addrs);
             let (state, setup, served, drain) =
                 (state.clone(), setup.clone(), served.clone(), drain.clone());
             let started = std::time::Instant::now();

@@ -46,12 +46,39 @@ fn a_panicking_handler_gets_a_500_and_the_worker_lives() {
     );
     assert_eq!(server.get("/health").unwrap().0, 200);
     assert_eq!(server.worker_pids(), worker, "same worker");
-    let lines = server.stderr_lines.lock().unwrap().clone();
-    assert!(
-        lines.iter().any(|l| l.contains(
-            "[ERROR] Error handling request: the app panicked: testapp: /panic was asked for"
-        )),
-        "{lines:#?}"
-    );
+    // The error line is written before the 500; the reader thread may lag.
+    server.wait_until(|| {
+        server.stderr_lines.lock().unwrap().iter().any(|l| {
+            l.contains(
+                "[ERROR] Error handling request: the app panicked: testapp: /panic was asked for",
+            )
+        })
+    });
     assert_eq!(server.stop(), 0);
+}
+
+#[test]
+fn runtime_threads_gives_each_worker_a_multi_thread_runtime() {
+    let thread_names = |pid: i32| -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                    .map(|c| c.trim().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for (threads, expected) in [("1", 0), ("3", 3)] {
+        let dir = scratch_dir("rust-rt-threads");
+        let server = Server::start(&dir, &["--runtime-threads", threads, "--workers", "1"]);
+        assert_eq!(server.get("/health").unwrap().0, 200);
+        let worker = server.worker_pids()[0];
+        // tokio names its pool threads "tokio-rt-worker".
+        let pool = thread_names(worker)
+            .iter()
+            .filter(|n| *n == "tokio-rt-worker")
+            .count();
+        assert_eq!(pool, expected, "--runtime-threads {threads}");
+        assert_eq!(server.stop(), 0);
+    }
 }

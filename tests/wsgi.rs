@@ -1,0 +1,649 @@
+//! Serving a Python WSGI app (PEP 3333): APP_MODULE forms and their
+//! failure exit statuses (pinned against gunicorn 27.0.1), the environ
+//! compared key by key with gunicorn's sync worker for the same request,
+//! request and response bodies streamed both ways, `close()`, `write()`,
+//! `exc_info`, a 500 on an exception with the worker alive, `threads`, and
+//! HUP reloading changed app code. The app is `tests/apps/wsgi_app.py`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::server::Server;
+use common::*;
+
+/// The bound of every wait.
+const WAIT: Duration = Duration::from_secs(20);
+
+const CONF: &str = r#"
+bind = "127.0.0.1:0"
+workers = 2
+graceful_timeout = 5
+timeout = 30
+"#;
+
+/// A scratch directory holding the test apps and `wsgi.conf.py`
+/// (CONF + `extra`).
+fn app_dir(name: &str, extra: &str) -> PathBuf {
+    let dir = scratch_dir(name);
+    let apps = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps");
+    for entry in std::fs::read_dir(apps).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "py") {
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(dir.join("wsgi.conf.py"), format!("{CONF}\n{extra}\n")).unwrap();
+    dir
+}
+
+fn command(program: &Path, dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(dir)
+        .args(args)
+        .args(["-c", "wsgi.conf.py"])
+        .env("MARKER_DIR", dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Start `program args -c wsgi.conf.py` in `dir`; ready once a worker answers.
+fn start(program: &Path, dir: &Path, args: &[&str]) -> Server {
+    let mut child = command(program, dir, args).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+    let lines = stderr_lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("server: {line}");
+            lines.lock().unwrap().push(line.clone());
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let port = loop {
+        assert!(Instant::now() < deadline, "no Listening line");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{program:?} {args:?} exited ({status}) before listening");
+        }
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(50)) {
+            if let Some(rest) = line.split("Listening at: http://127.0.0.1:").nth(1) {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                break digits.parse::<u16>().unwrap();
+            }
+        }
+    };
+    let server = Server {
+        child,
+        port,
+        hook_log: dir.join("hooks.log"),
+        stderr_lines,
+    };
+    server.wait_until(|| server.get("/health").is_ok_and(|(s, _)| s == 200));
+    server
+}
+
+/// Run until exit (bounded): (status, stderr).
+fn run_to_exit(program: &Path, dir: &Path, args: &[&str]) -> (i32, String) {
+    let mut child = KillChild(command(program, dir, args).spawn().unwrap());
+    let mut stderr = child.0.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{program:?} {args:?} did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().unwrap())
+}
+
+/// Kills the child (and reaps it) when dropped.
+struct KillChild(Child);
+
+impl Drop for KillChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A response: status, reason, lower-case headers, body (de-chunked).
+struct Resp {
+    status: u16,
+    reason: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn connect(port: u16) -> BufReader<TcpStream> {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    BufReader::new(s)
+}
+
+/// Read the status line and headers.
+fn read_head(r: &mut BufReader<TcpStream>) -> std::io::Result<Resp> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let mut words = line.trim_end().splitn(3, ' ');
+    words.next();
+    let status = words.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    let reason = words.next().unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            break;
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    Ok(Resp {
+        status,
+        reason,
+        headers,
+        body: Vec::new(),
+    })
+}
+
+/// One chunk of a chunked body; None at the last chunk.
+fn read_chunk(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<Vec<u8>>> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let size = usize::from_str_radix(line.trim(), 16)
+        .map_err(|_| std::io::Error::other(format!("bad chunk size {line:?}")))?;
+    let mut data = vec![0; size + 2];
+    r.read_exact(&mut data)?;
+    data.truncate(size);
+    Ok((size > 0).then_some(data))
+}
+
+fn read_response(r: &mut BufReader<TcpStream>) -> std::io::Result<Resp> {
+    let mut resp = read_head(r)?;
+    if resp.header("transfer-encoding") == Some("chunked") {
+        while let Some(chunk) = read_chunk(r)? {
+            resp.body.extend(chunk);
+        }
+    } else if let Some(n) = resp.header("content-length") {
+        let mut body = vec![0; n.parse().unwrap()];
+        r.read_exact(&mut body)?;
+        resp.body = body;
+    } else {
+        r.read_to_end(&mut resp.body)?;
+    }
+    Ok(resp)
+}
+
+/// Send raw bytes, read one response.
+fn raw(port: u16, request: &[u8]) -> Resp {
+    let mut r = connect(port);
+    r.get_mut().write_all(request).unwrap();
+    read_response(&mut r).unwrap()
+}
+
+fn get(port: u16, path: &str) -> Resp {
+    raw(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn post(port: u16, path: &str, body: &[u8]) -> Resp {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    raw(port, &req)
+}
+
+fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + WAIT;
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{path:?} never appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn log_text(server: &Server) -> String {
+    server.stderr_lines.lock().unwrap().join("\n")
+}
+
+/// A JSON number or string field of a flat JSON answer.
+fn field(body: &str, name: &str) -> String {
+    let at = body
+        .find(&format!("\"{name}\": "))
+        .unwrap_or_else(|| panic!("{name} not in {body}"));
+    let rest = &body[at + name.len() + 4..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim_matches('"').to_string()
+}
+
+#[test]
+fn app_module_forms() {
+    let dir = app_dir("wsgi-forms", "");
+    for spec in [
+        "wsgi_app",
+        "wsgi_app:app",
+        "wsgi_app:create_app()",
+        "wsgi_app:make_app('hi', punct='?')",
+    ] {
+        let server = start(&rgunicorn(), &dir, &[spec, "-w", "1"]);
+        assert_eq!(get(server.port, "/version").text(), "one", "{spec}");
+        if spec.contains("make_app") {
+            assert_eq!(get(server.port, "/greet").text(), "hi?");
+        }
+        // The line is written before serving; the reader thread may lag.
+        server.wait_until(|| log_text(&server).contains("is a WSGI application (detected"));
+        assert_eq!(server.stop(), 0, "{spec}");
+    }
+    // The wsgi_app setting, no APP_MODULE on the command line; an explicit
+    // worker_class skips the detection.
+    let dir = app_dir(
+        "wsgi-setting",
+        "wsgi_app = \"wsgi_app:make_app('cfg')\"\nworker_class = 'gthread'",
+    );
+    let server = start(&rgunicorn(), &dir, &[]);
+    assert_eq!(get(server.port, "/greet").text(), "cfg!");
+    // Checked once the server is gone and all its output has been read.
+    let lines = server.stderr_lines.clone();
+    assert_eq!(server.stop(), 0);
+    assert!(!lines.lock().unwrap().join("\n").contains("detected"));
+}
+
+#[test]
+fn load_failures_exit_like_gunicorn() {
+    let dir = app_dir("wsgi-fail", "");
+    let cases: [(&str, i32, &[&str]); 5] = [
+        (
+            "wsgi_app:nope",
+            4,
+            &[
+                "Failed to find attribute 'nope' in 'wsgi_app'.",
+                "Reason: App failed to load.",
+            ],
+        ),
+        (
+            "wsgi_app:make_app()",
+            4,
+            &["TypeError", "Reason: App failed to load."],
+        ),
+        (
+            "wsgi_app:make_app(os)",
+            4,
+            &["Failed to parse arguments as literal values"],
+        ),
+        (
+            "wsgi_broken",
+            3,
+            &[
+                "Exception in worker process",
+                "Traceback (most recent call last)",
+                "RuntimeError: boom at import",
+                "Reason: Worker failed to boot.",
+            ],
+        ),
+        (
+            "no_such_module_here",
+            3,
+            &["Exception in worker process", "ModuleNotFoundError"],
+        ),
+    ];
+    for (spec, code, needles) in cases {
+        let (g, g_err) = run_to_exit(&gunicorn(), &dir, &[spec, "-w", "1"]);
+        let (r, r_err) = run_to_exit(&rgunicorn(), &dir, &[spec, "-w", "1"]);
+        assert_eq!(g, code, "gunicorn {spec}: {g_err}");
+        assert_eq!(r, code, "rgunicorn {spec}: {r_err}");
+        for needle in needles {
+            assert!(r_err.contains(needle), "{spec}: {needle:?} not in\n{r_err}");
+        }
+    }
+}
+
+#[test]
+fn interface_by_worker_class() {
+    let dir = app_dir("wsgi-class", "");
+    // Not set: detected from the app; ASGI is refused by the worker (4).
+    for spec in ["asgi_app:app", "asgi_app:wrapped"] {
+        let (code, err) = run_to_exit(&rgunicorn(), &dir, &[spec, "-w", "1"]);
+        assert_eq!(code, 4, "{err}");
+        assert!(err.contains("is an ASGI application (detected"), "{err}");
+        assert!(err.contains("ASGI is not served yet"), "{err}");
+    }
+    // An ASGI class: refused before any worker starts.
+    let (code, err) = run_to_exit(
+        &rgunicorn(),
+        &dir,
+        &["asgi_app:app", "-k", "uvicorn.workers.UvicornWorker"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("ASGI is not served yet"), "{err}");
+    assert!(!err.contains("Booting worker"), "{err}");
+    // Another class: an error naming the supported ones.
+    let (code, err) = run_to_exit(&rgunicorn(), &dir, &["wsgi_app", "-k", "gevent"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("\"gevent\" is not supported") && err.contains("sync or gthread"),
+        "{err}"
+    );
+}
+
+/// One request's environ as `key -> json description`.
+fn environ(port: u16, request: &str) -> BTreeMap<String, String> {
+    raw(port, request.as_bytes())
+        .text()
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn environ_matches_gunicorn() {
+    let dir = app_dir("wsgi-environ", "");
+    let requests = [
+        // Repeated headers, a body, percent-encoded path bytes (latin-1),
+        // a query, a scheme header from a trusted peer.
+        "POST /env/p%20a/th%2Fx%E9?q=1&r=%20s HTTP/1.1\r\nHost: example.test:8080\r\n\
+         X-Repeated: one\r\nX-Repeated: two\r\nContent-Type: text/plain\r\n\
+         Content-Length: 5\r\nX-Forwarded-Proto: https\r\nUser-Agent: t/1\r\n\
+         Connection: close\r\n\r\nhello",
+        // HTTP/1.0, no Host, a header with an underscore (dropped).
+        "GET /env HTTP/1.0\r\nX_Under: dropped\r\nAccept: */*\r\n\r\n",
+        // Chunked body.
+        "PUT /env?x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         3\r\nabc\r\n0\r\n\r\n",
+    ];
+    let g = start(&gunicorn(), &dir, &["wsgi_app"]);
+    let r = start(&rgunicorn(), &dir, &["wsgi_app"]);
+    for request in requests {
+        let ge = environ(g.port, request);
+        let re = environ(r.port, request);
+        assert!(ge.contains_key("REQUEST_METHOD"), "{ge:?}");
+        // Values that differ on purpose.
+        let differ = [
+            "SERVER_SOFTWARE",
+            "REMOTE_PORT",
+            "SERVER_PORT",
+            "REMOTE_ADDR",
+            "SERVER_NAME",
+        ];
+        // gunicorn-only keys: the raw socket and 103 Early Hints.
+        let only_gunicorn = ["gunicorn.socket", "wsgi.early_hints"];
+        let mut mismatches = Vec::new();
+        for (k, gv) in &ge {
+            if only_gunicorn.contains(&k.as_str()) {
+                assert!(!re.contains_key(k), "{k}");
+                continue;
+            }
+            match re.get(k) {
+                None => mismatches.push(format!("{k}: missing (gunicorn: {gv})")),
+                Some(rv) if rv != gv && !differ.contains(&k.as_str()) => {
+                    mismatches.push(format!("{k}: {rv} (gunicorn: {gv})"))
+                }
+                Some(_) => {}
+            }
+        }
+        for (k, rv) in &re {
+            if !ge.contains_key(k) {
+                mismatches.push(format!("{k}: {rv} (not in gunicorn's environ)"));
+            }
+        }
+        assert!(
+            mismatches.is_empty(),
+            "environ differs for {request:?}:\n{}",
+            mismatches.join("\n")
+        );
+        assert_eq!(re["SERVER_PORT"], format!("\"{}\"", r.port));
+        assert_eq!(ge["SERVER_PORT"], format!("\"{}\"", g.port));
+        assert!(re["SERVER_SOFTWARE"].starts_with("\"rgunicorn/"));
+        assert!(re["REMOTE_PORT"].trim_matches('"').parse::<u16>().is_ok());
+    }
+    g.stop();
+    r.stop();
+}
+
+#[test]
+fn request_body_streams_to_the_app() {
+    let dir = app_dir("wsgi-input", "");
+    let server = start(&rgunicorn(), &dir, &["wsgi_app", "-w", "1"]);
+    // The app reads the first 5 bytes before the client sends the rest.
+    // (The request gate holds a chunked body back until it is complete or
+    // past its 64 KiB hold limit, so the first chunk is larger than that.)
+    let mut conn = connect(server.port);
+    let first = format!("first{}", "x".repeat(70_000));
+    write!(
+        conn.get_mut(),
+        "POST /echo_stream HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n{:x}\r\n{first}\r\n",
+        first.len()
+    )
+    .unwrap();
+    wait_for_file(&dir.join("first_read"));
+    conn.get_mut()
+        .write_all(b"4\r\n-and\r\n5\r\n-rest\r\n0\r\n\r\n")
+        .unwrap();
+    let resp = read_response(&mut conn).unwrap();
+    assert_eq!(
+        resp.text(),
+        r#"{"first": "first", "rest": 70009, "tail": "-and-rest"}"#
+    );
+
+    // A 3 MB chunked upload read with read(n).
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut conn = connect(server.port);
+    conn.get_mut()
+        .write_all(
+            b"POST /echo?n=65536 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\
+              Connection: close\r\n\r\n",
+        )
+        .unwrap();
+    for chunk in body.chunks(100_000) {
+        write!(conn.get_mut(), "{:x}\r\n", chunk.len()).unwrap();
+        conn.get_mut().write_all(chunk).unwrap();
+        conn.get_mut().write_all(b"\r\n").unwrap();
+    }
+    conn.get_mut().write_all(b"0\r\n\r\n").unwrap();
+    let resp = read_response(&mut conn).unwrap();
+    let text = resp.text();
+    assert_eq!(field(&text, "len"), body.len().to_string(), "{text}");
+    let reads: usize = field(&text, "reads").parse().unwrap();
+    assert_eq!(
+        reads,
+        body.len().div_ceil(65536),
+        "read(n) returns n bytes until the end"
+    );
+
+    // readline, readline(size), readlines, iteration.
+    let resp = post(server.port, "/lines", b"l1\nline2\nl3\nl4");
+    assert_eq!(
+        resp.text(),
+        r#"{"first": "l1\n", "limited": "lin", "rest": ["e2\n", "l3\n", "l4"]}"#
+    );
+    let resp = post(server.port, "/iter", b"a\nb\n\nc");
+    assert_eq!(resp.text(), r#"{"lines": ["a\n", "b\n", "\n", "c"]}"#);
+    assert_eq!(server.stop(), 0);
+}
+
+#[test]
+fn response_streams_close_write_excinfo() {
+    let dir = app_dir("wsgi-response", "");
+    let server = start(&rgunicorn(), &dir, &["wsgi_app", "-w", "1"]);
+    let port = server.port;
+
+    // The first chunk reaches the client while the generator still waits.
+    let mut conn = connect(port);
+    conn.get_mut()
+        .write_all(b"GET /stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let head = read_head(&mut conn).unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(read_chunk(&mut conn).unwrap().unwrap(), b"first;");
+    std::fs::write(dir.join("go"), "").unwrap();
+    assert_eq!(read_chunk(&mut conn).unwrap().unwrap(), b"second");
+    assert_eq!(read_chunk(&mut conn).unwrap(), None);
+
+    // A large generated body arrives whole.
+    let resp = get(port, "/big?n=160");
+    assert_eq!(resp.body.len(), 160 * 65536);
+
+    // close() is called.
+    let resp = get(port, "/close");
+    assert_eq!(resp.text(), "abc");
+    wait_for_file(&dir.join("closed"));
+
+    // write() before the returned iterable.
+    assert_eq!(get(port, "/write").text(), "written;returned");
+
+    // exc_info before anything was sent replaces the status.
+    let resp = get(port, "/excinfo");
+    assert_eq!((resp.status, resp.reason.as_str()), (503, "Handled"));
+    assert_eq!(resp.text(), "handled");
+
+    // exc_info after the head went out: re-raised, the response is cut.
+    let mut conn = connect(port);
+    conn.get_mut()
+        .write_all(b"GET /excinfo_late HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let head = read_head(&mut conn).unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(read_chunk(&mut conn).unwrap().unwrap(), b"partial");
+    assert!(
+        read_chunk(&mut conn).is_err(),
+        "no last chunk after the error"
+    );
+
+    // Status with its own reason, file_wrapper, wsgi.errors, Python threads.
+    let resp = get(port, "/status");
+    assert_eq!((resp.status, resp.reason.as_str()), (299, "Custom Thing"));
+    let resp = get(port, "/filewrapper");
+    assert_eq!(
+        resp.body,
+        std::fs::read(dir.join("wsgi_app.py")).unwrap(),
+        "file_wrapper"
+    );
+    assert_eq!(get(port, "/errors").text(), "logged");
+    server.wait_until(|| log_text(&server).contains("to wsgi.errors"));
+    assert_eq!(get(port, "/pythread").text(), r#"{"sum": 499500}"#);
+    assert_eq!(server.stop(), 0);
+}
+
+#[test]
+fn exception_is_500_and_worker_lives() {
+    let dir = app_dir("wsgi-error", "");
+    let server = start(&rgunicorn(), &dir, &["wsgi_app", "-w", "1"]);
+    let pid_before = field(&get(server.port, "/barrier?n=1").text(), "pid");
+    let resp = get(server.port, "/error?x=1");
+    assert_eq!(resp.status, 500);
+    assert!(resp
+        .text()
+        .contains("<h1><p>Internal Server Error</p></h1>"));
+    server.wait_until(|| {
+        let log = log_text(&server);
+        log.contains("[ERROR] Error handling request GET /error?x=1")
+            && log.contains("RuntimeError: boom in the app")
+    });
+    // An invalid response header is the app's fault too.
+    assert_eq!(get(server.port, "/bad_header").status, 500);
+    let pid_after = field(&get(server.port, "/barrier?n=1").text(), "pid");
+    assert_eq!(pid_before, pid_after, "the same worker serves on");
+    assert_eq!(server.stop(), 0);
+}
+
+#[test]
+fn threads_run_requests_at_once() {
+    let dir = app_dir("wsgi-threads", "");
+    // threads = 4: four requests meet inside the app of one worker.
+    let server = start(
+        &rgunicorn(),
+        &dir,
+        &["wsgi_app", "-w", "1", "--threads", "4"],
+    );
+    let port = server.port;
+    let clients: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || get(port, "/barrier?n=4").text()))
+        .collect();
+    let answers: Vec<String> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    for a in &answers {
+        assert_eq!(field(a, "result"), "together", "{answers:?}");
+    }
+    let pids: std::collections::HashSet<String> = answers.iter().map(|a| field(a, "pid")).collect();
+    assert_eq!(pids.len(), 1, "one worker: {answers:?}");
+    let env = environ(
+        port,
+        "GET /env HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        env["wsgi.multithread"],
+        r#"{"type": "bool", "value": true}"#
+    );
+    assert_eq!(server.stop(), 0);
+
+    // threads = 1 (the default): one request in the app at a time.
+    let server = start(&rgunicorn(), &dir, &["wsgi_app", "-w", "1"]);
+    let port = server.port;
+    let clients: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || get(port, "/concurrency").text()))
+        .collect();
+    for c in clients {
+        let a = c.join().unwrap();
+        assert_eq!(field(&a, "max"), "1", "{a}");
+    }
+    assert_eq!(server.stop(), 0);
+}
+
+#[test]
+fn hup_reloads_app_code() {
+    let dir = app_dir("wsgi-hup", "");
+    let server = start(&rgunicorn(), &dir, &["wsgi_app"]);
+    assert_eq!(get(server.port, "/version").text(), "one");
+    let path = dir.join("wsgi_app.py");
+    let code = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        code.replace("VERSION = \"one\"", "VERSION = \"two\""),
+    )
+    .unwrap();
+    server.signal("HUP");
+    // Once the new workers serve and the old ones are gone, every answer is new.
+    server.wait_until(|| (0..4).all(|_| get(server.port, "/version").text() == "two"));
+    assert_eq!(server.stop(), 0);
+}
