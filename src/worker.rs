@@ -120,10 +120,12 @@ fn signal_thread(
                 let _ = events.send(Event::ReopenLogs);
             }
             Signal::SIGINT | Signal::SIGQUIT => {
+                stop_accepting_now();
                 (hooks.on_quit)();
                 crate::process::exit_now(0);
             }
             Signal::SIGABRT => {
+                stop_accepting_now();
                 answer_stuck_requests();
                 (hooks.on_abort)();
                 crate::process::exit_now(1);
@@ -179,6 +181,38 @@ fn answer_stuck_requests() {
     }
 }
 
+/// This worker's listening fds, for [`stop_accepting_now`].
+static LISTENER_FDS: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
+
+/// Before a quick exit (INT/QUIT, or ABRT on timeout): make this process's
+/// listener fds point at /dev/null, so that the still-running serving loop
+/// (a Python app's thread may be the stuck part) accepts no connection it
+/// would then drop. dup2 rather than close: the fd numbers cannot be reused
+/// by another socket meanwhile.
+fn stop_accepting_now() {
+    let Ok(null) = std::fs::File::open("/dev/null") else {
+        return;
+    };
+    let fds = LISTENER_FDS
+        .try_lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    for fd in fds {
+        // A listener closed when draining began may have had its number
+        // reused by a connection: only a listening socket is replaced.
+        // SAFETY: the fd is only borrowed for the duration of the call.
+        let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        if !nix::sys::socket::getsockopt(&sock, nix::sys::socket::sockopt::AcceptConn)
+            .unwrap_or(false)
+        {
+            continue;
+        }
+        // SAFETY: dup2 onto a listener fd this process owns; the process
+        // exits right after, and the accept loop then only sees errors.
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
+}
+
 /// Per-connection state shared with its service.
 struct ConnState {
     in_flight: std::sync::atomic::AtomicU32,
@@ -225,6 +259,9 @@ async fn serve_async(
         // the master have closed theirs, new connections are refused at
         // once instead of waiting in a queue nobody serves.
         let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        if let Ok(mut fds) = LISTENER_FDS.lock() {
+            fds.push(fd);
+        }
         spawn_accept_loop(
             owned,
             setup.clone(),

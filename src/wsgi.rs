@@ -45,7 +45,9 @@ use tower::util::BoxCloneService;
 
 use pyconf::Config;
 
-use crate::app::{full, internal_error, AppFactory, BoxApp, BoxError, ResponseBody, WorkerInfo};
+use crate::app::{
+    full, internal_error, AppFactory, BoxApp, BoxError, LoopBeat, ResponseBody, WorkerInfo,
+};
 use crate::log;
 use crate::pyapp::{self, AppError};
 use crate::strict_http::Limits;
@@ -242,7 +244,7 @@ pub fn app_factory(py: Python<'_>, cfg: &Config, uri: &str) -> anyhow::Result<Ap
 
 /// In the worker: import the app, choose the interface, start the app
 /// threads. `Err` is the exit status, the reason already logged.
-fn load(settings: &Settings, _info: &WorkerInfo) -> Result<BoxApp, i32> {
+fn load(settings: &Settings, info: &WorkerInfo) -> Result<BoxApp, i32> {
     let app = Python::attach(|py| -> Result<WsgiApp, i32> {
         let app = match pyapp::import_app(py, &settings.uri) {
             Ok(app) => app,
@@ -285,7 +287,11 @@ fn load(settings: &Settings, _info: &WorkerInfo) -> Result<BoxApp, i32> {
             WORKER_BOOT_ERROR
         })
     })?;
-    let pool = Arc::new(Pool::start(app, settings.threads).map_err(|e| {
+    // gunicorn's sync worker (one thread) is timed out when a request is
+    // stuck in the app: its one app thread is then the heartbeat. With
+    // threads (gthread) a stuck request is not, as in gunicorn.
+    let beat = (settings.threads == 1).then(|| info.watch_loop());
+    let pool = Arc::new(Pool::start(app, settings.threads, beat).map_err(|e| {
         log::error(&format!(
             "Exception in worker process: can't start the app threads: {e}"
         ));
@@ -367,16 +373,16 @@ struct Pool {
 }
 
 impl Pool {
-    fn start(app: WsgiApp, threads: usize) -> std::io::Result<Pool> {
+    fn start(app: WsgiApp, threads: usize, beat: Option<LoopBeat>) -> std::io::Result<Pool> {
         let (tx, rx) = std_mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let app = Arc::new(app);
         for i in 0..threads {
-            let (rx, app) = (rx.clone(), app.clone());
+            let (rx, app, beat) = (rx.clone(), app.clone(), beat.clone());
             std::thread::Builder::new()
                 .name(format!("rgunicorn-wsgi-{i}"))
                 .stack_size(APP_THREAD_STACK)
-                .spawn(move || app_thread(&app, &rx))?;
+                .spawn(move || app_thread(&app, &rx, beat))?;
         }
         Ok(Pool {
             jobs: Mutex::new(tx),
@@ -432,10 +438,22 @@ fn pump(mut body: Incoming) -> mpsc::Receiver<BodyChunk> {
 }
 
 /// An app thread: attached to the interpreter for good, detached while it
-/// waits for the next request.
-fn app_thread(app: &WsgiApp, jobs: &Mutex<std_mpsc::Receiver<Job>>) {
+/// waits for the next request. With `beat`, it beats while idle and after
+/// each request, never during one.
+fn app_thread(app: &WsgiApp, jobs: &Mutex<std_mpsc::Receiver<Job>>, beat: Option<LoopBeat>) {
     Python::attach(|py| loop {
-        let job = py.detach(|| jobs.lock().ok().and_then(|rx| rx.recv().ok()));
+        let job = py.detach(|| loop {
+            let Ok(rx) = jobs.lock() else { return None };
+            let Some(beat) = &beat else {
+                return rx.recv().ok();
+            };
+            beat.beat();
+            match rx.recv_timeout(std::time::Duration::from_millis(500)) {
+                Ok(job) => return Some(job),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return None,
+            }
+        });
         let Some(job) = job else { return };
         if job.reply.is_closed() {
             // The client went away while the request was queued.
@@ -444,6 +462,9 @@ fn app_thread(app: &WsgiApp, jobs: &Mutex<std_mpsc::Receiver<Job>>) {
         let caught = std::panic::catch_unwind(AssertUnwindSafe(|| handle(py, app, job)));
         if caught.is_err() {
             log::error("Error handling request: panic in the WSGI app thread");
+        }
+        if let Some(beat) = &beat {
+            beat.beat();
         }
     })
 }

@@ -589,6 +589,34 @@ fn exception_is_500_and_worker_lives() {
 }
 
 #[test]
+fn a_request_stuck_in_a_sync_worker_is_timed_out_as_in_gunicorn() {
+    // One app thread (gunicorn's sync worker): a request stuck in the app
+    // stops the heartbeat; the master aborts the worker after `timeout`,
+    // the client gets gunicorn's 500 and a new worker serves.
+    let dir = app_dir("wsgi-timeout", "");
+    let server = start(
+        &rgunicorn(),
+        &dir,
+        &["wsgi_app", "-w", "1", "--timeout", "2"],
+    );
+    let before = field(&get(server.port, "/barrier?n=1").text(), "pid");
+    let started = Instant::now();
+    let stuck = get(server.port, "/sleep?s=30");
+    assert_eq!(stuck.status, 500, "{}", stuck.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(2 + 3),
+        "{:?}",
+        started.elapsed()
+    );
+    server.wait_until(|| {
+        log_text(&server).contains(&format!("[CRITICAL] WORKER TIMEOUT (pid:{before})"))
+    });
+    let after = field(&get(server.port, "/barrier?n=1").text(), "pid");
+    assert_ne!(before, after, "a new worker serves");
+    assert_eq!(server.stop(), 0);
+}
+
+#[test]
 fn threads_run_requests_at_once() {
     let dir = app_dir("wsgi-threads", "");
     // threads = 4: four requests meet inside the app of one worker.

@@ -94,6 +94,11 @@ _barriers = {}
 def application(environ, start_response):
     path = environ["PATH_INFO"]
     q = _query(environ)
+    if path == "/sleep":
+        # Stuck in the app (a sync worker's timeout must end it).
+        time.sleep(float(q.get("s", "1")))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slept"]
     if path == "/health":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
