@@ -195,17 +195,33 @@ pub fn full(body: impl Into<Bytes>) -> ResponseBody {
 
 /// gunicorn's 500 for an app that failed.
 pub fn internal_error() -> Response<ResponseBody> {
-    let raw = crate::http_error::response(500, "Internal Server Error", "");
+    error_response(500, "Internal Server Error", "")
+}
+
+/// gunicorn's error page (`util.write_error`) as a response: HTML body,
+/// `Connection: close`, the reason phrase kept.
+pub fn error_response(status: u16, reason: &str, message: &str) -> Response<ResponseBody> {
+    let raw = crate::http_error::response(status, reason, message);
     let body_at = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map(|i| i + 4)
         .unwrap_or(raw.len());
     let mut resp = Response::new(full(raw[body_at..].to_vec()));
-    *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    *resp.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(r) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes()) {
+        resp.extensions_mut().insert(r);
+    }
     let headers = resp.headers_mut();
-    headers.insert(http::header::CONTENT_TYPE, "text/html".parse().unwrap());
-    headers.insert(http::header::CONNECTION, "close".parse().unwrap());
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/html"),
+    );
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
     resp
 }
 

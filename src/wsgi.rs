@@ -974,24 +974,7 @@ impl Shared {
     fn send_raw_error(&self, status: u16, reason: &str, msg: &str) {
         let mut st = self.lock();
         if let Phase::Pending(reply) = std::mem::replace(&mut st.phase, Phase::Done) {
-            let raw = crate::http_error::response(status, reason, msg);
-            let body_at = raw
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .map(|i| i + 4)
-                .unwrap_or(raw.len());
-            let mut resp = Response::new(full(raw[body_at..].to_vec()));
-            *resp.status_mut() =
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            if let Ok(r) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes()) {
-                resp.extensions_mut().insert(r);
-            }
-            let h = resp.headers_mut();
-            h.insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html"),
-            );
-            h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            let resp = crate::app::error_response(status, reason, msg);
             let _ = reply.send(resp);
         }
     }

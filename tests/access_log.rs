@@ -175,15 +175,6 @@ fn dash_is_stdout_and_the_log_is_off_unless_configured() {
 
     // Without accesslog the workers start no access-log writer thread
     // (and with it they do).
-    let threads = |pid: i32| -> Vec<String> {
-        std::fs::read_dir(format!("/proc/{pid}/task"))
-            .map(|d| {
-                d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-                    .map(|c| c.trim().to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     for (args, expected) in [(&[][..], false), (&["--access-logfile", "a.log"][..], true)] {
         let dir = scratch_dir("access-off");
         let server = Server::start(&dir, args);
@@ -202,7 +193,7 @@ fn dash_is_stdout_and_the_log_is_off_unless_configured() {
             server.worker_pids().iter().all(|w| seen.contains(w))
         });
         for w in server.worker_pids() {
-            let names = threads(w);
+            let names = thread_names(w);
             assert_eq!(
                 names.iter().any(|n| n == "rgunicorn-acces"),
                 expected,

@@ -59,26 +59,23 @@ fn a_panicking_handler_gets_a_500_and_the_worker_lives() {
 
 #[test]
 fn runtime_threads_gives_each_worker_a_multi_thread_runtime() {
-    let thread_names = |pid: i32| -> Vec<String> {
-        std::fs::read_dir(format!("/proc/{pid}/task"))
-            .map(|d| {
-                d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-                    .map(|c| c.trim().to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     for (threads, expected) in [("1", 0), ("3", 3)] {
         let dir = scratch_dir("rust-rt-threads");
         let server = Server::start(&dir, &["--runtime-threads", threads, "--workers", "1"]);
         assert_eq!(server.get("/health").unwrap().0, 200);
         let worker = server.worker_pids()[0];
-        // tokio names its pool threads "tokio-rt-worker".
-        let pool = thread_names(worker)
-            .iter()
-            .filter(|n| *n == "tokio-rt-worker")
-            .count();
-        assert_eq!(pool, expected, "--runtime-threads {threads}");
+        // tokio names its pool threads "tokio-rt-worker" and starts them
+        // as the runtime warms up: wait for the expected count, then check
+        // that it does not grow (the worker's other threads are named).
+        let pool = || {
+            thread_names(worker)
+                .iter()
+                .filter(|n| *n == "tokio-rt-worker")
+                .count()
+        };
+        server.wait_until(|| pool() == expected);
+        assert_eq!(server.get("/health").unwrap().0, 200);
+        assert_eq!(pool(), expected, "--runtime-threads {threads}");
         assert_eq!(server.stop(), 0);
     }
 }

@@ -350,3 +350,14 @@ pub fn children(pid: i32) -> Vec<i32> {
 pub fn testapp() -> std::path::PathBuf {
     rgunicorn().parent().unwrap().join("examples/testapp")
 }
+
+/// The names (`comm`) of a process's threads.
+pub fn thread_names(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
