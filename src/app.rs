@@ -148,6 +148,9 @@ pub struct ConnAddrs {
     /// listening socket, as gunicorn's `SERVER_NAME`/`SERVER_PORT`:
     /// `0.0.0.0` for a wildcard bind); `None` on a unix socket.
     pub server: Option<SocketAddr>,
+    /// The connection is TLS (`certfile` set): `wsgi.url_scheme` is
+    /// `https` unless a trusted proxy's `secure_scheme_headers` say otherwise.
+    pub tls: bool,
 }
 
 /// Turn a factory of any suitable services into the worker's [`AppFactory`].

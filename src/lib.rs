@@ -19,6 +19,7 @@ pub mod python;
 pub mod scoreboard;
 pub mod sock;
 pub mod strict_http;
+pub mod tls;
 pub mod worker;
 pub mod wsgi;
 

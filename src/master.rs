@@ -90,6 +90,9 @@ pub struct Master<'py> {
     systemd: bool,
     /// The environment before `raw_env` was exported (restored on HUP).
     env_orig: std::collections::HashMap<std::ffi::OsString, std::ffi::OsString>,
+    /// TLS for every connection (`certfile`/`keyfile`), built at start and
+    /// on HUP; workers inherit it.
+    tls: Option<crate::tls::Tls>,
 }
 
 /// Errors that end the master the way gunicorn's would.
@@ -163,6 +166,7 @@ impl<'py> Master<'py> {
             pid: std::process::id(),
             systemd: false,
             env_orig: std::env::vars_os().collect(),
+            tls: None,
         })
     }
 
@@ -225,6 +229,8 @@ impl<'py> Master<'py> {
         self.signals =
             Some(SignalPipe::install().map_err(|e| MasterError::Startup(e.to_string()))?);
 
+        // Checked before the sockets, as gunicorn checks certfile/keyfile.
+        self.tls = crate::tls::from_config(py, &self.cfg).map_err(MasterError::Startup)?;
         let inherited = sock::inherited().map_err(|e| MasterError::Startup(e.to_string()))?;
         self.listeners = match inherited {
             Some((l, systemd)) => {
@@ -233,7 +239,14 @@ impl<'py> Master<'py> {
             }
             None => self.bind()?,
         };
-        let shown: Vec<String> = self.listeners.iter().map(|l| l.to_string()).collect();
+        let shown: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|l| match self.tls {
+                Some(_) => crate::tls::listening_url(&l.to_string()),
+                None => l.to_string(),
+            })
+            .collect();
         log::info(&format!("Listening at: {} ({})", shown.join(","), self.pid));
         log::info("Using worker: rgunicorn (Rust, tokio + hyper)");
         let server = self.server.clone_ref(py);
@@ -396,6 +409,11 @@ impl<'py> Master<'py> {
             log::error(&format!("can't reopen the error log: {e}"));
         }
         self.chown_error_log();
+        // New certificates are taken on HUP; a broken set keeps the old one.
+        match crate::tls::from_config(py, &self.cfg) {
+            Ok(tls) => self.tls = tls,
+            Err(e) => log::error(&format!("Reload: TLS not changed: {e}")),
+        }
         {
             let mut server = self.server.borrow_mut(py);
             server.cfg = PyCfg::new(py, &self.cfg).map_err(|e| e.to_string())?;
@@ -582,6 +600,7 @@ impl<'py> Master<'py> {
                 let format = self.cfg.string(py, "access_log_format").unwrap_or_default();
                 (target, format)
             }),
+            tls: self.tls.clone(),
         };
         let child_worker = worker.clone_ref(py);
         let child_server = self.server.clone_ref(py);

@@ -55,6 +55,9 @@ pub struct WorkerSetup {
     pub limits: Arc<Limits>,
     /// `accesslog` target and `access_log_format`, when the log is on.
     pub access_log: Option<(String, String)>,
+    /// TLS on every connection (`certfile`/`keyfile` set), its rustls
+    /// config built and checked by the master before fork.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 /// The worker's app and what it knows of its worker.
@@ -146,7 +149,12 @@ static IN_APP: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
 struct InApp(RawFd);
 
 impl InApp {
+    /// `fd` < 0 (a TLS connection, where a plaintext 500 would be
+    /// garbage) registers nothing.
     fn enter(fd: RawFd) -> InApp {
+        if fd < 0 {
+            return InApp(fd);
+        }
         if let Ok(mut v) = IN_APP.lock() {
             v.push(fd);
         }
@@ -370,15 +378,16 @@ fn spawn_accept_loop(
                                 let addrs = ConnAddrs {
                                     peer: s.peer_addr().ok(),
                                     server: server_addr,
+                                    tls: false,
                                 };
                                 let peer = addrs.peer.map(|a| a.ip());
                                 let remote = peer.map(|ip| ip.to_string()).unwrap_or_default();
-                                let io = GatedIo::new(TokioIo::new(s), setup.limits.clone(), peer);
-                                serve_connection(
-                                    io,
+                                serve_stream(
+                                    s,
                                     fd,
                                     remote,
                                     addrs,
+                                    peer,
                                     setup.clone(),
                                     served,
                                     drain,
@@ -387,12 +396,12 @@ fn spawn_accept_loop(
                             }
                             Conn::Unix(s) => {
                                 let fd = s.as_raw_fd();
-                                let io = GatedIo::new(TokioIo::new(s), setup.limits.clone(), None);
-                                serve_connection(
-                                    io,
+                                serve_stream(
+                                    s,
                                     fd,
                                     String::new(),
                                     ConnAddrs::default(),
+                                    None,
                                     setup.clone(),
                                     served,
                                     drain,
@@ -412,6 +421,43 @@ fn spawn_accept_loop(
         }
     });
     Ok(())
+}
+
+/// Serve one accepted connection, through a TLS handshake first when TLS
+/// is on (bounded by `header_read_timeout`; a failed one is logged and
+/// closes the connection).
+#[allow(clippy::too_many_arguments)]
+async fn serve_stream<S>(
+    stream: S,
+    fd: RawFd,
+    remote_addr: String,
+    mut addrs: ConnAddrs,
+    peer: Option<std::net::IpAddr>,
+    setup: Arc<WorkerSetup>,
+    served: Served,
+    drain: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = setup.limits.clone();
+    match setup.tls.clone() {
+        None => {
+            let io = GatedIo::new(TokioIo::new(stream), limits, peer);
+            serve_connection(io, fd, remote_addr, addrs, setup, served, drain).await
+        }
+        Some(tls) => {
+            let Some(stream) = tls
+                .accept(stream, setup.header_read_timeout, &remote_addr)
+                .await
+            else {
+                return;
+            };
+            addrs.tls = true;
+            let io = GatedIo::new(TokioIo::new(stream), limits, peer);
+            // No fd: on abort the signal thread can't answer inside TLS.
+            serve_connection(io, -1, remote_addr, addrs, setup, served, drain).await
+        }
+    }
 }
 
 /// Resolves once draining has started (the watch guard is dropped inside,

@@ -691,7 +691,7 @@ fn build_environ<'py>(
     }
 
     let trusted = app.limits.trusts_forwarder(addrs.peer.map(|p| p.ip()));
-    let scheme = url_scheme(&app.limits, trusted, &parts.headers);
+    let scheme = url_scheme(&app.limits, trusted, &parts.headers, addrs.tls);
     env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
 
     match addrs.peer {
@@ -759,9 +759,10 @@ fn py_repr(py: Python<'_>, s: &str) -> String {
         .unwrap_or_else(|_| format!("'{s}'"))
 }
 
-/// `https` when a trusted peer sent one of `secure_scheme_headers` with its
-/// secure value (contradictions were already refused by the request gate).
-fn url_scheme(limits: &Limits, trusted: bool, headers: &HeaderMap) -> &'static str {
+/// `https` on a TLS connection, else `http`; a trusted peer's first
+/// `secure_scheme_headers` header decides over both (gunicorn's order;
+/// contradictions were already refused by the request gate).
+fn url_scheme(limits: &Limits, trusted: bool, headers: &HeaderMap, tls: bool) -> &'static str {
     if trusted {
         for (name, want) in &limits.secure_scheme_headers {
             if let Some(v) = headers.get(name.as_str()) {
@@ -773,7 +774,11 @@ fn url_scheme(limits: &Limits, trusted: bool, headers: &HeaderMap) -> &'static s
             }
         }
     }
-    "http"
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// The response head the app gave `start_response`.

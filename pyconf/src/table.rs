@@ -1157,7 +1157,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Callable(2),
         short: "Called when SSLContext is needed.",
         origin: Gunicorn,
-        support: Later,
+        support: Never("rgunicorn's TLS is rustls, which can't use a Python ssl.SSLContext (with TLS on, the start stops)"),
     },
     Setting {
         name: "proxy_protocol",
@@ -1222,7 +1222,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "SSL key file",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "certfile",
@@ -1235,7 +1235,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "SSL certificate file",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "ssl_version",
@@ -1261,7 +1261,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: PosInt,
         short: "Whether client certificate is required (see stdlib ssl module's)",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "ca_certs",
@@ -1274,7 +1274,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "CA certificates file",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "suppress_ragged_eofs",
@@ -1287,7 +1287,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Suppress ragged EOFs (see stdlib ssl module's)",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "do_handshake_on_connect",
@@ -1300,7 +1300,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Whether to perform SSL handshake on socket connect (see stdlib ssl module's)",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "ciphers",
@@ -1313,7 +1313,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "SSL Cipher suite to use, in the format of an OpenSSL cipher list.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "http_protocols",
