@@ -163,6 +163,14 @@ struct Settings {
     root_path: String,
     errorlog: Option<String>,
     limits: Arc<Limits>,
+    /// For an app detected as ASGI (worker_class not set).
+    asgi: crate::asgi::Settings,
+}
+
+/// What the worker imported.
+enum Loaded {
+    Wsgi(WsgiApp),
+    Asgi(Py<PyAny>),
 }
 
 /// `worker_class` as a string (a class object as `module.QualName`).
@@ -205,10 +213,7 @@ pub fn app_factory(py: Python<'_>, cfg: &Config, uri: &str) -> anyhow::Result<Ap
     } else if WSGI_CLASSES.contains(&class.as_str()) {
         Choice::Wsgi
     } else if ASGI_CLASSES.contains(&class.as_str()) {
-        anyhow::bail!(
-            "worker_class {class:?} serves ASGI applications: ASGI is not served yet by this build \
-             of rgunicorn (WSGI apps are: use worker_class sync or gthread, or leave it unset)"
-        );
+        return crate::asgi::app_factory(py, cfg, uri);
     } else {
         anyhow::bail!(
             "worker_class {class:?} is not supported by rgunicorn: its workers are Rust; \
@@ -232,6 +237,7 @@ pub fn app_factory(py: Python<'_>, cfg: &Config, uri: &str) -> anyhow::Result<Ap
             .to_string(),
         errorlog: cfg.string(py, "errorlog").filter(|p| p != "-"),
         limits: Arc::new(Limits::from_config(py, cfg)),
+        asgi: crate::asgi::Settings::from_config(py, cfg),
     };
     Ok(Arc::new(move |info: &WorkerInfo| {
         match load(&settings, info) {
@@ -245,7 +251,7 @@ pub fn app_factory(py: Python<'_>, cfg: &Config, uri: &str) -> anyhow::Result<Ap
 /// In the worker: import the app, choose the interface, start the app
 /// threads. `Err` is the exit status, the reason already logged.
 fn load(settings: &Settings, info: &WorkerInfo) -> Result<BoxApp, i32> {
-    let app = Python::attach(|py| -> Result<WsgiApp, i32> {
+    let loaded = Python::attach(|py| -> Result<Loaded, i32> {
         let app = match pyapp::import_app(py, &settings.uri) {
             Ok(app) => app,
             Err(AppError::NotFound(msg)) => {
@@ -270,23 +276,28 @@ fn load(settings: &Settings, info: &WorkerInfo) -> Result<BoxApp, i32> {
                 .and_then(|r| r.is_truthy())
                 .unwrap_or(false);
             if asgi {
-                log::error(&format!(
-                    "{} is an ASGI application (detected: worker_class is not set): \
-                     ASGI is not served yet by this build of rgunicorn",
+                log::info(&format!(
+                    "{} is an ASGI application (detected: worker_class is not set)",
                     settings.uri
                 ));
-                return Err(APP_LOAD_ERROR);
+                return Ok(Loaded::Asgi(app));
             }
             log::info(&format!(
                 "{} is a WSGI application (detected: worker_class is not set)",
                 settings.uri
             ));
         }
-        WsgiApp::new(py, settings, app, &helpers).map_err(|e| {
-            crate::hooks::log_exception(py, "Exception in worker process", &e);
-            WORKER_BOOT_ERROR
-        })
+        WsgiApp::new(py, settings, app, &helpers)
+            .map(Loaded::Wsgi)
+            .map_err(|e| {
+                crate::hooks::log_exception(py, "Exception in worker process", &e);
+                WORKER_BOOT_ERROR
+            })
     })?;
+    let app = match loaded {
+        Loaded::Wsgi(app) => app,
+        Loaded::Asgi(app) => return crate::asgi::serve_imported(&settings.asgi, app, info),
+    };
     // gunicorn's sync worker (one thread) is timed out when a request is
     // stuck in the app: its one app thread is then the heartbeat. With
     // threads (gthread) a stuck request is not, as in gunicorn.

@@ -340,22 +340,29 @@ fn load_failures_exit_like_gunicorn() {
 #[test]
 fn interface_by_worker_class() {
     let dir = app_dir("wsgi-class", "");
-    // Not set: detected from the app; ASGI is refused by the worker (4).
+    // Not set: detected from the app and served as ASGI, the choice logged.
     for spec in ["asgi_app:app", "asgi_app:wrapped"] {
-        let (code, err) = run_to_exit(&rgunicorn(), &dir, &[spec, "-w", "1"]);
-        assert_eq!(code, 4, "{err}");
-        assert!(err.contains("is an ASGI application (detected"), "{err}");
-        assert!(err.contains("ASGI is not served yet"), "{err}");
+        let server = start(&rgunicorn(), &dir, &[spec, "-w", "1"]);
+        assert_eq!(get(server.port, "/").text(), "asgi", "{spec}");
+        server.wait_until(|| log_text(&server).contains("is an ASGI application (detected"));
+        assert_eq!(server.stop(), 0, "{spec}");
     }
-    // An ASGI class: refused before any worker starts.
-    let (code, err) = run_to_exit(
+    // An ASGI class: served as ASGI without detection.
+    let server = start(
         &rgunicorn(),
         &dir,
-        &["asgi_app:app", "-k", "uvicorn.workers.UvicornWorker"],
+        &[
+            "asgi_app:app",
+            "-k",
+            "uvicorn.workers.UvicornWorker",
+            "-w",
+            "1",
+        ],
     );
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("ASGI is not served yet"), "{err}");
-    assert!(!err.contains("Booting worker"), "{err}");
+    assert_eq!(get(server.port, "/").text(), "asgi");
+    let lines = server.stderr_lines.clone();
+    assert_eq!(server.stop(), 0);
+    assert!(!lines.lock().unwrap().join("\n").contains("detected"));
     // Another class: an error naming the supported ones.
     let (code, err) = run_to_exit(&rgunicorn(), &dir, &["wsgi_app", "-k", "gevent"]);
     assert_eq!(code, 1, "{err}");

@@ -1508,7 +1508,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: AsgiLoop,
         short: "Event loop implementation for ASGI workers.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "asgi_lifespan",
@@ -1521,7 +1521,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: AsgiLifespan,
         short: "Control ASGI lifespan protocol handling.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "asgi_disconnect_grace_period",

@@ -1,0 +1,1427 @@
+//! Serving the user's Python ASGI 3.0 application from a Rust worker.
+//!
+//! This module owns the ASGI side of a worker: the asyncio thread and its
+//! event loop (uvloop when `asgi_loop` asks for it and it is installed),
+//! the `lifespan` protocol (`asgi_lifespan`: auto/on/off; a failed startup
+//! exits the worker with status 3), the HTTP scope (as uvicorn builds it),
+//! `receive`/`send` with streaming both ways, `http.disconnect`, the 500
+//! for a failing app, and the heartbeat that proves the asyncio loop turns
+//! ([`WorkerInfo::watch_loop`]).
+//!
+//! Threads: the worker's tokio thread never takes the GIL. Per request it
+//! queues a [`Job`] (pure Rust) on the [`Bridge`] and writes one byte to a
+//! socketpair only when the asyncio thread is not already signalled, so one
+//! wake-up of the asyncio thread picks up every request queued meanwhile.
+//! The asyncio thread holds the GIL while it runs Python and releases it
+//! while its loop waits in epoll. Responses go back through a oneshot (a
+//! whole response) or a per-request buffer polled by hyper (streaming),
+//! both filled on the asyncio thread; request bodies come the other way
+//! through the same per-request buffer, filled by a tokio pump task.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use tokio::sync::{oneshot, Notify};
+use tower::util::BoxCloneService;
+
+use pyconf::Config;
+
+use crate::app::{full, internal_error, AppFactory, BoxApp, BoxError, ConnAddrs, ResponseBody};
+use crate::app::{LoopBeat, WorkerInfo};
+use crate::log;
+use crate::pyapp::{self, AppError};
+use crate::strict_http::Limits;
+
+/// gunicorn's worker exit statuses.
+const WORKER_BOOT_ERROR: i32 = 3;
+const APP_LOAD_ERROR: i32 = 4;
+
+/// Request body bytes buffered ahead of the app before the pump pauses.
+const BODY_HIGH_WATER: usize = 256 * 1024;
+/// Response bytes buffered for hyper before `send` makes the app wait...
+const OUT_HIGH_WATER: usize = 256 * 1024;
+/// ...until hyper has taken them down to this.
+const OUT_LOW_WATER: usize = 64 * 1024;
+/// How often the asyncio loop proves it turns (seconds).
+const BEAT_EVERY: f64 = 0.5;
+/// How long a worker waits for the lifespan shutdown.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+
+/// The Python half: the loop, the lifespan protocol, the task wrapper.
+const GLUE: &std::ffi::CStr = cr#"
+import asyncio
+import collections.abc
+import inspect
+import traceback
+
+
+def new_loop(kind, warn):
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+            return uvloop.new_event_loop(), "uvloop"
+        except ImportError:
+            if kind == "uvloop":
+                warn("uvloop not available, falling back to asyncio")
+    return asyncio.new_event_loop(), "asyncio"
+
+
+def asgi3(app):
+    """The app as ASGI 3: an ASGI 2 app (a class, or a callable that is
+    not a coroutine function, as uvicorn's interface "auto") is wrapped."""
+    if inspect.isclass(app):
+        use_asgi_3 = hasattr(app, "__await__")
+    elif inspect.isfunction(app):
+        use_asgi_3 = inspect.iscoroutinefunction(app)
+    else:
+        use_asgi_3 = inspect.iscoroutinefunction(getattr(app, "__call__", None))
+    if use_asgi_3:
+        return app
+
+    async def asgi2(scope, receive, send):
+        instance = app(scope)
+        await instance(receive, send)
+    return asgi2
+
+
+def heartbeat(loop, beat, every):
+    def tick():
+        beat()
+        loop.call_later(every, tick)
+    tick()
+
+
+async def wait(fut):
+    return await fut
+
+
+async def run_http(app, scope, proto):
+    """The task of one request; its outcome goes to proto."""
+    try:
+        result = await app(scope, proto.receive, proto.send)
+    except BaseException:
+        proto.failed(traceback.format_exc())
+    else:
+        proto.done(result)
+
+
+def register(cls):
+    collections.abc.Coroutine.register(cls)
+
+
+class Lifespan:
+    """ASGI lifespan, as uvicorn's LifespanOn: `mode` is auto or on."""
+
+    def __init__(self, app, mode, info, error):
+        self.app = app
+        self.mode = mode
+        self.info = info
+        self.error = error
+        self.state = {}
+        self.queue = asyncio.Queue()
+        self.startup_event = asyncio.Event()
+        self.shutdown_event = asyncio.Event()
+        self.startup_failed = False
+        self.shutdown_failed = False
+        self.error_occured = False
+        self.task = None
+
+    async def main(self):
+        scope = {
+            "type": "lifespan",
+            "asgi": {"version": "3.0", "spec_version": "2.0"},
+            "state": self.state,
+        }
+        try:
+            await self.app(scope, self.receive, self.send)
+        except BaseException as exc:
+            self.error_occured = True
+            if self.startup_failed or self.shutdown_failed:
+                if not self.reported:
+                    self.error("Exception in 'lifespan' protocol\n" + traceback.format_exc().rstrip())
+            elif self.mode == "auto":
+                self.info("ASGI 'lifespan' protocol appears unsupported.")
+            else:
+                self.error("Exception in 'lifespan' protocol\n" + traceback.format_exc().rstrip())
+        finally:
+            self.startup_event.set()
+            self.shutdown_event.set()
+
+    reported = False
+
+    async def startup(self):
+        """True when the worker may serve."""
+        self.info("Waiting for application startup.")
+        self.task = asyncio.get_running_loop().create_task(self.main())
+        await self.queue.put({"type": "lifespan.startup"})
+        await self.startup_event.wait()
+        if self.startup_failed or (self.error_occured and self.mode == "on"):
+            self.error("Application startup failed. Exiting.")
+            return False
+        if not self.error_occured:
+            self.info("Application startup complete.")
+        return True
+
+    async def shutdown(self):
+        if self.error_occured:
+            return
+        self.info("Waiting for application shutdown.")
+        await self.queue.put({"type": "lifespan.shutdown"})
+        await self.shutdown_event.wait()
+        if self.shutdown_failed or (self.error_occured and self.mode == "on"):
+            self.error("Application shutdown failed. Exiting.")
+        else:
+            self.info("Application shutdown complete.")
+
+    async def receive(self):
+        return await self.queue.get()
+
+    async def send(self, message):
+        kind = message["type"]
+        if kind == "lifespan.startup.complete":
+            self.startup_event.set()
+        elif kind == "lifespan.startup.failed":
+            self.startup_failed = True
+            self.startup_event.set()
+            if message.get("message"):
+                self.reported = True
+                self.error(message["message"].rstrip())
+        elif kind == "lifespan.shutdown.complete":
+            self.shutdown_event.set()
+        elif kind == "lifespan.shutdown.failed":
+            self.shutdown_failed = True
+            self.shutdown_event.set()
+            if message.get("message"):
+                self.reported = True
+                self.error(message["message"].rstrip())
+"#;
+
+/// `asgi_lifespan`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LifespanMode {
+    Auto,
+    On,
+    Off,
+}
+
+/// What the ASGI side needs from the configuration, read in the master.
+#[derive(Clone)]
+pub struct Settings {
+    root_path: String,
+    lifespan: LifespanMode,
+    loop_kind: String,
+    limits: Arc<Limits>,
+}
+
+impl Settings {
+    pub fn from_config(py: Python<'_>, cfg: &Config) -> Settings {
+        Settings {
+            root_path: cfg.string(py, "root_path").unwrap_or_default(),
+            lifespan: match cfg.string(py, "asgi_lifespan").as_deref() {
+                Some("on") => LifespanMode::On,
+                Some("off") => LifespanMode::Off,
+                _ => LifespanMode::Auto,
+            },
+            loop_kind: cfg.string(py, "asgi_loop").unwrap_or_else(|| "auto".into()),
+            limits: Arc::new(Limits::from_config(py, cfg)),
+        }
+    }
+}
+
+/// The worker's app factory for the ASGI app `uri` (called in the master
+/// at start; each worker imports the app after fork, as gunicorn does
+/// without `preload_app`).
+pub fn app_factory(py: Python<'_>, cfg: &Config, uri: &str) -> anyhow::Result<AppFactory> {
+    let settings = Settings::from_config(py, cfg);
+    let uri = uri.to_string();
+    Ok(Arc::new(move |info: &WorkerInfo| {
+        let app = Python::attach(|py| match pyapp::import_app(py, &uri) {
+            Ok(app) => Ok(app),
+            Err(AppError::NotFound(msg)) => {
+                log::debug("Exception while loading the application");
+                eprintln!("{msg}");
+                Err(APP_LOAD_ERROR)
+            }
+            Err(AppError::Import(tb)) => {
+                log::error(&format!("Exception in worker process\n{}", tb.trim_end()));
+                Err(WORKER_BOOT_ERROR)
+            }
+        });
+        match app.and_then(|app| serve_imported(&settings, app, info)) {
+            Ok(app) => app,
+            Err(code) => crate::process::exit_now(code),
+        }
+    }))
+}
+
+/// The worker's app factory for an ASGI app already imported (preloaded in
+/// the master): the loop and lifespan still start in each worker.
+pub fn app_factory_for(py: Python<'_>, cfg: &Config, app: Py<PyAny>) -> AppFactory {
+    let settings = Settings::from_config(py, cfg);
+    let app = Arc::new(app);
+    Arc::new(move |info: &WorkerInfo| {
+        let app = Python::attach(|py| app.clone_ref(py));
+        match serve_imported(&settings, app, info) {
+            Ok(app) => app,
+            Err(code) => crate::process::exit_now(code),
+        }
+    })
+}
+
+/// In the worker, after fork: start the asyncio thread for `app`, run the
+/// lifespan startup, and return the service. `Err` is the exit status
+/// (the reason already logged). May be called with or without the GIL.
+pub fn serve_imported(
+    settings: &Settings,
+    app: Py<PyAny>,
+    info: &WorkerInfo,
+) -> Result<BoxApp, i32> {
+    let (wake_tx, wake_rx) = UnixStream::pair().map_err(|e| {
+        log::error(&format!(
+            "Exception in worker process: can't make the ASGI wake-up pipe: {e}"
+        ));
+        WORKER_BOOT_ERROR
+    })?;
+    let _ = wake_tx.set_nonblocking(true);
+    let _ = wake_rx.set_nonblocking(true);
+    let bridge = Arc::new(Bridge {
+        queue: Mutex::new(Vec::new()),
+        notified: AtomicBool::new(false),
+        wake: wake_tx,
+        next_id: AtomicU64::new(1),
+        stopping: AtomicBool::new(false),
+    });
+    let (started_tx, started_rx) = std_mpsc::channel::<bool>();
+    let (stopped_tx, stopped_rx) = std_mpsc::channel::<()>();
+    let beat = info.watch_loop();
+    let settings_t = settings.clone();
+    let bridge_t = bridge.clone();
+    std::thread::Builder::new()
+        .name("rgunicorn-asgi".into())
+        .stack_size(8 << 20)
+        .spawn(move || {
+            asyncio_thread(settings_t, app, bridge_t, wake_rx, beat, started_tx);
+            let _ = stopped_tx.send(());
+        })
+        .map_err(|e| {
+            log::error(&format!(
+                "Exception in worker process: can't start the asyncio thread: {e}"
+            ));
+            WORKER_BOOT_ERROR
+        })?;
+    // The caller may hold the GIL: the asyncio thread needs it to start.
+    let started = Python::attach(|py| py.detach(move || started_rx.recv().unwrap_or(false)));
+    if !started {
+        return Err(WORKER_BOOT_ERROR);
+    }
+    let handle = Arc::new(Handle {
+        bridge: bridge.clone(),
+        stopped: Mutex::new(Some(stopped_rx)),
+    });
+    Ok(BoxCloneService::new(tower::service_fn(
+        move |req: Request<Incoming>| {
+            let handle = handle.clone();
+            async move { Ok(call(&handle.bridge, req).await) }
+        },
+    )))
+}
+
+/// The requests and wake-ups queued for the asyncio thread.
+struct Bridge {
+    queue: Mutex<Vec<Msg>>,
+    /// A byte is in the socketpair (or the asyncio thread is draining).
+    notified: AtomicBool,
+    wake: UnixStream,
+    next_id: AtomicU64,
+    /// The worker asked the loop to stop (any other stop is fatal).
+    stopping: AtomicBool,
+}
+
+impl Bridge {
+    /// Queue `msg` and wake the asyncio thread if it is not awake already.
+    fn post(&self, msg: Msg) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.push(msg);
+        }
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            let _ = (&self.wake).write(&[1]);
+        }
+    }
+}
+
+// Requests are most of the queue: boxing them would add an allocation each.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Request(Job),
+    /// Something changed for request `id`: body bytes, disconnect, drain.
+    Wake(u64),
+    /// The worker is stopping: run the lifespan shutdown, stop the loop.
+    Shutdown,
+}
+
+/// One request for the asyncio thread.
+struct Job {
+    parts: http::request::Parts,
+    shared: Arc<ReqShared>,
+    reply: oneshot::Sender<Response<ResponseBody>>,
+}
+
+/// Stops the asyncio thread (lifespan shutdown) when the worker's app is
+/// dropped, that is once the worker has drained.
+struct Handle {
+    bridge: Arc<Bridge>,
+    stopped: Mutex<Option<std_mpsc::Receiver<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.bridge.stopping.store(true, Ordering::Release);
+        self.bridge.post(Msg::Shutdown);
+        if let Some(rx) = self.stopped.lock().ok().and_then(|mut s| s.take()) {
+            let _ = rx.recv_timeout(SHUTDOWN_WAIT);
+        }
+    }
+}
+
+/// The per-request state both threads touch.
+struct ReqShared {
+    id: u64,
+    bridge: Arc<Bridge>,
+    st: Mutex<ReqState>,
+    /// Wakes the body pump when the app took bytes or the request ended.
+    pump: Notify,
+}
+
+#[derive(Default)]
+struct ReqState {
+    body: VecDeque<Bytes>,
+    body_len: usize,
+    body_end: bool,
+    /// The client is gone (or the response was abandoned).
+    disconnected: bool,
+    /// The app's task is over: the pump stops.
+    finished: bool,
+    /// The asyncio side waits on receive / on send (drain): wake it.
+    recv_waiting: bool,
+    send_waiting: bool,
+    /// The streamed response, polled by hyper.
+    out: VecDeque<Bytes>,
+    out_len: usize,
+    out_end: bool,
+    out_abort: bool,
+    out_delivered: bool,
+    out_waker: Option<Waker>,
+}
+
+impl ReqShared {
+    /// Mark the client gone and wake the asyncio side if it waits.
+    fn disconnect(&self) {
+        let wake = match self.st.lock() {
+            Ok(mut st) => {
+                st.disconnected = true;
+                let w = st.recv_waiting || st.send_waiting;
+                st.recv_waiting = false;
+                st.send_waiting = false;
+                w
+            }
+            Err(_) => false,
+        };
+        self.pump.notify_one();
+        if wake {
+            self.bridge.post(Msg::Wake(self.id));
+        }
+    }
+}
+
+/// The service, on the tokio thread: no Python here.
+async fn call(bridge: &Arc<Bridge>, req: Request<Incoming>) -> Response<ResponseBody> {
+    let (parts, body) = req.into_parts();
+    let id = bridge.next_id.fetch_add(1, Ordering::Relaxed);
+    let end = http_body::Body::is_end_stream(&body);
+    let shared = Arc::new(ReqShared {
+        id,
+        bridge: bridge.clone(),
+        st: Mutex::new(ReqState {
+            body_end: end,
+            ..Default::default()
+        }),
+        pump: Notify::new(),
+    });
+    if !end {
+        tokio::spawn(pump(body, shared.clone()));
+    }
+    let (reply, response) = oneshot::channel();
+    bridge.post(Msg::Request(Job {
+        parts,
+        shared: shared.clone(),
+        reply,
+    }));
+    // Dropped by hyper before the response: the client went away.
+    let guard = GoneGuard(Some(shared));
+    let resp = response.await.unwrap_or_else(|_| internal_error());
+    let mut guard = guard;
+    guard.0 = None;
+    resp
+}
+
+struct GoneGuard(Option<Arc<ReqShared>>);
+
+impl Drop for GoneGuard {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.disconnect();
+        }
+    }
+}
+
+/// Read the request body into the request's buffer, ahead of the app by
+/// at most [`BODY_HIGH_WATER`] bytes.
+async fn pump(mut body: Incoming, shared: Arc<ReqShared>) {
+    loop {
+        loop {
+            let stop_or_full = match shared.st.lock() {
+                Ok(st) => {
+                    if st.finished || st.disconnected {
+                        return;
+                    }
+                    st.body_len >= BODY_HIGH_WATER
+                }
+                Err(_) => return,
+            };
+            if !stop_or_full {
+                break;
+            }
+            shared.pump.notified().await;
+        }
+        // Woken early when the app's task ends: look at the flags again.
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            _ = shared.pump.notified() => continue,
+        };
+        let (data, end) = match frame {
+            None => (None, true),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(d) => (Some(d), false),
+                Err(_) => continue,
+            },
+            Some(Err(_)) => {
+                shared.disconnect();
+                return;
+            }
+        };
+        let wake = match shared.st.lock() {
+            Ok(mut st) => {
+                if let Some(d) = data.filter(|d| !d.is_empty()) {
+                    st.body_len += d.len();
+                    st.body.push_back(d);
+                }
+                st.body_end = end;
+                std::mem::take(&mut st.recv_waiting)
+            }
+            Err(_) => return,
+        };
+        if wake {
+            shared.bridge.post(Msg::Wake(shared.id));
+        }
+        if end {
+            return;
+        }
+    }
+}
+
+/// A streamed response body: what the app sent, taken by hyper.
+struct AsgiBody(Arc<ReqShared>);
+
+impl http_body::Body for AsgiBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let shared = &self.0;
+        let Ok(mut st) = shared.st.lock() else {
+            return Poll::Ready(Some(Err("poisoned".into())));
+        };
+        if let Some(chunk) = st.out.pop_front() {
+            st.out_len -= chunk.len();
+            let wake = st.send_waiting && st.out_len <= OUT_LOW_WATER;
+            if wake {
+                st.send_waiting = false;
+            }
+            drop(st);
+            if wake {
+                shared.bridge.post(Msg::Wake(shared.id));
+            }
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if st.out_abort {
+            return Poll::Ready(Some(Err(
+                "the ASGI app failed after the response started".into()
+            )));
+        }
+        if st.out_end {
+            st.out_delivered = true;
+            return Poll::Ready(None);
+        }
+        st.out_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0
+            .st
+            .lock()
+            .map(|st| st.out_end && st.out.is_empty() && !st.out_abort)
+            .unwrap_or(true)
+    }
+}
+
+impl Drop for AsgiBody {
+    fn drop(&mut self) {
+        let delivered = self
+            .0
+            .st
+            .lock()
+            .map(|st| st.out_delivered || (st.out_end && st.out.is_empty()))
+            .unwrap_or(true);
+        if !delivered {
+            self.0.disconnect();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The asyncio thread.
+
+/// What the asyncio thread keeps between callbacks (only it touches this).
+struct Ctx {
+    app: Py<PyAny>,
+    run_http: Py<PyAny>,
+    wait: Py<PyAny>,
+    create_task: Py<PyAny>,
+    create_future: Py<PyAny>,
+    call_soon: Py<PyAny>,
+    flush_heads: Py<PyAny>,
+    state: Py<PyDict>,
+    root_path: Py<PyString>,
+    root_path_str: String,
+    asgi_version: Py<PyDict>,
+    limits: Arc<Limits>,
+    /// Requests whose app is running, by id.
+    live: HashMap<u64, Py<Http>>,
+    /// Responses started (headers sent by the app) but with no body yet.
+    pending_heads: Vec<u64>,
+}
+
+thread_local! {
+    static CTX: RefCell<Option<Ctx>> = const { RefCell::new(None) };
+}
+
+fn with_ctx<R>(f: impl FnOnce(&mut Ctx) -> R) -> Option<R> {
+    CTX.with(|c| c.borrow_mut().as_mut().map(f))
+}
+
+fn asyncio_thread(
+    settings: Settings,
+    app: Py<PyAny>,
+    bridge: Arc<Bridge>,
+    wake_rx: UnixStream,
+    beat: LoopBeat,
+    started: std_mpsc::Sender<bool>,
+) {
+    Python::attach(|py| {
+        let boot = |e: PyErr| {
+            crate::hooks::log_exception(py, "Exception in worker process", &e);
+            let _ = started.send(false);
+        };
+        let glue = match PyModule::from_code(py, GLUE, c"rgunicorn_asgi.py", c"rgunicorn_asgi") {
+            Ok(g) => g,
+            Err(e) => return boot(e),
+        };
+        let app = match glue.getattr("asgi3").and_then(|f| f.call1((app.bind(py),))) {
+            Ok(a) => a.unbind(),
+            Err(e) => return boot(e),
+        };
+        let setup = || -> PyResult<(Bound<'_, PyAny>, Option<Bound<'_, PyAny>>)> {
+            glue.getattr("register")?.call1((py.get_type::<Ready>(),))?;
+            let warn = Py::new(py, LogFn(log::Level::Warning))?;
+            let (lp, kind): (Bound<'_, PyAny>, String) = glue
+                .getattr("new_loop")?
+                .call1((&settings.loop_kind, warn))?
+                .extract()?;
+            log::debug(&format!("Using {kind} event loop"));
+            py.import("asyncio")?
+                .call_method1("set_event_loop", (&lp,))?;
+            let pump = Py::new(
+                py,
+                Pump {
+                    bridge: bridge.clone(),
+                    rx: wake_rx,
+                },
+            )?;
+            let fd = pump.borrow(py).rx.as_raw_fd();
+            lp.call_method1("add_reader", (fd, pump))?;
+            glue.getattr("heartbeat")?
+                .call1((&lp, Py::new(py, Beat(beat))?, BEAT_EVERY))?;
+            let lifespan = if settings.lifespan == LifespanMode::Off {
+                None
+            } else {
+                let mode = if settings.lifespan == LifespanMode::On {
+                    "on"
+                } else {
+                    "auto"
+                };
+                Some(glue.getattr("Lifespan")?.call1((
+                    app.bind(py),
+                    mode,
+                    Py::new(py, LogFn(log::Level::Info))?,
+                    Py::new(py, LogFn(log::Level::Error))?,
+                ))?)
+            };
+            Ok((lp, lifespan))
+        };
+        let (lp, lifespan) = match setup() {
+            Ok(v) => v,
+            Err(e) => return boot(e),
+        };
+        let state = match &lifespan {
+            Some(l) => {
+                let ok = l
+                    .call_method0("startup")
+                    .and_then(|c| lp.call_method1("run_until_complete", (c,)))
+                    .and_then(|r| r.is_truthy());
+                match ok {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let _ = started.send(false);
+                        return;
+                    }
+                    Err(e) => return boot(e),
+                }
+                l.getattr("state")
+                    .and_then(|s| s.cast_into::<PyDict>().map_err(Into::into))
+                    .map(|s| s.unbind())
+                    .unwrap_or_else(|_| PyDict::new(py).unbind())
+            }
+            None => PyDict::new(py).unbind(),
+        };
+        let ctx = (|| -> PyResult<Ctx> {
+            let asgi = PyDict::new(py);
+            asgi.set_item("version", "3.0")?;
+            asgi.set_item("spec_version", "2.3")?;
+            Ok(Ctx {
+                app: app.clone_ref(py),
+                run_http: glue.getattr("run_http")?.unbind(),
+                wait: glue.getattr("wait")?.unbind(),
+                create_task: lp.getattr("create_task")?.unbind(),
+                create_future: lp.getattr("create_future")?.unbind(),
+                call_soon: lp.getattr("call_soon")?.unbind(),
+                flush_heads: Py::new(py, FlushHeads)?.into_any(),
+                state,
+                root_path: PyString::new(py, &settings.root_path).unbind(),
+                root_path_str: settings.root_path.clone(),
+                asgi_version: asgi.unbind(),
+                limits: settings.limits.clone(),
+                live: HashMap::new(),
+                pending_heads: Vec::new(),
+            })
+        })();
+        match ctx {
+            Ok(ctx) => CTX.with(|c| *c.borrow_mut() = Some(ctx)),
+            Err(e) => return boot(e),
+        }
+        let _ = started.send(true);
+        if let Err(e) = lp.call_method0("run_forever") {
+            crate::hooks::log_exception(py, "The asyncio loop failed", &e);
+        }
+        if !bridge.stopping.load(Ordering::Acquire) {
+            // Nobody would answer the requests queued from now on.
+            log::error("The asyncio loop stopped while the worker serves: the worker exits");
+            crate::process::exit_now(1);
+        }
+        if let Some(l) = &lifespan {
+            let done = l
+                .call_method0("shutdown")
+                .and_then(|c| lp.call_method1("run_until_complete", (c,)));
+            if let Err(e) = done {
+                crate::hooks::log_exception(py, "ASGI lifespan shutdown error", &e);
+            }
+        }
+        // Python objects go while this thread holds the GIL.
+        CTX.with(|c| c.borrow_mut().take());
+    });
+}
+
+/// The loop's reader callback on the wake-up socket: take everything
+/// queued and start or advance each request.
+#[pyclass(module = "rgunicorn")]
+struct Pump {
+    bridge: Arc<Bridge>,
+    rx: UnixStream,
+}
+
+#[pymethods]
+impl Pump {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        let mut buf = [0u8; 64];
+        while matches!((&self.rx).read(&mut buf), Ok(n) if n > 0) {}
+        self.bridge.notified.store(false, Ordering::Release);
+        let batch = match self.bridge.queue.lock() {
+            Ok(mut q) => std::mem::take(&mut *q),
+            Err(_) => return Ok(()),
+        };
+        for msg in batch {
+            match msg {
+                Msg::Request(job) => start_request(py, job),
+                Msg::Wake(id) => {
+                    let http = with_ctx(|c| c.live.get(&id).map(|h| h.clone_ref(py))).flatten();
+                    if let Some(http) = http {
+                        Http::poke(http.bind(py));
+                    }
+                }
+                // The worker has drained: requests still live have lost
+                // their connections (their disconnects came first in this
+                // queue), so stop now and run the lifespan shutdown.
+                Msg::Shutdown => stop_loop(py),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn stop_loop(py: Python<'_>) {
+    let r = py
+        .import("asyncio")
+        .and_then(|a| a.call_method0("get_event_loop"))
+        .and_then(|l| l.call_method0("stop"));
+    if let Err(e) = r {
+        crate::hooks::log_exception(py, "can't stop the asyncio loop", &e);
+    }
+}
+
+/// `LoopBeat::beat` for the loop's periodic callback.
+#[pyclass(module = "rgunicorn", frozen)]
+struct Beat(LoopBeat);
+
+#[pymethods]
+impl Beat {
+    fn __call__(&self) {
+        self.0.beat();
+    }
+}
+
+/// The error log at one level, for the Python glue.
+#[pyclass(module = "rgunicorn", frozen)]
+struct LogFn(log::Level);
+
+#[pymethods]
+impl LogFn {
+    fn __call__(&self, msg: &str) {
+        log::log(self.0, msg);
+    }
+}
+
+/// The loop callback that sends the heads of responses started without a
+/// body yet (an app that streams later, as SSE does).
+#[pyclass(module = "rgunicorn", frozen)]
+struct FlushHeads;
+
+#[pymethods]
+impl FlushHeads {
+    fn __call__(&self, py: Python<'_>) {
+        let ids = with_ctx(|c| std::mem::take(&mut c.pending_heads)).unwrap_or_default();
+        for id in ids {
+            let http = with_ctx(|c| c.live.get(&id).map(|h| h.clone_ref(py))).flatten();
+            if let Some(http) = http {
+                http.bind(py).borrow_mut().open_stream();
+            }
+        }
+    }
+}
+
+/// An awaitable already done: `await` gives its value without a trip
+/// through the loop. Registered as a `collections.abc.Coroutine`, so
+/// `asyncio.create_task(receive())` works as with uvicorn's coroutines.
+#[pyclass(module = "rgunicorn")]
+struct Ready(Option<Py<PyAny>>);
+
+#[pymethods]
+impl Ready {
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+    fn __next__(&mut self) -> PyResult<Option<Py<PyAny>>> {
+        match self.0.take() {
+            None => Ok(None),
+            Some(v) => Err(PyStopIteration::new_err((v,))),
+        }
+    }
+    fn send(&mut self, _value: Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+        match self.0.take() {
+            None => Err(PyStopIteration::new_err(())),
+            Some(v) => Err(PyStopIteration::new_err((v,))),
+        }
+    }
+    #[pyo3(signature = (typ, val=None, _tb=None))]
+    fn throw(
+        &mut self,
+        typ: Bound<'_, PyAny>,
+        val: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.0 = None;
+        let exc = match val {
+            Some(v) if !v.is_none() => v,
+            _ => typ,
+        };
+        Err(PyErr::from_value(exc))
+    }
+    fn close(&mut self) {
+        self.0 = None;
+    }
+}
+
+fn ready(py: Python<'_>, value: Option<Py<PyAny>>) -> PyResult<Bound<'_, PyAny>> {
+    Ok(Bound::new(py, Ready(value))?.into_any())
+}
+
+/// Start the app for one request (asyncio thread, GIL held).
+fn start_request(py: Python<'_>, job: Job) {
+    let Job {
+        parts,
+        shared,
+        reply,
+    } = job;
+    let started = with_ctx(|c| -> PyResult<()> {
+        let scope = build_scope(py, c, &parts)?;
+        let id = shared.id;
+        let http = Py::new(
+            py,
+            Http {
+                shared,
+                reply: Some(reply),
+                head: None,
+                is_head: parts.method == http::Method::HEAD,
+                response_started: false,
+                response_complete: false,
+                request_complete: false,
+                recv_waiter: None,
+                send_waiter: None,
+            },
+        )?;
+        let coro = c
+            .run_http
+            .bind(py)
+            .call1((c.app.bind(py), scope, http.bind(py)))?;
+        c.create_task.bind(py).call1((coro,))?;
+        c.live.insert(id, http);
+        Ok(())
+    });
+    if let Some(Err(e)) = started {
+        crate::hooks::log_exception(py, "Exception in ASGI application", &e);
+    }
+}
+
+/// The HTTP scope, as uvicorn builds it.
+fn build_scope<'py>(
+    py: Python<'py>,
+    c: &Ctx,
+    parts: &http::request::Parts,
+) -> PyResult<Bound<'py, PyDict>> {
+    let scope = PyDict::new(py);
+    scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
+    scope.set_item(intern!(py, "asgi"), c.asgi_version.bind(py).copy()?)?;
+    scope.set_item(
+        intern!(py, "http_version"),
+        match parts.version {
+            http::Version::HTTP_10 => intern!(py, "1.0"),
+            _ => intern!(py, "1.1"),
+        },
+    )?;
+    let addrs = parts
+        .extensions
+        .get::<ConnAddrs>()
+        .copied()
+        .unwrap_or_default();
+    let server = match addrs.server {
+        Some(a) => (a.ip().to_string(), a.port()).into_pyobject(py)?.into_any(),
+        None => py.None().into_bound(py),
+    };
+    scope.set_item(intern!(py, "server"), server)?;
+    let peer = addrs.peer;
+    let trusted = c.limits.trusts_forwarder(peer.map(|a| a.ip()));
+    let mut client = peer.map(|a| (a.ip().to_string(), a.port()));
+    let mut scheme = if addrs.tls { "https" } else { "http" }.to_string();
+    if trusted {
+        if let Some(proto) = parts
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+        {
+            let p = proto.trim().to_ascii_lowercase();
+            if p == "http" || p == "https" {
+                scheme = p;
+            }
+        }
+        if let Some(fwd) = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            // The first untrusted host from the right, as uvicorn.
+            let hosts: Vec<&str> = fwd.split(',').map(str::trim).collect();
+            let pick = hosts
+                .iter()
+                .rev()
+                .find(|h| {
+                    let ip = h.parse::<std::net::IpAddr>().ok();
+                    ip.is_none() || !c.limits.trusts_forwarder(ip)
+                })
+                .or(hosts.first());
+            if let Some(h) = pick.filter(|h| !h.is_empty()) {
+                client = Some((h.to_string(), 0));
+            }
+        }
+    }
+    match client {
+        Some(cl) => scope.set_item(intern!(py, "client"), cl)?,
+        None => scope.set_item(intern!(py, "client"), py.None())?,
+    }
+    scope.set_item(intern!(py, "scheme"), scheme)?;
+    scope.set_item(intern!(py, "root_path"), c.root_path.bind(py))?;
+    let headers = PyList::empty(py);
+    for (name, value) in parts.headers.iter() {
+        let t = PyTuple::new(
+            py,
+            [
+                PyBytes::new(py, name.as_str().as_bytes()),
+                PyBytes::new(py, value.as_bytes()),
+            ],
+        )?;
+        headers.append(t)?;
+    }
+    scope.set_item(intern!(py, "headers"), headers)?;
+    scope.set_item(intern!(py, "state"), c.state.bind(py).copy()?)?;
+    scope.set_item(intern!(py, "method"), parts.method.as_str())?;
+    let raw = parts.uri.path().as_bytes();
+    let path = if raw.contains(&b'%') {
+        String::from_utf8_lossy(&percent_decode(raw)).into_owned()
+    } else {
+        String::from_utf8_lossy(raw).into_owned()
+    };
+    if c.root_path_str.is_empty() {
+        scope.set_item(intern!(py, "path"), path)?;
+        scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw))?;
+    } else {
+        scope.set_item(intern!(py, "path"), format!("{}{path}", c.root_path_str))?;
+        let mut full_raw = c.root_path_str.as_bytes().to_vec();
+        full_raw.extend_from_slice(raw);
+        scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, &full_raw))?;
+    }
+    scope.set_item(
+        intern!(py, "query_string"),
+        PyBytes::new(py, parts.uri.query().unwrap_or("").as_bytes()),
+    )?;
+    Ok(scope)
+}
+
+/// `urllib.parse.unquote`'s byte level: `%XX` decoded, others kept.
+fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' && i + 2 < s.len() {
+            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
+/// One request as the app sees it: `receive` and `send`.
+#[pyclass(module = "rgunicorn")]
+struct Http {
+    shared: Arc<ReqShared>,
+    /// Until the response (whole or its head) is handed to hyper.
+    reply: Option<oneshot::Sender<Response<ResponseBody>>>,
+    /// Status and headers sent by the app, not yet handed to hyper.
+    head: Option<(StatusCode, HeaderMap)>,
+    is_head: bool,
+    response_started: bool,
+    response_complete: bool,
+    /// The last `http.request` (more_body False) was returned.
+    request_complete: bool,
+    recv_waiter: Option<Py<PyAny>>,
+    send_waiter: Option<Py<PyAny>>,
+}
+
+impl Http {
+    /// A message for `receive` if one is ready; else registers the wait.
+    fn try_receive(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let mut st = self
+            .shared
+            .st
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("poisoned"))?;
+        if st.disconnected || self.response_complete {
+            drop(st);
+            return Ok(Some(disconnect_msg(py)?));
+        }
+        if !self.request_complete && (!st.body.is_empty() || st.body_end) {
+            let body = match st.body.len() {
+                0 => PyBytes::new(py, b""),
+                1 => {
+                    let b = st.body.pop_front().unwrap_or_default();
+                    PyBytes::new(py, &b)
+                }
+                _ => {
+                    let mut all = BytesMut::with_capacity(st.body_len);
+                    for b in st.body.drain(..) {
+                        all.extend_from_slice(&b);
+                    }
+                    PyBytes::new(py, &all)
+                }
+            };
+            st.body_len = 0;
+            let more = !st.body_end;
+            drop(st);
+            self.shared.pump.notify_one();
+            if !more {
+                self.request_complete = true;
+            }
+            let msg = PyDict::new(py);
+            msg.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
+            msg.set_item(intern!(py, "body"), body)?;
+            msg.set_item(intern!(py, "more_body"), more)?;
+            return Ok(Some(msg.into_any().unbind()));
+        }
+        st.recv_waiting = true;
+        Ok(None)
+    }
+
+    /// A wake-up from the tokio side: resolve what can be resolved.
+    fn poke(this: &Bound<'_, Http>) {
+        let py = this.py();
+        let mut me = this.borrow_mut();
+        if me.recv_waiter.is_some() {
+            match me.try_receive(py) {
+                Ok(Some(msg)) => {
+                    if let Some(f) = me.recv_waiter.take() {
+                        resolve(f.bind(py), msg.bind(py));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => crate::hooks::log_exception(py, "Exception in ASGI receive", &e),
+            }
+        }
+        if me.send_waiter.is_some() {
+            let go = me
+                .shared
+                .st
+                .lock()
+                .map(|mut st| {
+                    let go = st.disconnected || st.out_len <= OUT_LOW_WATER;
+                    if !go {
+                        st.send_waiting = true;
+                    }
+                    go
+                })
+                .unwrap_or(true);
+            if go {
+                if let Some(f) = me.send_waiter.take() {
+                    resolve(f.bind(py), &py.None().into_bound(py));
+                }
+            }
+        }
+    }
+
+    /// Hand the head to hyper with a streamed body (more to come).
+    fn open_stream(&mut self) {
+        if let (Some(reply), Some((status, headers))) = (self.reply.take(), self.head.take()) {
+            let mut resp = Response::new(AsgiBody(self.shared.clone()).boxed_unsync());
+            *resp.status_mut() = status;
+            *resp.headers_mut() = headers;
+            if reply.send(resp).is_err() {
+                self.shared.disconnect();
+            }
+        }
+    }
+
+    /// Push one chunk of a streamed body; true when the app must wait.
+    fn push(&mut self, data: &[u8], more: bool) -> bool {
+        let Ok(mut st) = self.shared.st.lock() else {
+            return false;
+        };
+        if !data.is_empty() {
+            st.out_len += data.len();
+            st.out.push_back(Bytes::copy_from_slice(data));
+        }
+        if !more {
+            st.out_end = true;
+        }
+        if let Some(w) = st.out_waker.take() {
+            w.wake();
+        }
+        let wait = more && st.out_len > OUT_HIGH_WATER && !st.disconnected;
+        if wait {
+            st.send_waiting = true;
+        }
+        wait
+    }
+
+    /// The response is over: wake a `receive` waiting for disconnect.
+    fn complete(&mut self, py: Python<'_>) -> PyResult<()> {
+        self.response_complete = true;
+        if let Some(f) = self.recv_waiter.take() {
+            resolve(f.bind(py), disconnect_msg(py)?.bind(py));
+        }
+        Ok(())
+    }
+
+    /// End of the app's task: the response is sent or abandoned.
+    fn finish(&mut self, error: Option<&str>) {
+        if let Some(msg) = error {
+            log::error(msg);
+        }
+        if !self.response_complete {
+            if let Some(reply) = self.reply.take() {
+                // Nothing reached the client yet: gunicorn's 500.
+                self.head = None;
+                let _ = reply.send(internal_error());
+            } else if let Ok(mut st) = self.shared.st.lock() {
+                // The head is out: close the connection.
+                st.out_abort = true;
+                if let Some(w) = st.out_waker.take() {
+                    w.wake();
+                }
+            }
+        }
+        if let Ok(mut st) = self.shared.st.lock() {
+            st.finished = true;
+        }
+        self.shared.pump.notify_one();
+        self.recv_waiter = None;
+        self.send_waiter = None;
+        let id = self.shared.id;
+        with_ctx(|c| c.live.remove(&id));
+    }
+}
+
+fn disconnect_msg(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    let msg = PyDict::new(py);
+    msg.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?;
+    Ok(msg.into_any().unbind())
+}
+
+fn resolve(fut: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) {
+    let py = fut.py();
+    if fut
+        .call_method0(intern!(py, "done"))
+        .and_then(|d| d.is_truthy())
+        .unwrap_or(true)
+    {
+        return;
+    }
+    let _ = fut.call_method1(intern!(py, "set_result"), (value,));
+}
+
+/// A future of the running loop, wrapped in a coroutine.
+fn wait_for_future<'py>(py: Python<'py>) -> PyResult<(Py<PyAny>, Bound<'py, PyAny>)> {
+    let (fut, wait) = with_ctx(|c| {
+        c.create_future
+            .bind(py)
+            .call0()
+            .map(|f| (f.unbind(), c.wait.clone_ref(py)))
+    })
+    .ok_or_else(|| PyRuntimeError::new_err("the ASGI loop is gone"))??;
+    let coro = wait.bind(py).call1((fut.bind(py),))?;
+    Ok((fut, coro))
+}
+
+#[pymethods]
+impl Http {
+    fn receive<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let mut me = slf.borrow_mut();
+        if let Some(msg) = me.try_receive(py)? {
+            return ready(py, Some(msg));
+        }
+        let (fut, coro) = wait_for_future(py)?;
+        me.recv_waiter = Some(fut);
+        Ok(coro)
+    }
+
+    fn send<'py>(slf: Bound<'py, Self>, message: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let mut me = slf.borrow_mut();
+        let disconnected = me.shared.st.lock().map(|s| s.disconnected).unwrap_or(true);
+        if disconnected {
+            return ready(py, None);
+        }
+        let kind = message.get_item(intern!(py, "type"))?;
+        let kind = kind.cast::<PyString>()?.to_str()?;
+        if !me.response_started {
+            if kind != "http.response.start" {
+                return Err(PyRuntimeError::new_err(format!(
+                    "Expected ASGI message 'http.response.start', but got '{kind}'."
+                )));
+            }
+            let status: u16 = message.get_item(intern!(py, "status"))?.extract()?;
+            let status = StatusCode::from_u16(status).map_err(|_| {
+                PyRuntimeError::new_err(format!("Invalid HTTP status code '{status}'."))
+            })?;
+            let mut headers = HeaderMap::new();
+            if let Ok(hs) = message.get_item(intern!(py, "headers")) {
+                for item in hs.try_iter()? {
+                    let item = item?;
+                    let name = item.get_item(0)?;
+                    let value = item.get_item(1)?;
+                    let name = HeaderName::from_bytes(bytes_of(&name)?)
+                        .map_err(|_| PyRuntimeError::new_err("Invalid HTTP header name."))?;
+                    let value = HeaderValue::from_bytes(bytes_of(&value)?)
+                        .map_err(|_| PyRuntimeError::new_err("Invalid HTTP header value."))?;
+                    headers.append(name, value);
+                }
+            }
+            me.response_started = true;
+            me.head = Some((status, headers));
+            // Sent with the first body message, or at the loop's next turn
+            // if the app awaits something else first.
+            let id = me.shared.id;
+            let schedule = with_ctx(|c| {
+                c.pending_heads.push(id);
+                (c.pending_heads.len() == 1)
+                    .then(|| (c.call_soon.clone_ref(py), c.flush_heads.clone_ref(py)))
+            })
+            .flatten();
+            drop(me);
+            if let Some((call_soon, flush)) = schedule {
+                call_soon.bind(py).call1((flush,))?;
+            }
+            return ready(py, None);
+        }
+        if me.response_complete {
+            return Err(PyRuntimeError::new_err(format!(
+                "Unexpected ASGI message '{kind}' sent, after response already completed."
+            )));
+        }
+        if kind != "http.response.body" {
+            return Err(PyRuntimeError::new_err(format!(
+                "Expected ASGI message 'http.response.body', but got '{kind}'."
+            )));
+        }
+        let more = match message.get_item(intern!(py, "more_body")) {
+            Ok(m) => m.is_truthy()?,
+            Err(_) => false,
+        };
+        let body_obj = message.get_item(intern!(py, "body")).ok();
+        let owned;
+        let data: &[u8] = match &body_obj {
+            None => b"",
+            Some(b) => match b.cast::<PyBytes>() {
+                Ok(b) => b.as_bytes(),
+                Err(_) => {
+                    owned = b
+                        .call_method0(intern!(py, "__bytes__"))
+                        .or_else(|_| py.get_type::<PyBytes>().call1((b,)))?;
+                    owned.cast::<PyBytes>()?.as_bytes()
+                }
+            },
+        };
+        let data: &[u8] = if me.is_head { b"" } else { data };
+        if !more && me.head.is_some() {
+            // The whole response at once.
+            let Some((status, headers)) = me.head.take() else {
+                return ready(py, None);
+            };
+            let mut resp = Response::new(full(data.to_vec()));
+            *resp.status_mut() = status;
+            *resp.headers_mut() = headers;
+            if let Some(reply) = me.reply.take() {
+                let _ = reply.send(resp);
+            }
+            me.complete(py)?;
+            return ready(py, None);
+        }
+        me.open_stream();
+        let wait = me.push(data, more);
+        if !more {
+            me.complete(py)?;
+        }
+        if wait {
+            let (fut, coro) = wait_for_future(py)?;
+            me.send_waiter = Some(fut);
+            return Ok(coro);
+        }
+        ready(py, None)
+    }
+
+    /// The app returned `result`.
+    fn done(&mut self, result: Bound<'_, PyAny>) {
+        let disconnected = self
+            .shared
+            .st
+            .lock()
+            .map(|s| s.disconnected)
+            .unwrap_or(true);
+        let error = if !result.is_none() {
+            Some(format!(
+                "ASGI callable should return None, but returned '{}'.",
+                result.str().map(|s| s.to_string()).unwrap_or_default()
+            ))
+        } else if !self.response_started && !disconnected {
+            Some("ASGI callable returned without starting response.".into())
+        } else if !self.response_complete && !disconnected {
+            Some("ASGI callable returned without completing response.".into())
+        } else {
+            None
+        };
+        self.finish(error.as_deref());
+    }
+
+    /// The app raised: `tb` is the traceback.
+    fn failed(&mut self, tb: &str) {
+        let msg = format!("Exception in ASGI application\n{}", tb.trim_end());
+        self.finish(Some(&msg));
+    }
+}
+
+fn bytes_of<'a>(v: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
+    if let Ok(b) = v.cast::<PyBytes>() {
+        return Ok(b.as_bytes());
+    }
+    if let Ok(s) = v.cast::<PyString>() {
+        return s.to_str().map(str::as_bytes);
+    }
+    Err(PyRuntimeError::new_err(
+        "ASGI header names and values must be bytes",
+    ))
+}

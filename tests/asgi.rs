@@ -1,0 +1,543 @@
+//! ASGI apps served by the built binary (src/asgi.rs): streaming both
+//! ways, `http.disconnect`, lifespan (startup, shutdown on TERM, a failed
+//! startup exits 3), the scope key by key against uvicorn's, an exception
+//! (500, the worker lives; after the start, the connection is closed), a
+//! blocked asyncio loop killed after `timeout`, and the migration guide's
+//! FastAPI example under rgunicorn and under gunicorn 27.0.1 +
+//! UvicornWorker with `examples/gunicorn.conf.py`.
+//!
+//! Python packages (fastapi, uvicorn, uvicorn-worker, gunicorn) come from
+//! `target/test-venv` (tests/run installs them), or `ASGI_VENV`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{rgunicorn, scratch_dir};
+
+const UVICORN_WORKER: &str = "uvicorn.workers.UvicornWorker";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv with fastapi and uvicorn: `ASGI_VENV`, else target/test-venv.
+fn venv() -> PathBuf {
+    let v = std::env::var("ASGI_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("target/test-venv"));
+    assert!(
+        v.join("bin/python").exists(),
+        "no venv at {}: run tests/run (it installs fastapi, uvicorn and uvicorn-worker into target/test-venv) or set ASGI_VENV",
+        v.display()
+    );
+    v
+}
+
+/// The venv's site-packages, for the embedded interpreter's PYTHONPATH.
+fn site_packages() -> String {
+    let lib = venv().join("lib");
+    let dir = std::fs::read_dir(&lib)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.join("fastapi").exists())
+        .unwrap_or_else(|| panic!("fastapi is not installed in {}", lib.display()));
+    dir.to_string_lossy().into_owned()
+}
+
+/// A server child: killed (with its workers' group) on drop.
+struct Proc {
+    child: Child,
+    port: u16,
+    stderr: Arc<Mutex<Vec<String>>>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    /// Start `program args` in `dir`; wait for the `Listening at:` line
+    /// (rgunicorn, gunicorn) or uvicorn's `running on`, or for an exit.
+    fn spawn(program: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(dir)
+            .args(args)
+            .env("PYTHONPATH", site_packages())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let keep = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("server: {line}");
+                keep.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let mut p = Proc {
+            child,
+            port: 0,
+            stderr,
+            lines: rx,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while p.port == 0 {
+            assert!(Instant::now() < deadline, "no Listening line");
+            if let Ok(line) = p.lines.recv_timeout(Duration::from_millis(50)) {
+                if let Some(port) = port_in(&line) {
+                    p.port = port;
+                }
+            } else if p.child.try_wait().unwrap().is_some() {
+                break;
+            }
+        }
+        p
+    }
+
+    /// Wait until a worker answers.
+    fn wait_ready(&self) {
+        wait_for("a worker to answer", Duration::from_secs(30), || {
+            get(self.port, "/pid").is_ok()
+        });
+    }
+
+    fn log_has(&self, text: &str) -> bool {
+        self.stderr.lock().unwrap().iter().any(|l| l.contains(text))
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn port_in(line: &str) -> Option<u16> {
+    let rest = line
+        .split("Listening at: http://")
+        .nth(1)
+        .or_else(|| line.split("running on http://").nth(1))?;
+    let rest = rest.split_once(':')?.1;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Run a worker of `tests/apps/asgi_raw.py` in a fresh directory.
+fn raw_app(name: &str, args: &[&str], env: &[(&str, &str)]) -> (Proc, PathBuf) {
+    let dir = scratch_dir(name);
+    std::fs::copy(
+        repo().join("tests/apps/asgi_raw.py"),
+        dir.join("asgi_raw.py"),
+    )
+    .unwrap();
+    let log = dir.join("asgi.log");
+    let mut all_env = vec![("ASGI_LOG", log.to_str().unwrap())];
+    all_env.extend_from_slice(env);
+    let mut all_args = vec!["asgi_raw:app", "-b", "127.0.0.1:0", "-k", UVICORN_WORKER];
+    all_args.extend_from_slice(args);
+    let p = Proc::spawn(&rgunicorn(), &dir, &all_args, &all_env);
+    (p, log)
+}
+
+/// One request, `Connection: close`: (status, head, body).
+fn request(port: u16, raw: &str) -> std::io::Result<(u16, String, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(raw.as_bytes())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, head.to_string(), body.to_string()))
+}
+
+fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+    )
+    .map(|(s, _, b)| (s, b))
+}
+
+fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read_log(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Read a chunked body's next chunk (its data), `None` at the last one.
+fn next_chunk(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut size = String::new();
+    r.read_line(&mut size).unwrap();
+    let n = usize::from_str_radix(size.trim(), 16).unwrap();
+    let mut data = vec![0; n + 2];
+    r.read_exact(&mut data).unwrap();
+    data.truncate(n);
+    (n > 0).then_some(data)
+}
+
+#[test]
+fn streams_both_ways_and_the_app_sees_the_disconnect() {
+    let (p, log) = raw_app("asgi-stream", &["-w", "1"], &[]);
+    p.wait_ready();
+
+    // The first chunk of the response comes back before the request body
+    // is complete: both directions stream.
+    let s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    // (Content-Length: rgunicorn's gate holds a small chunked body back
+    // until it is complete, as gunicorn reads it before the app.)
+    w.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\nhello")
+        .unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+    }
+    assert_eq!(next_chunk(&mut r).unwrap(), b"hello");
+    w.write_all(b" world").unwrap();
+    assert_eq!(next_chunk(&mut r).unwrap(), b" world");
+    assert_eq!(next_chunk(&mut r), None);
+
+    // A big body through the pump, back intact.
+    let big: String = (0..200_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let (status, _, body) = request(
+        p.port,
+        &format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{big}",
+            big.len()
+        ),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let mut data = BufReader::new(body.as_bytes());
+    let mut echoed = String::new();
+    loop {
+        let mut size = String::new();
+        data.read_line(&mut size).unwrap();
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        let mut chunk = vec![0; n + 2];
+        data.read_exact(&mut chunk).unwrap();
+        echoed.push_str(std::str::from_utf8(&chunk[..n]).unwrap());
+        if n == 0 {
+            break;
+        }
+    }
+    assert_eq!(echoed.len(), big.len());
+    assert!(echoed == big);
+
+    // A streamed response whose client goes away: the app's receive()
+    // returns http.disconnect.
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    s.write_all(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut got = 0;
+    while got < 4096 {
+        got += s.read(&mut buf).unwrap();
+    }
+    drop(s);
+    wait_for(
+        "http.disconnect in the app",
+        Duration::from_secs(10),
+        || read_log(&log).iter().any(|l| l == "disconnect /stream"),
+    );
+}
+
+#[test]
+fn lifespan_runs_in_each_worker_and_shutdown_on_term() {
+    let (mut p, log) = raw_app("asgi-lifespan", &["-w", "2"], &[]);
+    let port = p.port;
+    wait_for("two startups", Duration::from_secs(20), || {
+        read_log(&log)
+            .iter()
+            .filter(|l| l.starts_with("startup"))
+            .count()
+            == 2
+    });
+    p.wait_ready();
+    // The lifespan state reaches each request's scope (a copy).
+    let (status, body) = get(port, "/state").unwrap();
+    assert_eq!(status, 200);
+    let (_, pid) = get(port, "/pid").unwrap();
+    let started_by: Vec<String> = read_log(&log)
+        .iter()
+        .filter_map(|l| l.strip_prefix("startup ").map(str::to_string))
+        .collect();
+    assert!(started_by.contains(&body), "{body} not in {started_by:?}");
+    assert!(started_by.contains(&pid));
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(Duration::from_secs(20)), 0);
+    let mut shut: Vec<String> = read_log(&log)
+        .iter()
+        .filter_map(|l| l.strip_prefix("shutdown ").map(str::to_string))
+        .collect();
+    let mut started = started_by.clone();
+    shut.sort();
+    started.sort();
+    assert_eq!(shut, started, "every worker ran its lifespan shutdown");
+    assert!(p.log_has("Application shutdown complete."));
+}
+
+#[test]
+fn lifespan_startup_failure_exits_3_with_the_traceback() {
+    let (mut p, log) = raw_app("asgi-fail", &["-w", "1"], &[("ASGI_FAIL_STARTUP", "1")]);
+    assert_eq!(p.wait_exit(Duration::from_secs(20)), 3);
+    assert!(p.log_has("RuntimeError: the database is down"));
+    assert!(p.log_has("Traceback (most recent call last):"));
+    assert!(p.log_has("Application startup failed. Exiting."));
+    assert!(read_log(&log).is_empty());
+}
+
+#[test]
+fn scope_matches_uvicorn_key_by_key() {
+    let (p, _log) = raw_app("asgi-scope", &["-w", "1"], &[]);
+    p.wait_ready();
+    let dir = scratch_dir("asgi-scope-uvicorn");
+    std::fs::copy(
+        repo().join("tests/apps/asgi_raw.py"),
+        dir.join("asgi_raw.py"),
+    )
+    .unwrap();
+    let uv = Proc::spawn(
+        &venv().join("bin/python"),
+        &dir,
+        &[
+            "-m",
+            "uvicorn",
+            "asgi_raw:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ],
+        &[],
+    );
+    assert!(uv.port != 0, "uvicorn did not start");
+    let raw = "GET /scope/caf%C3%A9%20x?q=a%20b&r=1 HTTP/1.1\r\nHost: example.test\r\n\
+               User-Agent: t/1\r\nX-Custom: Value One\r\nAccept: */*\r\nConnection: close\r\n\r\n";
+    let scope = |port| {
+        let (status, _, body) = request(port, raw).unwrap();
+        assert_eq!(status, 200, "{body}");
+        body.lines()
+            .map(|l| {
+                let (k, v) = l.split_once('\t').unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let ours = scope(p.port);
+    let theirs = scope(uv.port);
+    let keys =
+        |m: &std::collections::BTreeMap<String, String>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&ours), keys(&theirs));
+    for (k, v) in &theirs {
+        match k.as_str() {
+            // Same host, the ports differ (ours and uvicorn's).
+            "client" | "server" => {
+                assert_eq!(
+                    ours[k].split(',').next(),
+                    v.split(',').next(),
+                    "{k}: {} vs {v}",
+                    ours[k]
+                );
+            }
+            // Our app's lifespan records the worker's pid.
+            "state" => assert!(ours[k].contains("started_by") && v.contains("started_by")),
+            _ => assert_eq!(&ours[k], v, "scope[{k:?}]"),
+        }
+    }
+}
+
+#[test]
+fn root_path_is_in_the_scope_and_prefixes_path() {
+    let (p, _log) = raw_app("asgi-root", &["-w", "1", "--root-path", "/api"], &[]);
+    p.wait_ready();
+    let (status, body) = get(p.port, "/scope%20x?a=1").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let line = |k: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}\t")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(line("root_path"), r#""/api""#);
+    assert_eq!(line("path"), r#""/api/scope x""#);
+    assert_eq!(line("raw_path"), r#""/api/scope%20x""#);
+    assert_eq!(line("query_string"), r#""a=1""#);
+}
+
+#[test]
+fn an_asgi2_app_is_served() {
+    let dir = scratch_dir("asgi2");
+    std::fs::copy(
+        repo().join("tests/apps/asgi_raw.py"),
+        dir.join("asgi_raw.py"),
+    )
+    .unwrap();
+    let p = Proc::spawn(
+        &rgunicorn(),
+        &dir,
+        &["asgi_raw:Asgi2", "-b", "127.0.0.1:0", "-k", UVICORN_WORKER],
+        &[],
+    );
+    p.wait_ready();
+    assert_eq!(get(p.port, "/x").unwrap(), (200, "asgi2 /x".to_string()));
+}
+
+#[test]
+fn an_exception_is_a_500_and_the_worker_keeps_serving() {
+    let (p, _log) = raw_app("asgi-error", &["-w", "1"], &[]);
+    p.wait_ready();
+    let (_, pid) = get(p.port, "/pid").unwrap();
+    let (status, body) = get(p.port, "/error").unwrap();
+    assert_eq!(status, 500);
+    assert!(body.contains("Internal Server Error"), "{body}");
+    wait_for("the traceback", Duration::from_secs(10), || {
+        p.log_has("ValueError: boom in the app")
+    });
+    assert!(p.log_has("Exception in ASGI application"));
+    // Failing after the response started: the connection is closed without
+    // the chunked terminator.
+    let (status, _, body) =
+        request(p.port, "GET /error-after-start HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("partial"), "{body}");
+    assert!(!body.ends_with("0\r\n\r\n"), "{body:?}");
+    let (status, again) = get(p.port, "/pid").unwrap();
+    assert_eq!((status, again), (200, pid), "the same worker serves on");
+}
+
+#[test]
+fn a_blocked_event_loop_is_killed_after_timeout() {
+    let (p, _log) = raw_app("asgi-block", &["-w", "1", "--timeout", "2"], &[]);
+    p.wait_ready();
+    let (_, pid) = get(p.port, "/pid").unwrap();
+    let started = Instant::now();
+    let port = p.port;
+    let blocked = std::thread::spawn(move || get(port, "/block?60"));
+    wait_for("WORKER TIMEOUT", Duration::from_secs(15), || {
+        p.log_has("WORKER TIMEOUT")
+    });
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The stuck request gets gunicorn's 500 or a closed connection.
+    let r = blocked.join().unwrap();
+    assert!(
+        r.as_ref().map_or(true, |(s, _)| *s == 500 || *s == 0),
+        "{r:?}"
+    );
+    wait_for("a new worker", Duration::from_secs(20), || {
+        get(p.port, "/pid").is_ok_and(|(s, b)| s == 200 && b != pid)
+    });
+}
+
+/// The three health routes: (status, body) each.
+fn health_routes(port: u16) -> Vec<(u16, String)> {
+    ["/health", "/health/worker", "/health/ready"]
+        .iter()
+        .map(|path| get(port, path).unwrap())
+        .collect()
+}
+
+#[test]
+fn fastapi_example_with_the_production_config_as_under_gunicorn() {
+    let conf = "examples/gunicorn.conf.py";
+    let app = "examples.fastapi_app.main:create_app()";
+    let env = [("PORT", "0"), ("WORKERS", "2")];
+    let ours = Proc::spawn(&rgunicorn(), &repo(), &[app, "-c", conf], &env);
+    let wait_200 = |port: u16| {
+        wait_for("the app", Duration::from_secs(30), || {
+            get(port, "/health").is_ok_and(|(s, _)| s == 200)
+        })
+    };
+    wait_200(ours.port);
+    let theirs = Proc::spawn(
+        &venv().join("bin/gunicorn"),
+        &repo(),
+        &[app, "-c", conf],
+        &env,
+    );
+    wait_200(theirs.port);
+    let a = health_routes(ours.port);
+    let b = health_routes(theirs.port);
+    assert_eq!(a[0], (200, r#"{"status":"healthy"}"#.to_string()));
+    assert_eq!(a[2], (200, r#"{"status":"ready"}"#.to_string()));
+    let prefix = r#"{"status":"healthy","worker_id":"#;
+    assert_eq!(a[1].0, 200);
+    assert!(
+        a[1].1.starts_with(prefix) && a[1].1.contains(r#","uptime_seconds":"#),
+        "{}",
+        a[1].1
+    );
+    // The same statuses and bodies as gunicorn + UvicornWorker (pid and
+    // uptime aside).
+    let shape = |(s, body): &(u16, String)| {
+        let cut = body.find(r#""worker_id":"#).map_or(body.len(), |i| i);
+        (*s, body[..cut].to_string())
+    };
+    assert_eq!(
+        a.iter().map(shape).collect::<Vec<_>>(),
+        b.iter().map(shape).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        get(ours.port, "/nope").unwrap(),
+        get(theirs.port, "/nope").unwrap()
+    );
+}
