@@ -71,63 +71,22 @@ impl AccessLog {
     }
 }
 
-/// A response body that counts what it sends and logs its request when it
-/// is done (ended or dropped, so an aborted response is logged too).
-pub struct LoggedBody<B> {
-    inner: B,
-    sent: u64,
-    started: std::time::Instant,
-    record: Option<Record>,
-    log: AccessLog,
-}
-
-impl<B> LoggedBody<B> {
-    /// `record` holds everything but `sent` and `request_time`.
-    pub fn new(inner: B, record: Record, started: std::time::Instant, log: AccessLog) -> Self {
-        LoggedBody {
-            inner,
-            sent: 0,
-            started,
-            record: Some(record),
-            log,
-        }
-    }
-}
-
-impl<B: http_body::Body + Unpin> http_body::Body for LoggedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        use bytes::Buf;
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.sent += data.remaining() as u64;
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl<B> Drop for LoggedBody<B> {
-    fn drop(&mut self) {
-        if let Some(mut record) = self.record.take() {
-            record.sent = Some(self.sent);
-            record.request_time = self.started.elapsed();
-            self.log.log(record);
-        }
+impl AccessLog {
+    /// Wrap `body` so that `record` is logged once the body is done (ended
+    /// or dropped, so an aborted response is logged too), with the bytes
+    /// sent and the time since `started`.
+    pub fn log_when_done<B>(
+        &self,
+        body: B,
+        mut record: Record,
+        started: std::time::Instant,
+    ) -> crate::app::OnDone<B> {
+        let log = self.clone();
+        crate::app::OnDone::new(body, move |sent| {
+            record.sent = Some(sent);
+            record.request_time = started.elapsed();
+            log.log(record);
+        })
     }
 }
 

@@ -251,3 +251,56 @@ impl<F: Future> Future for CatchUnwind<F> {
         }
     }
 }
+
+/// A response body that reports, once it is done (ended or dropped), how
+/// many body bytes went out.
+pub struct OnDone<B> {
+    inner: B,
+    sent: u64,
+    done: Option<Box<dyn FnOnce(u64) + Send>>,
+}
+
+impl<B> OnDone<B> {
+    pub fn new(inner: B, done: impl FnOnce(u64) + Send + 'static) -> Self {
+        OnDone {
+            inner,
+            sent: 0,
+            done: Some(Box::new(done)),
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for OnDone<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use bytes::Buf;
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.sent += data.remaining() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for OnDone<B> {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(self.sent);
+        }
+    }
+}

@@ -17,6 +17,7 @@ pub mod pidfile;
 pub mod process;
 pub mod pyapp;
 pub mod python;
+pub mod request_hooks;
 pub mod scoreboard;
 pub mod sock;
 pub mod strict_http;

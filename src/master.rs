@@ -596,6 +596,11 @@ impl<'py> Master<'py> {
             ppid: self.pid as i32,
             app: self.app.clone(),
             limits: Arc::new(crate::strict_http::Limits::from_config(py, &self.cfg)),
+            request_hooks: crate::request_hooks::RequestHooks::from_config(
+                py,
+                &self.cfg,
+                worker.clone_ref(py),
+            ),
             access_log: self.cfg.string(py, "accesslog").map(|target| {
                 let format = self.cfg.string(py, "access_log_format").unwrap_or_default();
                 (target, format)

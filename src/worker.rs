@@ -27,10 +27,11 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tower::ServiceExt;
 
-use crate::access_log::{AccessLog, LoggedBody, Record};
+use crate::access_log::{AccessLog, Record};
 use crate::app::ConnAddrs;
 use crate::app::{AppFactory, BoxApp, WorkerInfo};
 use crate::log;
+use crate::request_hooks::{RequestHooks, RequestInfo, ResponseInfo};
 use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
 use crate::strict_http::{GatedIo, Limits};
 
@@ -53,6 +54,8 @@ pub struct WorkerSetup {
     /// gunicorn's request strictness, applied by [`GatedIo`] before hyper
     /// reads a byte.
     pub limits: Arc<Limits>,
+    /// `pre_request` / `post_request`, when the config sets either.
+    pub request_hooks: Option<Arc<RequestHooks>>,
     /// `accesslog` target and `access_log_format`, when the log is on.
     pub access_log: Option<(String, String)>,
     /// TLS on every connection (`certfile`/`keyfile` set), its rustls
@@ -522,6 +525,11 @@ async fn serve_connection<I>(
                 .access_log
                 .as_ref()
                 .map(|_| access_record(&req, &remote_addr));
+            // The same for the request hooks.
+            let hook_info = setup
+                .request_hooks
+                .as_ref()
+                .map(|_| Arc::new(RequestInfo::new(&req, Some(&addrs))));
             async move {
                 state.in_flight.fetch_add(1, Ordering::AcqRel);
                 let slot = setup.scoreboard.slot(setup.slot);
@@ -537,12 +545,49 @@ async fn serve_connection<I>(
                         crate::process::wake_master();
                     }
                 }
-                let in_app = InApp::enter(fd);
-                let mut resp = match served.app.oneshot(req).await {
-                    Ok(resp) => resp,
-                    Err(never) => match never {},
+                let hooks = setup.request_hooks.as_ref().zip(hook_info.as_ref());
+                let pre_ok = match hooks {
+                    Some((hooks, info)) => hooks.pre(info, nr).await,
+                    None => true,
                 };
-                drop(in_app);
+                let mut resp = if pre_ok {
+                    let in_app = InApp::enter(fd);
+                    let resp = match served.app.oneshot(req).await {
+                        Ok(resp) => resp,
+                        Err(never) => match never {},
+                    };
+                    drop(in_app);
+                    resp
+                } else {
+                    // gunicorn: the request fails, post_request still runs.
+                    if let Some((hooks, info)) = hooks {
+                        hooks.post(info.clone(), None);
+                    }
+                    crate::app::internal_error()
+                };
+                if let (true, Some((hooks, info))) = (pre_ok, hooks) {
+                    let (hooks, info) = (hooks.clone(), info.clone());
+                    let status = resp.status();
+                    let reason = resp
+                        .extensions()
+                        .get::<hyper::ext::ReasonPhrase>()
+                        .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
+                        .or_else(|| status.canonical_reason().map(str::to_string))
+                        .unwrap_or_default();
+                    let headers = header_list(resp.headers());
+                    resp = resp.map(|body| {
+                        crate::app::OnDone::new(body, move |sent| {
+                            let done = ResponseInfo {
+                                status: status.as_u16(),
+                                reason,
+                                headers,
+                                sent,
+                            };
+                            hooks.post(info, Some(done));
+                        })
+                        .boxed_unsync()
+                    });
+                }
                 if *drain.borrow() {
                     resp.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -557,9 +602,7 @@ async fn serve_connection<I>(
                     (Some(mut record), Some(access)) => {
                         record.status = resp.status().as_u16();
                         record.response_headers = header_list(resp.headers());
-                        resp.map(|body| {
-                            LoggedBody::new(body, record, started, access.clone()).boxed_unsync()
-                        })
+                        resp.map(|body| access.log_when_done(body, record, started).boxed_unsync())
                     }
                     _ => resp,
                 };

@@ -1079,7 +1079,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Callable(2),
         short: "Called just before a worker processes the request.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "post_request",
@@ -1092,7 +1092,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: PostRequest,
         short: "Called after a worker processes the request.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "child_exit",

@@ -1,0 +1,152 @@
+//! `pre_request` and `post_request` as gunicorn calls them: with gunicorn's
+//! `req`/`resp` attributes and the minimal environ, a failing `pre_request`
+//! fails its request with a 500 and `post_request(worker, req, {}, None)`
+//! still runs, a failing `post_request` is logged and changes nothing.
+
+mod common;
+
+use common::server::*;
+use common::*;
+
+const CONF: &str = r#"
+bind = "127.0.0.1:0"
+workers = 1
+import os, json
+LOG = os.environ["HOOK_LOG"] + ".req"
+def _rec(d):
+    with open(LOG, "a") as f:
+        f.write(json.dumps(d, sort_keys=True) + "\n")
+def pre_request(worker, req):
+    if req.path == "/boom-pre":
+        raise RuntimeError("pre_request failed on purpose")
+    _rec({"hook": "pre", "pid": os.getpid(), "worker": worker.pid, "nr": worker.nr,
+          "method": req.method, "uri": req.uri, "path": req.path, "query": req.query,
+          "version": list(req.version), "ua": dict(req.headers).get("USER-AGENT")})
+def post_request(worker, req, environ, resp):
+    if req.path == "/boom-post":
+        raise RuntimeError("post_request failed on purpose")
+    _rec({"hook": "post", "path": req.path, "env_path": environ.get("PATH_INFO"),
+          "env_ua": environ.get("HTTP_USER_AGENT"), "env_empty": environ == {},
+          "status": None if resp is None else resp.status,
+          "code": None if resp is None else resp.status_code,
+          "sent": None if resp is None else resp.sent})
+"#;
+
+fn records(server: &Server) -> Vec<String> {
+    let path = format!("{}.req", server.hook_log.display());
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn raw(port: u16, head: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn pre_and_post_request_as_gunicorn() {
+    let dir = scratch_dir("reqhooks");
+    std::fs::write(dir.join("reqhooks.conf.py"), CONF).unwrap();
+    let server = Server::start(&dir, &["-c", "reqhooks.conf.py"]);
+    let worker = server.worker_pids()[0];
+
+    let resp = raw(
+        server.port,
+        "GET /health?x=1 HTTP/1.1\r\nHost: t\r\nUser-Agent: t/1\r\nConnection: close\r\n\r\n",
+    );
+    let body_len = resp.split("\r\n\r\n").nth(1).unwrap().len();
+    server.wait_until(|| {
+        records(&server)
+            .iter()
+            .any(|l| l.contains(r#""env_ua": "t/1""#))
+    });
+    let recs = records(&server);
+    // The readiness probe made a first /health request; this is ours.
+    let pre = recs
+        .iter()
+        .find(|l| l.contains(r#""uri": "/health?x=1""#))
+        .unwrap();
+    for want in [
+        format!(r#""pid": {worker}"#),
+        format!(r#""worker": {worker}"#),
+        r#""method": "GET""#.to_string(),
+        r#""uri": "/health?x=1""#.to_string(),
+        r#""query": "x=1""#.to_string(),
+        r#""version": [1, 1]"#.to_string(),
+        r#""ua": "t/1""#.to_string(),
+    ] {
+        assert!(pre.contains(&want), "{want} in {pre}");
+    }
+    assert!(
+        !pre.contains(r#""nr": 0"#),
+        "worker.nr counts requests: {pre}"
+    );
+    let post = recs
+        .iter()
+        .find(|l| l.contains(r#""env_ua": "t/1""#))
+        .unwrap();
+    for want in [
+        r#""env_path": "/health""#.to_string(),
+        r#""env_ua": "t/1""#.to_string(),
+        r#""env_empty": false"#.to_string(),
+        r#""status": "200 OK""#.to_string(),
+        r#""code": 200"#.to_string(),
+        format!(r#""sent": {body_len}"#),
+    ] {
+        assert!(post.contains(&want), "{want} in {post}");
+    }
+
+    // A failing pre_request: 500, traceback logged, post_request with {} and None.
+    let resp = raw(
+        server.port,
+        "GET /boom-pre HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 500"), "{resp}");
+    server.wait_until(|| {
+        records(&server)
+            .iter()
+            .any(|l| l.contains(r#""path": "/boom-pre""#))
+    });
+    let post = records(&server)
+        .into_iter()
+        .find(|l| l.contains(r#""path": "/boom-pre""#))
+        .unwrap();
+    assert!(
+        post.contains(r#""env_empty": true"#) && post.contains(r#""status": null"#),
+        "{post}"
+    );
+    server.wait_until(|| {
+        server
+            .stderr_lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("pre_request failed on purpose"))
+    });
+
+    // A failing post_request: logged, the response as the app made it.
+    let resp = raw(
+        server.port,
+        "GET /boom-post HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
+    server.wait_until(|| {
+        let lines = server.stderr_lines.lock().unwrap();
+        lines
+            .iter()
+            .any(|l| l.contains("Exception in post_request hook"))
+            && lines
+                .iter()
+                .any(|l| l.contains("post_request failed on purpose"))
+    });
+    assert_eq!(server.stop(), 0);
+}
