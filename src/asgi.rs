@@ -252,7 +252,7 @@ pub fn app_factory(py: Python<'_>, cfg: &Config, uri: &str) -> anyhow::Result<Ap
     let settings = Settings::from_config(py, cfg);
     let uri = uri.to_string();
     Ok(Arc::new(move |info: &WorkerInfo| {
-        let app = Python::attach(|py| match pyapp::import_app(py, &uri) {
+        let app = Python::attach(|py| match pyapp::worker_app(py, &uri) {
             Ok(app) => Ok(app),
             Err(AppError::NotFound(msg)) => {
                 log::debug("Exception while loading the application");

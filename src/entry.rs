@@ -123,6 +123,7 @@ fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> 
                 .map_err(|e| anyhow::anyhow!("can't daemonize: {e}"))?;
         }
         add_pythonpath(py, &cfg)?;
+        let mut python_app = None;
         let app = match (rust_app, cfg.app_uri.as_deref()) {
             (Some(app), uri) => {
                 crate::log::info(&format!(
@@ -138,12 +139,15 @@ fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> 
             }
             // A Python app: the interface from worker_class (or detected),
             // imported in each worker after fork.
-            (None, Some(uri)) => crate::wsgi::app_factory(py, &cfg, uri)?,
+            (None, Some(uri)) => {
+                python_app = Some(uri.to_string());
+                crate::wsgi::app_factory(py, &cfg, uri)?
+            }
             (None, None) => {
                 anyhow::bail!("PasteDeploy applications (--paste) are not supported by rgunicorn")
             }
         };
-        serve(py, argv, reexec, cfg, app)
+        serve(py, argv, reexec, cfg, app, python_app.as_deref())
     })
 }
 
@@ -154,9 +158,11 @@ pub fn serve(
     reexec: Vec<String>,
     cfg: Config,
     app: AppFactory,
+    python_app: Option<&str>,
 ) -> anyhow::Result<u8> {
     use crate::master::{Master, MasterError};
-    let master = Master::new(py, argv, reexec, cfg, app)?;
+    let python_app = python_app.map(str::to_string);
+    let master = Master::new(py, argv, reexec, cfg, app)?.with_python_app(python_app);
     match master.run() {
         Ok(code) => Ok(code),
         Err(MasterError::Startup(msg)) => {

@@ -88,6 +88,9 @@ pub struct Master<'py> {
     pidfile: Option<Pidfile>,
     pid: u32,
     systemd: bool,
+    /// APP_MODULE when the app is a Python one (imported here with
+    /// `preload_app`).
+    python_app: Option<String>,
     /// The environment before `raw_env` was exported (restored on HUP).
     env_orig: std::collections::HashMap<std::ffi::OsString, std::ffi::OsString>,
     /// TLS for every connection (`certfile`/`keyfile`), built at start and
@@ -167,7 +170,14 @@ impl<'py> Master<'py> {
             systemd: false,
             env_orig: std::env::vars_os().collect(),
             tls: None,
+            python_app: None,
         })
+    }
+
+    /// The app is the Python app `uri` (so `preload_app` imports it here).
+    pub fn with_python_app(mut self, uri: Option<String>) -> Self {
+        self.python_app = uri;
+        self
     }
 
     fn hook(
@@ -210,6 +220,14 @@ impl<'py> Master<'py> {
         self.set_num_workers(self.cfg.int(py, "workers").max(1) as usize, None)
             .map_err(|e| MasterError::StartupHook(self.traceback(&e)))?;
         self.export_env().map_err(MasterError::Startup)?;
+        // preload_app: import in the master, after raw_env (gunicorn's
+        // order); a failure ends the start with the traceback, exit 1.
+        if let (true, Some(uri)) = (self.cfg.bool(py, "preload_app"), &self.python_app) {
+            crate::pyapp::preload(py, uri).map_err(|e| match e {
+                crate::pyapp::AppError::Import(tb) => MasterError::StartupHook(tb),
+                crate::pyapp::AppError::NotFound(msg) => MasterError::Startup(msg),
+            })?;
+        }
 
         log::info(&format!("Starting rgunicorn {}", env!("CARGO_PKG_VERSION")));
         self.server.borrow_mut(py).pid = (self.pid as i64)

@@ -159,3 +159,25 @@ fn called_with_wrong_args(py: Python<'_>, err: &PyErr) -> bool {
         Some(tb) => tb.getattr("tb_next").map(|n| n.is_none()).unwrap_or(true),
     }
 }
+
+/// The app imported in the master by `preload_app`, shared by every worker
+/// forked afterwards (a HUP keeps it: preloaded code is not reloaded, as in
+/// gunicorn).
+static PRELOADED: std::sync::OnceLock<Py<PyAny>> = std::sync::OnceLock::new();
+
+/// `preload_app`: import the app in the master, before any fork.
+pub fn preload(py: Python<'_>, uri: &str) -> Result<(), AppError> {
+    if PRELOADED.get().is_none() {
+        let app = import_app(py, uri)?;
+        let _ = PRELOADED.set(app);
+    }
+    Ok(())
+}
+
+/// In a worker: the preloaded app, or the app imported now (after fork).
+pub fn worker_app(py: Python<'_>, uri: &str) -> Result<Py<PyAny>, AppError> {
+    match PRELOADED.get() {
+        Some(app) => Ok(app.clone_ref(py)),
+        None => import_app(py, uri),
+    }
+}

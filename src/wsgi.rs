@@ -252,7 +252,7 @@ pub fn app_factory(py: Python<'_>, cfg: &Config, uri: &str) -> anyhow::Result<Ap
 /// threads. `Err` is the exit status, the reason already logged.
 fn load(settings: &Settings, info: &WorkerInfo) -> Result<BoxApp, i32> {
     let loaded = Python::attach(|py| -> Result<Loaded, i32> {
-        let app = match pyapp::import_app(py, &settings.uri) {
+        let app = match pyapp::worker_app(py, &settings.uri) {
             Ok(app) => app,
             Err(AppError::NotFound(msg)) => {
                 // gunicorn prints an AppImportError as is, on stderr.

@@ -682,3 +682,42 @@ fn hup_reloads_app_code() {
     server.wait_until(|| (0..4).all(|_| get(server.port, "/version").text() == "two"));
     assert_eq!(server.stop(), 0);
 }
+
+#[test]
+fn preload_app_imports_in_the_master_and_hup_keeps_the_code() {
+    let dir = app_dir("wsgi-preload", "");
+    let server = start(&rgunicorn(), &dir, &["wsgi_app", "--preload"]);
+    let master = server.pid().to_string();
+    assert_eq!(get(server.port, "/imported_in").text(), master);
+    let workers = server.worker_pids();
+    // HUP: new workers, the same preloaded code (gunicorn's behaviour).
+    let path = dir.join("wsgi_app.py");
+    let code = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        code.replace("VERSION = \"one\"", "VERSION = \"two\""),
+    )
+    .unwrap();
+    server.signal("HUP");
+    server.wait_until(|| {
+        let now = server.worker_pids();
+        now.len() == 2 && now.iter().all(|p| !workers.contains(p))
+    });
+    assert!((0..4).all(|_| get(server.port, "/version").text() == "one"));
+    assert_eq!(server.stop(), 0);
+
+    // Without preload each worker imports after fork.
+    let server = start(&rgunicorn(), &dir, &["wsgi_app"]);
+    let imported_in: i32 = get(server.port, "/imported_in").text().parse().unwrap();
+    assert!(server.worker_pids().contains(&imported_in));
+    assert_eq!(server.stop(), 0);
+
+    // A preloaded import that fails ends the start: traceback, exit 1.
+    let (code, err) = run_to_exit(&rgunicorn(), &dir, &["wsgi_broken", "--preload"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Traceback") && err.contains("boom at import"),
+        "{err}"
+    );
+    assert!(!err.contains("Booting worker"), "{err}");
+}

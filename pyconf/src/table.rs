@@ -468,7 +468,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Load application code before the worker processes are forked.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "sendfile",

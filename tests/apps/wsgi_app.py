@@ -31,6 +31,8 @@ import threading
 import time
 
 VERSION = "one"
+# The process that imported this module (the master with preload_app).
+IMPORTED_IN = os.getpid()
 
 MARKER_DIR = os.environ.get("MARKER_DIR", ".")
 
@@ -212,6 +214,9 @@ def application(environ, start_response):
         t.start()
         t.join(10)
         return _json(start_response, {"sum": box[0] if box else None})
+    if path == "/imported_in":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(IMPORTED_IN).encode()]
     if path == "/version":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [VERSION.encode()]
