@@ -250,7 +250,7 @@ fn atom(r: &Record, key: &str, now: &str) -> Value {
         "r" => Value::Str(format!("{} {} {}", r.method, r.raw_uri, r.protocol)),
         "s" => Value::Int(r.status as u128),
         "m" => Value::Str(r.method.clone()),
-        "U" => Value::Str(percent_decode_latin1(path)),
+        "U" => Value::Str(crate::text::percent_decode_latin1(path)),
         "q" => Value::Str(query.to_string()),
         "H" => Value::Str(r.protocol.to_string()),
         "b" => Value::Str(r.sent.map(|n| n.to_string()).unwrap_or_else(|| "-".into())),
@@ -272,7 +272,7 @@ fn environ(r: &Record, name: &str, path: &str, query: &str) -> Option<String> {
     match name {
         "request_method" => Some(r.method.clone()),
         "raw_uri" => Some(r.raw_uri.clone()),
-        "path_info" => Some(percent_decode_latin1(path)),
+        "path_info" => Some(crate::text::percent_decode_latin1(path)),
         "query_string" => Some(query.to_string()),
         "server_protocol" => Some(r.protocol.to_string()),
         "remote_addr" => Some(r.remote_addr.clone()),
@@ -287,26 +287,6 @@ fn environ(r: &Record, name: &str, path: &str, query: &str) -> Option<String> {
             (!values.is_empty()).then(|| values.join(","))
         }
     }
-}
-
-/// `PATH_INFO` as WSGI has it: percent-decoded bytes read as latin-1.
-pub fn percent_decode_latin1(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = String::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(char::from((h * 16 + l) as u8));
-                i += 3;
-                continue;
-            }
-        }
-        out.push(char::from(b[i]));
-        i += 1;
-    }
-    out
 }
 
 /// The user of `Authorization: Basic ...` (gunicorn's `_get_user`).
@@ -405,8 +385,6 @@ mod tests {
 
     #[test]
     fn decoding() {
-        assert_eq!(percent_decode_latin1("/%41%zz%"), "/A%zz%");
-        assert_eq!(percent_decode_latin1("/%e9"), "/\u{e9}");
         assert_eq!(base64_decode("dXNlcjpwYXNz").unwrap(), b"user:pass");
         assert_eq!(basic_user("Bearer x"), None);
     }

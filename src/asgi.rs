@@ -46,12 +46,10 @@ use pyconf::Config;
 use crate::app::{full, internal_error, AppFactory, BoxApp, BoxError, ConnAddrs, ResponseBody};
 use crate::app::{LoopBeat, WorkerInfo};
 use crate::log;
-use crate::pyapp::{self, AppError};
+use crate::pyapp;
 use crate::strict_http::Limits;
 
-/// gunicorn's worker exit statuses.
-const WORKER_BOOT_ERROR: i32 = 3;
-const APP_LOAD_ERROR: i32 = 4;
+use crate::master::WORKER_BOOT_ERROR;
 
 /// Request body bytes buffered ahead of the app before the pump pauses.
 const BODY_HIGH_WATER: usize = 256 * 1024;
@@ -252,37 +250,12 @@ pub fn app_factory(py: Python<'_>, cfg: &Config, uri: &str) -> anyhow::Result<Ap
     let settings = Settings::from_config(py, cfg);
     let uri = uri.to_string();
     Ok(Arc::new(move |info: &WorkerInfo| {
-        let app = Python::attach(|py| match pyapp::worker_app(py, &uri) {
-            Ok(app) => Ok(app),
-            Err(AppError::NotFound(msg)) => {
-                log::debug("Exception while loading the application");
-                eprintln!("{msg}");
-                Err(APP_LOAD_ERROR)
-            }
-            Err(AppError::Import(tb)) => {
-                log::error(&format!("Exception in worker process\n{}", tb.trim_end()));
-                Err(WORKER_BOOT_ERROR)
-            }
-        });
+        let app = Python::attach(|py| pyapp::worker_app_or_status(py, &uri));
         match app.and_then(|app| serve_imported(&settings, app, info)) {
             Ok(app) => app,
             Err(code) => crate::process::exit_now(code),
         }
     }))
-}
-
-/// The worker's app factory for an ASGI app already imported (preloaded in
-/// the master): the loop and lifespan still start in each worker.
-pub fn app_factory_for(py: Python<'_>, cfg: &Config, app: Py<PyAny>) -> AppFactory {
-    let settings = Settings::from_config(py, cfg);
-    let app = Arc::new(app);
-    Arc::new(move |info: &WorkerInfo| {
-        let app = Python::attach(|py| app.clone_ref(py));
-        match serve_imported(&settings, app, info) {
-            Ok(app) => app,
-            Err(code) => crate::process::exit_now(code),
-        }
-    })
 }
 
 /// In the worker, after fork: start the asyncio thread for `app`, run the
@@ -1027,7 +1000,7 @@ fn build_scope<'py>(
     scope.set_item(intern!(py, "method"), parts.method.as_str())?;
     let raw = parts.uri.path().as_bytes();
     let path = if raw.contains(&b'%') {
-        String::from_utf8_lossy(&percent_decode(raw)).into_owned()
+        String::from_utf8_lossy(&crate::text::percent_decode(raw)).into_owned()
     } else {
         String::from_utf8_lossy(raw).into_owned()
     };
@@ -1045,25 +1018,6 @@ fn build_scope<'py>(
         PyBytes::new(py, parts.uri.query().unwrap_or("").as_bytes()),
     )?;
     Ok(scope)
-}
-
-/// `urllib.parse.unquote`'s byte level: `%XX` decoded, others kept.
-fn percent_decode(s: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%' && i + 2 < s.len() {
-            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(s[i]);
-        i += 1;
-    }
-    out
 }
 
 /// One request as the app sees it: `receive` and `send`.

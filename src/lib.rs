@@ -21,6 +21,7 @@ pub mod request_hooks;
 pub mod scoreboard;
 pub mod sock;
 pub mod strict_http;
+pub mod text;
 pub mod tls;
 pub mod worker;
 pub mod wsgi;

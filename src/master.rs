@@ -96,6 +96,9 @@ pub struct Master<'py> {
     /// TLS for every connection (`certfile`/`keyfile`), built at start and
     /// on HUP; workers inherit it.
     tls: Option<crate::tls::Tls>,
+    /// The request-strictness settings, read once per configuration (at
+    /// start and on HUP) and shared by the workers forked under it.
+    limits: Arc<crate::strict_http::Limits>,
 }
 
 /// Errors that end the master the way gunicorn's would.
@@ -147,8 +150,10 @@ impl<'py> Master<'py> {
             },
         )
         .map_err(|e| startup(e.to_string()))?;
+        let limits = Arc::new(crate::strict_http::Limits::from_config(py, &cfg));
         Ok(Master {
             py,
+            limits,
             argv,
             reexec_argv,
             start_cwd: std::env::current_dir().unwrap_or_default(),
@@ -420,6 +425,7 @@ impl<'py> Master<'py> {
             }
         }
         self.cfg = cfg;
+        self.limits = Arc::new(crate::strict_http::Limits::from_config(py, &self.cfg));
         if let Err(e) = log::configure(
             self.cfg.string(py, "errorlog").as_deref(),
             &self.cfg.string(py, "loglevel").unwrap_or_default(),
@@ -613,7 +619,7 @@ impl<'py> Master<'py> {
             worker_connections: self.cfg.int(py, "worker_connections").max(1) as usize,
             ppid: self.pid as i32,
             app: self.app.clone(),
-            limits: Arc::new(crate::strict_http::Limits::from_config(py, &self.cfg)),
+            limits: self.limits.clone(),
             request_hooks: crate::request_hooks::RequestHooks::from_config(
                 py,
                 &self.cfg,

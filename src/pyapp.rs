@@ -181,3 +181,22 @@ pub fn worker_app(py: Python<'_>, uri: &str) -> Result<Py<PyAny>, AppError> {
         None => import_app(py, uri),
     }
 }
+
+/// [`worker_app`] as a worker's boot needs it: a failure is logged as
+/// gunicorn logs it and becomes the worker's exit status (4: the app
+/// object is not there; 3: an exception while importing).
+pub fn worker_app_or_status(py: Python<'_>, uri: &str) -> Result<Py<PyAny>, i32> {
+    use crate::master::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
+    worker_app(py, uri).map_err(|e| match e {
+        AppError::NotFound(msg) => {
+            // gunicorn prints an AppImportError as is, on stderr.
+            crate::log::debug("Exception while loading the application");
+            eprintln!("{msg}");
+            APP_LOAD_ERROR
+        }
+        AppError::Import(tb) => {
+            crate::log::error(&format!("Exception in worker process\n{}", tb.trim_end()));
+            WORKER_BOOT_ERROR
+        }
+    })
+}

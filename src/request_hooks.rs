@@ -168,7 +168,7 @@ impl RequestInfo {
                 .map(|(k, v)| {
                     (
                         k.as_str().to_ascii_uppercase(),
-                        v.as_bytes().iter().map(|&b| char::from(b)).collect(),
+                        crate::text::latin1(v.as_bytes()),
                     )
                 })
                 .collect(),
@@ -217,7 +217,7 @@ fn py_request<'py>(py: Python<'py>, info: &RequestInfo) -> PyResult<Bound<'py, P
         PyRequest {
             method: info.method.clone(),
             uri: info.uri.clone(),
-            path: crate::access_log::percent_decode_latin1(&info.path),
+            path: crate::text::percent_decode_latin1(&info.path),
             query: info.query.clone(),
             fragment: String::new(),
             version: info.version,
@@ -261,10 +261,7 @@ fn environ<'py>(py: Python<'py>, info: &RequestInfo) -> PyResult<Bound<'py, PyDi
     let env = PyDict::new(py);
     env.set_item("REQUEST_METHOD", &info.method)?;
     env.set_item("RAW_URI", &info.uri)?;
-    env.set_item(
-        "PATH_INFO",
-        crate::access_log::percent_decode_latin1(&info.path),
-    )?;
+    env.set_item("PATH_INFO", crate::text::percent_decode_latin1(&info.path))?;
     env.set_item("QUERY_STRING", &info.query)?;
     env.set_item(
         "SERVER_PROTOCOL",

@@ -377,39 +377,16 @@ fn spawn_accept_loop(
                         let slot = setup.scoreboard.slot(setup.slot);
                         match conn {
                             Conn::Tcp(s) => {
-                                let fd = s.as_raw_fd();
                                 let addrs = ConnAddrs {
                                     peer: s.peer_addr().ok(),
                                     server: server_addr,
                                     tls: false,
                                 };
-                                let peer = addrs.peer.map(|a| a.ip());
-                                let remote = peer.map(|ip| ip.to_string()).unwrap_or_default();
-                                serve_stream(
-                                    s,
-                                    fd,
-                                    remote,
-                                    addrs,
-                                    peer,
-                                    setup.clone(),
-                                    served,
-                                    drain,
-                                )
-                                .await
+                                serve_stream(s, addrs, setup.clone(), served, drain).await
                             }
                             Conn::Unix(s) => {
-                                let fd = s.as_raw_fd();
-                                serve_stream(
-                                    s,
-                                    fd,
-                                    String::new(),
-                                    ConnAddrs::default(),
-                                    None,
-                                    setup.clone(),
-                                    served,
-                                    drain,
-                                )
-                                .await
+                                let addrs = ConnAddrs::default();
+                                serve_stream(s, addrs, setup.clone(), served, drain).await
                             }
                         }
                         slot.connections.fetch_sub(1, Ordering::AcqRel);
@@ -429,36 +406,32 @@ fn spawn_accept_loop(
 /// Serve one accepted connection, through a TLS handshake first when TLS
 /// is on (bounded by `header_read_timeout`; a failed one is logged and
 /// closes the connection).
-#[allow(clippy::too_many_arguments)]
 async fn serve_stream<S>(
     stream: S,
-    fd: RawFd,
-    remote_addr: String,
     mut addrs: ConnAddrs,
-    peer: Option<std::net::IpAddr>,
     setup: Arc<WorkerSetup>,
     served: Served,
     drain: watch::Receiver<bool>,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + AsRawFd + Unpin + Send + 'static,
 {
     let limits = setup.limits.clone();
+    let peer = addrs.peer.map(|a| a.ip());
     match setup.tls.clone() {
         None => {
+            let fd = stream.as_raw_fd();
             let io = GatedIo::new(TokioIo::new(stream), limits, peer);
-            serve_connection(io, fd, remote_addr, addrs, setup, served, drain).await
+            serve_connection(io, fd, addrs, setup, served, drain).await
         }
         Some(tls) => {
-            let Some(stream) = tls
-                .accept(stream, setup.header_read_timeout, &remote_addr)
-                .await
-            else {
+            let remote = peer.map(|ip| ip.to_string()).unwrap_or_default();
+            let Some(stream) = tls.accept(stream, setup.header_read_timeout, &remote).await else {
                 return;
             };
             addrs.tls = true;
             let io = GatedIo::new(TokioIo::new(stream), limits, peer);
             // No fd: on abort the signal thread can't answer inside TLS.
-            serve_connection(io, -1, remote_addr, addrs, setup, served, drain).await
+            serve_connection(io, -1, addrs, setup, served, drain).await
         }
     }
 }
@@ -498,7 +471,6 @@ async fn wait_for_fair_share(setup: &WorkerSetup) {
 async fn serve_connection<I>(
     io: I,
     fd: RawFd,
-    remote_addr: String,
     addrs: ConnAddrs,
     setup: Arc<WorkerSetup>,
     served: Served,
@@ -514,7 +486,6 @@ async fn serve_connection<I>(
     let service = {
         let (state, setup, served, drain) =
             (state.clone(), setup.clone(), served.clone(), drain.clone());
-        let remote_addr: Arc<str> = remote_addr.into();
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(addrs);
             let (state, setup, served, drain) =
@@ -524,7 +495,7 @@ async fn serve_connection<I>(
             let logged = served
                 .access_log
                 .as_ref()
-                .map(|_| access_record(&req, &remote_addr));
+                .map(|_| access_record(&req, &addrs));
             // The same for the request hooks.
             let hook_info = setup
                 .request_hooks
@@ -671,9 +642,9 @@ async fn serve_connection<I>(
 }
 
 /// The request's part of an access-log record.
-fn access_record(req: &Request<Incoming>, remote_addr: &str) -> Record {
+fn access_record(req: &Request<Incoming>, addrs: &ConnAddrs) -> Record {
     Record {
-        remote_addr: remote_addr.to_string(),
+        remote_addr: addrs.peer.map(|p| p.ip().to_string()).unwrap_or_default(),
         method: req.method().to_string(),
         raw_uri: req.uri().to_string(),
         protocol: match req.version() {
@@ -693,9 +664,6 @@ fn access_record(req: &Request<Incoming>, remote_addr: &str) -> Record {
 fn header_list(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
-        .map(|(k, v)| {
-            let value = v.as_bytes().iter().map(|&b| char::from(b)).collect();
-            (k.as_str().to_string(), value)
-        })
+        .map(|(k, v)| (k.as_str().to_string(), crate::text::latin1(v.as_bytes())))
         .collect()
 }

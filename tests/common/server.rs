@@ -184,9 +184,32 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// TERM, so the master stops its workers (a SIGKILLed master leaves a
+    /// blocked worker behind), then SIGKILL if it is still there.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if self.child.try_wait().ok().flatten().is_none() {
+            terminate(self.pid(), || {
+                self.child.try_wait().ok().flatten().is_some()
+            });
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
+    }
+}
+
+/// Send TERM to `pid` and wait (at most 10 s) until `gone()`, then SIGKILL.
+fn terminate(pid: i32, mut gone: impl FnMut() -> bool) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gone() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !gone() {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
     }
 }
 
@@ -319,9 +342,9 @@ pub struct KillOnDrop(pub i32);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &self.0.to_string()])
-            .status();
+        if alive(self.0) {
+            terminate(self.0, || !alive(self.0));
+        }
     }
 }
 
