@@ -56,13 +56,9 @@ impl RequestHooks {
         cfg: &pyconf::Config,
         worker: Py<PyWorker>,
     ) -> Option<Arc<RequestHooks>> {
-        let set = |name: &str| -> Option<Py<PyAny>> {
-            let hook = cfg.hook(py, name);
-            let default = hook
-                .getattr("__module__")
-                .map(|m| m.to_string() == "rgunicorn.config")
-                .unwrap_or(false);
-            (!default).then(|| hook.unbind())
+        let set = |name: &str| {
+            cfg.hook_is_set(py, name)
+                .then(|| cfg.hook(py, name).unbind())
         };
         let pre = set("pre_request");
         let post = set("post_request").map(|h| (h, cfg.hook_arity(py, "post_request")));

@@ -61,7 +61,7 @@ impl Settings {
             ciphers: cfg.string(py, "ciphers"),
             suppress_ragged_eofs: cfg.bool(py, "suppress_ragged_eofs"),
             http_protocols: cfg.list(py, "http_protocols"),
-            ssl_context_set: hook_is_set(py, cfg, "ssl_context"),
+            ssl_context_set: cfg.hook_is_set(py, "ssl_context"),
         }
     }
 
@@ -69,17 +69,6 @@ impl Settings {
     pub fn is_ssl(&self) -> bool {
         self.certfile.is_some() || self.keyfile.is_some()
     }
-}
-
-/// A hook that is not the configuration's default no-op (those are made
-/// in the `rgunicorn.config` module, see `pyconf`).
-fn hook_is_set(py: pyo3::Python<'_>, cfg: &pyconf::Config, name: &str) -> bool {
-    use pyo3::types::PyAnyMethods;
-    cfg.hook(py, name)
-        .getattr("__module__")
-        .and_then(|m| m.extract::<String>())
-        .map(|m| m != "rgunicorn.config")
-        .unwrap_or(true)
 }
 
 /// The TLS side of every connection of a worker: cheap to clone.

@@ -417,7 +417,7 @@ async fn serve_stream<S>(
 {
     let limits = setup.limits.clone();
     let peer = addrs.peer.map(|a| a.ip());
-    match setup.tls.clone() {
+    match &setup.tls {
         None => {
             let fd = stream.as_raw_fd();
             let io = GatedIo::new(TokioIo::new(stream), limits, peer);

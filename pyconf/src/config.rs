@@ -177,6 +177,11 @@ impl Config {
         self.get(py, name)
     }
 
+    /// The hook `name` is set by the configuration (not the default no-op).
+    pub fn hook_is_set(&self, py: Python<'_>, name: &str) -> bool {
+        !is_default_hook(&self.hook(py, name))
+    }
+
     /// How many positional parameters a hook takes (`post_request`: 2, 3 or 4).
     pub fn hook_arity(&self, py: Python<'_>, name: &str) -> usize {
         validate::arity(py, &self.hook(py, name)).unwrap_or(0)
@@ -237,11 +242,7 @@ impl Config {
                 let current = self.values[i].bind(py);
                 let default = defaults.values[i].bind(py);
                 let same = if s.is_hook() {
-                    // Default hooks are the no-ops made by `default_hook`.
-                    current
-                        .getattr("__module__")
-                        .map(|m| py_str(&m) == "rgunicorn.config")
-                        .unwrap_or(false)
+                    is_default_hook(current)
                 } else {
                     current.eq(default).unwrap_or(false)
                 };
@@ -443,6 +444,14 @@ pub struct Sources<'a> {
     pub version: &'a str,
     pub args: &'a [String],
     pub cmd_args_env: Option<&'a str>,
+}
+
+/// Default hooks are the no-ops made by `default_hook`, whose module is
+/// `rgunicorn.config`.
+fn is_default_hook(hook: &Bound<'_, PyAny>) -> bool {
+    hook.getattr("__module__")
+        .map(|m| py_str(&m) == "rgunicorn.config")
+        .unwrap_or(false)
 }
 
 /// gunicorn's `Application.load_config` + `WSGIApplication`: the whole
