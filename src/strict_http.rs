@@ -496,6 +496,20 @@ pub struct Framer {
     proxy_done: bool,
     proxy_info: Option<ProxyInfo>,
     error: Option<RequestError>,
+    /// The incomplete head seen by the last full scan, so that bytes
+    /// trickling in are not rescanned from the start each time.
+    head_wait: Option<HeadWait>,
+}
+
+/// What the last full scan of an incomplete head found.
+#[derive(Clone, Copy)]
+struct HeadWait {
+    /// Bytes of the head scanned.
+    len: usize,
+    /// Where the request line began (after an ignored empty line).
+    start: usize,
+    /// Where the header block begins, once the request line is complete.
+    after_line: Option<usize>,
 }
 
 /// One parsed header field.
@@ -649,6 +663,7 @@ impl Framer {
             heads_released: 0,
             proxy_info: None,
             error: None,
+            head_wait: None,
         }
     }
 
@@ -1012,6 +1027,25 @@ impl Framer {
                 Ok(Step::NeedMore)
             }
         };
+        // Bytes with no LF can't end a line or the head, nor be a bare LF:
+        // unless they cross a size limit, the answer is still "need more".
+        if let Some(w) = self.head_wait {
+            if rest.len() >= w.len && !rest[w.len..].contains(&b'\n') {
+                let limit = self.limits.request_line_limit();
+                let within = match w.after_line {
+                    Some(after) => rest.len() - after <= self.limits.max_buffer_headers(),
+                    None => limit == 0 || (rest.len() - w.start).saturating_sub(2) <= limit,
+                };
+                if within {
+                    self.head_wait = Some(HeadWait {
+                        len: rest.len(),
+                        ..w
+                    });
+                    return need_more(eof);
+                }
+            }
+        }
+        self.head_wait = None;
         // RFC 9112 2.2: one empty line before the request line is ignored.
         let mut start = 0;
         if rest == b"\r" {
@@ -1031,6 +1065,11 @@ impl Framer {
             if limit > 0 && data.len().saturating_sub(2) > limit {
                 return Err(RequestError::limit_line(data.len(), limit));
             }
+            self.head_wait = Some(HeadWait {
+                len: rest.len(),
+                start,
+                after_line: None,
+            });
             return need_more(eof);
         };
         if limit > 0 && line_end > limit {
@@ -1053,6 +1092,11 @@ impl Framer {
             if hdata.len() > self.limits.max_buffer_headers() {
                 return Err(RequestError::limit_headers("max buffer headers"));
             }
+            self.head_wait = Some(HeadWait {
+                len: rest.len(),
+                start,
+                after_line: Some(after_line),
+            });
             return need_more(eof);
         }
         let req = self.request_line(line)?;
