@@ -151,6 +151,25 @@ pub struct ConnAddrs {
     /// The connection is TLS (`certfile` set): `wsgi.url_scheme` is
     /// `https` unless a trusted proxy's `secure_scheme_headers` say otherwise.
     pub tls: bool,
+    /// What a PROXY protocol header from a trusted proxy said
+    /// (`proxy_protocol`): the real client is [`ConnAddrs::client`].
+    pub proxy: Option<crate::strict_http::ProxyInfo>,
+}
+
+impl ConnAddrs {
+    /// The client as the app should see it: the one a PROXY protocol header
+    /// named, else the socket's peer. A `LOCAL`/`UNSPEC` header names no
+    /// client (the proxy's own connection): the peer stays.
+    pub fn client(&self) -> Option<SocketAddr> {
+        match self.proxy {
+            Some(crate::strict_http::ProxyInfo {
+                client_addr: Some(ip),
+                client_port: Some(port),
+                ..
+            }) => Some(SocketAddr::new(ip, port)),
+            _ => self.peer,
+        }
+    }
 }
 
 /// Turn a factory of any suitable services into the worker's [`AppFactory`].

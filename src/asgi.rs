@@ -945,7 +945,9 @@ fn build_scope<'py>(
     scope.set_item(intern!(py, "server"), server)?;
     let peer = addrs.peer;
     let trusted = c.limits.trusts_forwarder(peer.map(|a| a.ip()));
-    let mut client = peer.map(|a| (a.ip().to_string(), a.port()));
+    // A PROXY protocol header names the client (gunicorn's asgi worker);
+    // forwarded headers are trusted, or not, by the socket's peer.
+    let mut client = addrs.client().map(|a| (a.ip().to_string(), a.port()));
     let mut scheme = if addrs.tls { "https" } else { "http" }.to_string();
     if trusted {
         if let Some(proto) = parts

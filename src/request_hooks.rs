@@ -145,7 +145,7 @@ impl RequestInfo {
     /// Taken from the request before the app consumes it.
     pub fn new(req: &Request<Incoming>, addrs: Option<&ConnAddrs>) -> RequestInfo {
         let uri = req.uri();
-        let peer = addrs.and_then(|a| a.peer);
+        let peer = addrs.and_then(|a| a.client());
         RequestInfo {
             method: req.method().to_string(),
             uri: uri

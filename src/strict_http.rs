@@ -31,7 +31,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
 /// gunicorn's `header_map` setting: what to do with a header field whose
@@ -449,7 +449,7 @@ fn py_bytes_repr(b: &[u8]) -> String {
 }
 
 /// What a PROXY protocol header said (gunicorn's `proxy_protocol_info`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProxyInfo {
     /// `TCP4`, `TCP6`, `LOCAL` or `UNSPEC`.
     pub proto: &'static str,
@@ -495,6 +495,9 @@ pub struct Framer {
     heads_released: u64,
     proxy_done: bool,
     proxy_info: Option<ProxyInfo>,
+    /// Where the PROXY header's addresses are published for the app's
+    /// requests, once a caller asked for them.
+    proxy_sink: Option<Arc<OnceLock<ProxyInfo>>>,
     error: Option<RequestError>,
     /// The incomplete head seen by the last full scan, so that bytes
     /// trickling in are not rescanned from the start each time.
@@ -662,6 +665,7 @@ impl Framer {
             partial_released: false,
             heads_released: 0,
             proxy_info: None,
+            proxy_sink: None,
             error: None,
             head_wait: None,
         }
@@ -723,6 +727,20 @@ impl Framer {
         self.proxy_info.as_ref()
     }
 
+    /// A cell that holds the PROXY header's addresses once they are parsed
+    /// (always before the first request head reaches hyper); `None` when
+    /// `proxy_protocol` is off.
+    pub fn proxy_info_sink(&mut self) -> Option<Arc<OnceLock<ProxyInfo>>> {
+        if self.limits.proxy_protocol == ProxyProtocol::Off {
+            return None;
+        }
+        let sink = self.proxy_sink.get_or_insert_with(Default::default);
+        if let Some(info) = self.proxy_info {
+            let _ = sink.set(info);
+        }
+        Some(sink.clone())
+    }
+
     fn emit(&mut self, out: &mut Vec<u8>, bytes: &[u8]) {
         match &mut self.held {
             Some(h) => {
@@ -771,6 +789,11 @@ impl Framer {
                         match self.proxy(rest, eof)? {
                             Step::Done(n) => {
                                 self.proxy_done = true;
+                                if let (Some(sink), Some(info)) =
+                                    (&self.proxy_sink, self.proxy_info)
+                                {
+                                    let _ = sink.set(info);
+                                }
                                 pos += n;
                                 continue;
                             }
@@ -1756,6 +1779,11 @@ impl<T> GatedIo<T> {
     /// The framer (e.g. for [`Framer::proxy_info`]).
     pub fn framer(&self) -> &Framer {
         &self.framer
+    }
+
+    /// See [`Framer::proxy_info_sink`].
+    pub fn proxy_info_sink(&mut self) -> Option<Arc<OnceLock<ProxyInfo>>> {
+        self.framer.proxy_info_sink()
     }
 
     pub fn get_ref(&self) -> &T {

@@ -15,7 +15,7 @@
 use std::convert::Infallible;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
@@ -33,7 +33,7 @@ use crate::app::{AppFactory, BoxApp, WorkerInfo};
 use crate::log;
 use crate::request_hooks::{RequestHooks, RequestInfo, ResponseInfo};
 use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
-use crate::strict_http::{GatedIo, Limits};
+use crate::strict_http::{GatedIo, Limits, ProxyInfo};
 
 /// Everything a worker needs, inherited across fork (no serialisation).
 pub struct WorkerSetup {
@@ -381,6 +381,7 @@ fn spawn_accept_loop(
                                     peer: s.peer_addr().ok(),
                                     server: server_addr,
                                     tls: false,
+                                    proxy: None,
                                 };
                                 serve_stream(s, addrs, setup.clone(), served, drain).await
                             }
@@ -420,8 +421,9 @@ async fn serve_stream<S>(
     match &setup.tls {
         None => {
             let fd = stream.as_raw_fd();
-            let io = GatedIo::new(TokioIo::new(stream), limits, peer);
-            serve_connection(io, fd, addrs, setup, served, drain).await
+            let mut io = GatedIo::new(TokioIo::new(stream), limits, peer);
+            let proxy = io.proxy_info_sink();
+            serve_connection(io, fd, addrs, proxy, setup, served, drain).await
         }
         Some(tls) => {
             let remote = peer.map(|ip| ip.to_string()).unwrap_or_default();
@@ -429,9 +431,10 @@ async fn serve_stream<S>(
                 return;
             };
             addrs.tls = true;
-            let io = GatedIo::new(TokioIo::new(stream), limits, peer);
+            let mut io = GatedIo::new(TokioIo::new(stream), limits, peer);
+            let proxy = io.proxy_info_sink();
             // No fd: on abort the signal thread can't answer inside TLS.
-            serve_connection(io, -1, addrs, setup, served, drain).await
+            serve_connection(io, -1, addrs, proxy, setup, served, drain).await
         }
     }
 }
@@ -472,6 +475,7 @@ async fn serve_connection<I>(
     io: I,
     fd: RawFd,
     addrs: ConnAddrs,
+    proxy: Option<Arc<OnceLock<ProxyInfo>>>,
     setup: Arc<WorkerSetup>,
     served: Served,
     mut drain: watch::Receiver<bool>,
@@ -487,6 +491,9 @@ async fn serve_connection<I>(
         let (state, setup, served, drain) =
             (state.clone(), setup.clone(), served.clone(), drain.clone());
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            let mut addrs = addrs;
+            // The PROXY header, if any, came before the first request head.
+            addrs.proxy = proxy.as_ref().and_then(|p| p.get()).copied();
             req.extensions_mut().insert(addrs);
             let (state, setup, served, drain) =
                 (state.clone(), setup.clone(), served.clone(), drain.clone());
@@ -644,7 +651,10 @@ async fn serve_connection<I>(
 /// The request's part of an access-log record.
 fn access_record(req: &Request<Incoming>, addrs: &ConnAddrs) -> Record {
     Record {
-        remote_addr: addrs.peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+        remote_addr: addrs
+            .client()
+            .map(|p| p.ip().to_string())
+            .unwrap_or_default(),
         method: req.method().to_string(),
         raw_uri: req.uri().to_string(),
         protocol: match req.version() {

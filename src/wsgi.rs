@@ -662,12 +662,22 @@ fn build_environ<'py>(
     let scheme = url_scheme(&app.limits, trusted, &parts.headers, addrs.tls);
     env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
 
-    match addrs.peer {
+    match addrs.client() {
         Some(peer) => {
             env.set_item(intern!(py, "REMOTE_ADDR"), peer.ip().to_string())?;
             env.set_item(intern!(py, "REMOTE_PORT"), peer.port().to_string())?;
         }
         None => env.set_item(intern!(py, "REMOTE_ADDR"), "")?,
+    }
+    // gunicorn's proxy_environ. Where a LOCAL/UNSPEC header names no
+    // addresses gunicorn puts None in the environ; PEP 3333 wants strings,
+    // so those keys keep the socket's values or are left out.
+    if let Some(info) = addrs.proxy {
+        env.set_item(intern!(py, "PROXY_PROTOCOL"), info.proto)?;
+        if let (Some(ip), Some(port)) = (info.proxy_addr, info.proxy_port) {
+            env.set_item(intern!(py, "PROXY_ADDR"), ip.to_string())?;
+            env.set_item(intern!(py, "PROXY_PORT"), port.to_string())?;
+        }
     }
 
     let (server_name, server_port) = match addrs.server {

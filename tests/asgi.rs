@@ -439,6 +439,27 @@ fn root_path_is_in_the_scope_and_prefixes_path() {
 }
 
 #[test]
+fn a_proxy_protocol_header_names_the_scope_client() {
+    // As gunicorn's own asgi worker: the client a trusted PROXY header
+    // names (uvicorn's worker has no proxy_protocol).
+    let (p, _log) = raw_app("asgi-proxy", &["-w", "1", "--proxy-protocol=v1"], &[]);
+    p.wait_ready();
+    let (status, _, body) = request(
+        p.port,
+        "PROXY TCP4 198.51.100.7 203.0.113.9 4711 8443\r\n\
+         GET /scope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let client = body
+        .lines()
+        .find_map(|l| l.strip_prefix("client\t"))
+        .unwrap_or_default()
+        .replace(char::is_whitespace, "");
+    assert_eq!(client, r#"["198.51.100.7",4711]"#);
+}
+
+#[test]
 fn an_asgi2_app_is_served() {
     let dir = scratch_dir("asgi2");
     std::fs::copy(

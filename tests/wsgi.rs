@@ -448,6 +448,56 @@ fn environ_matches_gunicorn() {
 }
 
 #[test]
+fn proxy_protocol_addresses_reach_the_environ_as_in_gunicorn() {
+    // The PROXY header from a trusted peer (127.0.0.1 is in the default
+    // proxy_allow_ips) names the client: REMOTE_ADDR/PORT and gunicorn's
+    // PROXY_* keys, the same in both servers; v1 and v2 headers.
+    let dir = app_dir("wsgi-proxy", "proxy_protocol = \"auto\"\n");
+    let g = start(&gunicorn(), &dir, &["wsgi_app"]);
+    let r = start(&rgunicorn(), &dir, &["wsgi_app"]);
+    let head = b"GET /env HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    let v1 = [
+        b"PROXY TCP4 198.51.100.7 203.0.113.9 4711 8443\r\n".as_slice(),
+        head,
+    ]
+    .concat();
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[198, 51, 100, 7, 203, 0, 113, 9]);
+    v2.extend_from_slice(&4711u16.to_be_bytes());
+    v2.extend_from_slice(&8443u16.to_be_bytes());
+    v2.extend_from_slice(head);
+    let keys = [
+        "REMOTE_ADDR",
+        "REMOTE_PORT",
+        "PROXY_PROTOCOL",
+        "PROXY_ADDR",
+        "PROXY_PORT",
+    ];
+    for request in [v1, v2] {
+        let env = |port| {
+            let e: BTreeMap<String, String> = raw(port, &request)
+                .text()
+                .lines()
+                .filter_map(|l| l.split_once('\t'))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            keys.map(|k| e.get(k).cloned().unwrap_or_default())
+        };
+        let ours = env(r.port);
+        assert_eq!(ours, env(g.port));
+        assert_eq!(ours[0], "\"198.51.100.7\"");
+        assert_eq!(ours[1], "\"4711\"");
+        assert_eq!(ours[2], "\"TCP4\"");
+    }
+    // Without a header the socket's peer stays, and no PROXY_* keys.
+    let plain = environ(r.port, std::str::from_utf8(head).unwrap());
+    assert_eq!(plain["REMOTE_ADDR"], "\"127.0.0.1\"");
+    assert!(!plain.contains_key("PROXY_PROTOCOL"));
+    g.stop();
+    r.stop();
+}
+
+#[test]
 fn request_body_streams_to_the_app() {
     let dir = app_dir("wsgi-input", "");
     let server = start(&rgunicorn(), &dir, &["wsgi_app", "-w", "1"]);

@@ -1170,7 +1170,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: ProxyProtocol,
         short: "Enable PROXY protocol support.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "proxy_allow_ips",
@@ -1183,7 +1183,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: AddrList,
         short: "Front-end's IP addresses or networks from which allowed accept",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "protocol",
