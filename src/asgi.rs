@@ -930,6 +930,7 @@ fn build_scope<'py>(
         intern!(py, "http_version"),
         match parts.version {
             http::Version::HTTP_10 => intern!(py, "1.0"),
+            http::Version::HTTP_2 => intern!(py, "2"),
             _ => intern!(py, "1.1"),
         },
     )?;

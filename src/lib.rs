@@ -10,6 +10,7 @@ pub mod asgi;
 pub mod entry;
 pub mod health;
 pub mod hooks;
+pub mod http2;
 pub mod http_error;
 pub mod log;
 pub mod master;

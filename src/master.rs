@@ -99,6 +99,8 @@ pub struct Master<'py> {
     /// The request-strictness settings, read once per configuration (at
     /// start and on HUP) and shared by the workers forked under it.
     limits: Arc<crate::strict_http::Limits>,
+    /// HTTP/2 (`http_protocols` with `h2`), read with the TLS settings.
+    http2: Option<crate::http2::H2Settings>,
 }
 
 /// Errors that end the master the way gunicorn's would.
@@ -175,6 +177,7 @@ impl<'py> Master<'py> {
             systemd: false,
             env_orig: std::env::vars_os().collect(),
             tls: None,
+            http2: None,
             python_app: None,
         })
     }
@@ -254,6 +257,7 @@ impl<'py> Master<'py> {
 
         // Checked before the sockets, as gunicorn checks certfile/keyfile.
         self.tls = crate::tls::from_config(py, &self.cfg).map_err(MasterError::Startup)?;
+        self.http2 = crate::http2::from_config(py, &self.cfg);
         let inherited = sock::inherited().map_err(|e| MasterError::Startup(e.to_string()))?;
         self.listeners = match inherited {
             Some((l, systemd)) => {
@@ -438,6 +442,7 @@ impl<'py> Master<'py> {
             Ok(tls) => self.tls = tls,
             Err(e) => log::error(&format!("Reload: TLS not changed: {e}")),
         }
+        self.http2 = crate::http2::from_config(py, &self.cfg);
         {
             let mut server = self.server.borrow_mut(py);
             server.cfg = PyCfg::new(py, &self.cfg).map_err(|e| e.to_string())?;
@@ -630,6 +635,7 @@ impl<'py> Master<'py> {
                 (target, format)
             }),
             tls: self.tls.clone(),
+            http2: self.http2.clone(),
         };
         let child_worker = worker.clone_ref(py);
         let child_server = self.server.clone_ref(py);

@@ -156,6 +156,7 @@ impl RequestInfo {
             query: uri.query().unwrap_or("").to_string(),
             version: match req.version() {
                 http::Version::HTTP_10 => (1, 0),
+                http::Version::HTTP_2 => (2, 0),
                 _ => (1, 1),
             },
             headers: req

@@ -397,7 +397,7 @@ impl std::fmt::Display for RequestError {
 impl std::error::Error for RequestError {}
 
 /// Python's `repr()` of `bytes` decoded as latin-1 (a `str`).
-fn py_str_repr(b: &[u8]) -> String {
+pub(crate) fn py_str_repr(b: &[u8]) -> String {
     let has_sq = b.contains(&b'\'');
     let has_dq = b.contains(&b'"');
     let q = if has_sq && !has_dq { '"' } else { '\'' };
@@ -424,7 +424,7 @@ fn py_str_repr(b: &[u8]) -> String {
 }
 
 /// Python's `repr()` of a `bytes` object.
-fn py_bytes_repr(b: &[u8]) -> String {
+pub(crate) fn py_bytes_repr(b: &[u8]) -> String {
     let has_sq = b.contains(&b'\'');
     let has_dq = b.contains(&b'"');
     let q = if has_sq && !has_dq { b'"' } else { b'\'' };

@@ -250,13 +250,19 @@ pub fn build(s: &Settings) -> Result<Built, String> {
         e => format!("certfile \"{certfile}\" / {key_setting} \"{key_path}\": {e}"),
     })?;
     config.ignore_client_order = server_order;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    if s.http_protocols.iter().any(|p| p == "h2") {
-        warnings.push(
-            "http_protocols asks for h2, but rgunicorn serves HTTP/1.1 only for now: \
-             TLS offers http/1.1 alone over ALPN"
-                .into(),
-        );
+    // gunicorn's ALPN offer: `http_protocols` in its order of preference
+    // (h3 has no TLS-over-TCP name and is left out).
+    config.alpn_protocols = s
+        .http_protocols
+        .iter()
+        .filter_map(|p| match p.as_str() {
+            "h1" => Some(b"http/1.1".to_vec()),
+            "h2" => Some(b"h2".to_vec()),
+            _ => None,
+        })
+        .collect();
+    if config.alpn_protocols.is_empty() {
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
     }
     let config = Arc::new(config);
     Ok(Built {

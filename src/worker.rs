@@ -30,6 +30,7 @@ use tower::ServiceExt;
 use crate::access_log::{AccessLog, Record};
 use crate::app::ConnAddrs;
 use crate::app::{AppFactory, BoxApp, WorkerInfo};
+use crate::http2::H2Settings;
 use crate::log;
 use crate::request_hooks::{RequestHooks, RequestInfo, ResponseInfo};
 use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
@@ -61,6 +62,8 @@ pub struct WorkerSetup {
     /// TLS on every connection (`certfile`/`keyfile` set), its rustls
     /// config built and checked by the master before fork.
     pub tls: Option<crate::tls::Tls>,
+    /// HTTP/2, when `http_protocols` lists `h2`.
+    pub http2: Option<H2Settings>,
 }
 
 /// The worker's app and what it knows of its worker.
@@ -420,10 +423,29 @@ async fn serve_stream<S>(
     let peer = addrs.peer.map(|a| a.ip());
     match &setup.tls {
         None => {
+            if let Some(h2) = setup
+                .http2
+                .as_ref()
+                .filter(|h2| h2.prior_knowledge && limits.trusts_forwarder(peer))
+            {
+                // A trusted peer on a prior-knowledge port must speak
+                // HTTP/2 (gunicorn's rule: no silent downgrade).
+                let mut stream = stream;
+                match crate::http2::read_preface(&mut stream).await {
+                    Ok(preface) => {
+                        let io = TokioIo::new(crate::http2::Rewind::new(preface, stream));
+                        let proto = Proto::H2(h2.clone());
+                        serve_connection(io, -1, proto, addrs, None, setup.clone(), served, drain)
+                            .await
+                    }
+                    Err(got) => crate::http2::refuse_preface(&mut stream, &got, peer).await,
+                }
+                return;
+            }
             let fd = stream.as_raw_fd();
             let mut io = GatedIo::new(TokioIo::new(stream), limits, peer);
             let proxy = io.proxy_info_sink();
-            serve_connection(io, fd, addrs, proxy, setup, served, drain).await
+            serve_connection(io, fd, Proto::H1, addrs, proxy, setup, served, drain).await
         }
         Some(tls) => {
             let remote = peer.map(|ip| ip.to_string()).unwrap_or_default();
@@ -431,12 +453,35 @@ async fn serve_stream<S>(
                 return;
             };
             addrs.tls = true;
+            if let Some(h2) = setup.http2.as_ref() {
+                if stream.alpn_protocol() == Some(b"h2") {
+                    let io = TokioIo::new(stream);
+                    let proto = Proto::H2(h2.clone());
+                    return serve_connection(
+                        io,
+                        -1,
+                        proto,
+                        addrs,
+                        None,
+                        setup.clone(),
+                        served,
+                        drain,
+                    )
+                    .await;
+                }
+            }
             let mut io = GatedIo::new(TokioIo::new(stream), limits, peer);
             let proxy = io.proxy_info_sink();
             // No fd: on abort the signal thread can't answer inside TLS.
-            serve_connection(io, -1, addrs, proxy, setup, served, drain).await
+            serve_connection(io, -1, Proto::H1, addrs, proxy, setup, served, drain).await
         }
     }
+}
+
+/// The protocol a connection speaks.
+enum Proto {
+    H1,
+    H2(H2Settings),
 }
 
 /// Resolves once draining has started (the watch guard is dropped inside,
@@ -471,9 +516,73 @@ async fn wait_for_fair_share(setup: &WorkerSetup) {
     }
 }
 
+/// Wait for a connection to end, closing it when it has been idle too
+/// long or once draining: HTTP/1 after the drain window, HTTP/2 by GOAWAY
+/// at once (its streams in flight still finish). A macro, not a generic
+/// function, so that each connection type is driven as its concrete self
+/// (a generic driver defeats the compiler's Send proof for hyper's HTTP/2
+/// connection).
+macro_rules! drive {
+    ($conn:ident, $is_h2:expr, $state:ident, $setup:ident, $drain:ident) => {{
+        let drain_window_ms = DRAIN_IDLE_WINDOW.as_millis() as u64;
+        let mut drain_started: Option<u64> = None;
+        // How long the connection may sit with no request in the app: until
+        // the first request, `header_read_timeout` (a client trickling its
+        // head is cut off); after a response, `keepalive`.
+        let idle_limit_ms = || {
+            if $state.responded.load(Ordering::Acquire) {
+                $setup.keepalive.as_millis() as u64
+            } else {
+                $setup.header_read_timeout.as_millis() as u64
+            }
+        };
+        loop {
+            // Sleep until the connection could be closed for idleness, or
+            // at the end of the drain window once draining.
+            let mut close_at = $state.last_active_ms.load(Ordering::Acquire) + idle_limit_ms();
+            if let Some(t) = drain_started {
+                close_at = close_at.min(t + drain_window_ms);
+            }
+            let now = monotonic_ms();
+            let wait = if close_at > now {
+                Duration::from_millis(close_at - now)
+            } else {
+                // Past the deadline with a request still running: look again shortly.
+                Duration::from_millis(100)
+            };
+            tokio::select! {
+                _ = $conn.as_mut() => break,
+                _ = drained(&mut $drain), if drain_started.is_none() => {
+                    drain_started = Some(monotonic_ms());
+                    if $is_h2 {
+                        $conn.as_mut().graceful_shutdown();
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {
+                    let idle = $state.in_flight.load(Ordering::Acquire) == 0;
+                    let now = monotonic_ms();
+                    let idle_for = now.saturating_sub($state.last_active_ms.load(Ordering::Acquire));
+                    let drain_expired =
+                        drain_started.is_some_and(|t| now.saturating_sub(t) >= drain_window_ms);
+                    if idle && (idle_for >= idle_limit_ms() || drain_expired) {
+                        $conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(Duration::from_secs(1), $conn.as_mut()).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }};
+}
+
+/// Serve one connection's requests until it closes, is idle too long, or
+/// the worker drains. `fd` is where the signal thread may write gunicorn's
+/// 500 on abort (-1: not on this connection, whose bytes are TLS or HTTP/2).
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection<I>(
     io: I,
     fd: RawFd,
+    proto: Proto,
     addrs: ConnAddrs,
     proxy: Option<Arc<OnceLock<ProxyInfo>>>,
     setup: Arc<WorkerSetup>,
@@ -495,6 +604,22 @@ async fn serve_connection<I>(
             // The PROXY header, if any, came before the first request head.
             addrs.proxy = proxy.as_ref().and_then(|p| p.get()).copied();
             req.extensions_mut().insert(addrs);
+            let is_h2 = req.version() == hyper::Version::HTTP_2;
+            let refused = if is_h2 {
+                let peer = addrs.peer.map(|p| p.ip());
+                let trusted = setup.limits.trusts_forwarder(peer);
+                crate::http2::prepare(&mut req, &setup.limits, trusted)
+                    .inspect_err(|r| {
+                        log::warning(&format!(
+                            "Invalid request from ip={}: {}",
+                            peer.map(|p| p.to_string()).unwrap_or_default(),
+                            r.message
+                        ))
+                    })
+                    .err()
+            } else {
+                None
+            };
             let (state, setup, served, drain) =
                 (state.clone(), setup.clone(), served.clone(), drain.clone());
             let started = std::time::Instant::now();
@@ -508,7 +633,10 @@ async fn serve_connection<I>(
                 .request_hooks
                 .as_ref()
                 .map(|_| Arc::new(RequestInfo::new(&req, Some(&addrs))));
-            async move {
+            let fut = async move {
+                if let Some(refusal) = refused {
+                    return Ok(refusal.response());
+                }
                 state.in_flight.fetch_add(1, Ordering::AcqRel);
                 let slot = setup.scoreboard.slot(setup.slot);
                 slot.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -523,9 +651,12 @@ async fn serve_connection<I>(
                         crate::process::wake_master();
                     }
                 }
-                let hooks = setup.request_hooks.as_ref().zip(hook_info.as_ref());
-                let pre_ok = match hooks {
-                    Some((hooks, info)) => hooks.pre(info, nr).await,
+                // Owned, not borrowed from `setup`: a borrow held across the
+                // awaits below defeats the Send proof hyper's HTTP/2 executor needs.
+                let hooks: Option<(Arc<RequestHooks>, Arc<RequestInfo>)> =
+                    setup.request_hooks.clone().zip(hook_info);
+                let pre_ok = match hooks.clone() {
+                    Some((hooks, info)) => hooks.pre(&info, nr).await,
                     None => true,
                 };
                 let mut resp = if pre_ok {
@@ -538,13 +669,12 @@ async fn serve_connection<I>(
                     resp
                 } else {
                     // gunicorn: the request fails, post_request still runs.
-                    if let Some((hooks, info)) = hooks {
+                    if let Some((hooks, info)) = &hooks {
                         hooks.post(info.clone(), None);
                     }
                     crate::app::internal_error()
                 };
                 if let (true, Some((hooks, info))) = (pre_ok, hooks) {
-                    let (hooks, info) = (hooks.clone(), info.clone());
                     let status = resp.status();
                     let reason = resp
                         .extensions()
@@ -566,7 +696,8 @@ async fn serve_connection<I>(
                         .boxed_unsync()
                     });
                 }
-                if *drain.borrow() {
+                // (HTTP/2 drains by GOAWAY instead.)
+                if *drain.borrow() && !is_h2 {
                     resp.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
@@ -585,65 +716,32 @@ async fn serve_connection<I>(
                     _ => resp,
                 };
                 Ok::<_, Infallible>(resp)
-            }
+            };
+            fut
         })
     };
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        // keepalive = 0 is gunicorn's "no keep-alive".
-        .keep_alive(!setup.keepalive.is_zero())
-        .half_close(true)
-        // Idle and slow-client deadlines are this loop's (below): hyper's
-        // would also cut idle keep-alive connections.
-        .header_read_timeout(None)
-        // hyper's own limits must not be stricter than gunicorn's, which
-        // the gate has already applied.
-        .max_buf_size(setup.limits.hyper_max_buf_size())
-        .max_headers(setup.limits.hyper_max_headers())
-        .serve_connection(io, service);
-    tokio::pin!(conn);
-    let drain_window_ms = DRAIN_IDLE_WINDOW.as_millis() as u64;
-    let mut drain_started: Option<u64> = None;
-    // How long the connection may sit with no request in the app: until
-    // the first request, `header_read_timeout` (a client trickling its head
-    // is cut off); after a response, `keepalive`.
-    let idle_limit_ms = || {
-        if state.responded.load(Ordering::Acquire) {
-            setup.keepalive.as_millis() as u64
-        } else {
-            setup.header_read_timeout.as_millis() as u64
+    match proto {
+        Proto::H1 => {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                // keepalive = 0 is gunicorn's "no keep-alive".
+                .keep_alive(!setup.keepalive.is_zero())
+                .half_close(true)
+                // Idle and slow-client deadlines are `drive`'s: hyper's
+                // would also cut idle keep-alive connections.
+                .header_read_timeout(None)
+                // hyper's own limits must not be stricter than gunicorn's,
+                // which the gate has already applied.
+                .max_buf_size(setup.limits.hyper_max_buf_size())
+                .max_headers(setup.limits.hyper_max_headers())
+                .serve_connection(io, service);
+            tokio::pin!(conn);
+            drive!(conn, false, state, setup, drain)
         }
-    };
-    loop {
-        // Sleep until the connection could be closed for idleness, or at
-        // the end of the drain window once draining.
-        let mut close_at = state.last_active_ms.load(Ordering::Acquire) + idle_limit_ms();
-        if let Some(t) = drain_started {
-            close_at = close_at.min(t + drain_window_ms);
-        }
-        let now = monotonic_ms();
-        let wait = if close_at > now {
-            Duration::from_millis(close_at - now)
-        } else {
-            // Past the deadline with a request still running: look again shortly.
-            Duration::from_millis(100)
-        };
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            _ = drained(&mut drain), if drain_started.is_none() => {
-                drain_started = Some(monotonic_ms());
-            }
-            _ = tokio::time::sleep(wait) => {
-                let idle = state.in_flight.load(Ordering::Acquire) == 0;
-                let now = monotonic_ms();
-                let idle_for = now.saturating_sub(state.last_active_ms.load(Ordering::Acquire));
-                let drain_expired = drain_started.is_some_and(|t| now.saturating_sub(t) >= drain_window_ms);
-                if idle && (idle_for >= idle_limit_ms() || drain_expired) {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
-                    return;
-                }
-            }
+        Proto::H2(h2) => {
+            let conn = h2.builder().serve_connection(io, service);
+            tokio::pin!(conn);
+            drive!(conn, true, state, setup, drain)
         }
     }
 }
@@ -659,6 +757,7 @@ fn access_record(req: &Request<Incoming>, addrs: &ConnAddrs) -> Record {
         raw_uri: req.uri().to_string(),
         protocol: match req.version() {
             hyper::Version::HTTP_10 => "HTTP/1.0",
+            hyper::Version::HTTP_2 => "HTTP/2.0",
             _ => "HTTP/1.1",
         },
         status: 0,

@@ -624,9 +624,14 @@ fn build_environ<'py>(
     let protocol = match parts.version {
         http::Version::HTTP_10 => "HTTP/1.0",
         http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_2 => "HTTP/2.0",
         _ => "HTTP/1.1",
     };
     env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
+    if parts.version == http::Version::HTTP_2 {
+        // As gunicorn's HTTP/2 workers mark it.
+        env.set_item(intern!(py, "HTTP_VERSION"), "2")?;
+    }
 
     let mut host: Option<String> = None;
     let mut script_name_header: Option<String> = None;

@@ -479,3 +479,95 @@ fn ssl_context_hook_is_refused() {
         "{stderr}"
     );
 }
+
+/// The test client offering `http/1.1` alone over ALPN.
+fn http1_client() -> Arc<rustls::ClientConfig> {
+    let mut config = (*client(false)).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// `curl --http2` trusting the test CA: `HTTP-version status`.
+fn curl_h2(port: u16, path: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "10",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+        ])
+        .args(["--cacert", &certs().path("ca.pem")])
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("the curl command (Debian package `curl`) is needed by this test");
+    text(&out.stdout)
+}
+
+#[test]
+fn http2_by_alpn_when_http_protocols_lists_h2() {
+    let c = certs();
+    let dir = scratch_dir("tls-h2");
+    let mut args = vec![
+        "rgunicorn:health".to_string(),
+        "--http-protocols".into(),
+        "h2,h1".into(),
+    ];
+    args.extend(tls_args(c, "server.pem", "server.key"));
+    let h1 = http1_client();
+    let server = start(&dir, &strs(&args), &h1);
+    // A client that offers h2 gets it; one that offers http/1.1 alone
+    // still gets HTTP/1.1 (h1 is listed too).
+    assert_eq!(curl_h2(server.port, "/health"), "2 200");
+    let answer = get(server.port, &h1, "/health").unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.alpn.as_deref(), Some(&b"http/1.1"[..]));
+    drop(server);
+
+    // h2 alone: a client offering only http/1.1 fails the handshake
+    // (gunicorn: "HTTP/2 only (reject HTTP/1.1 clients)").
+    let dir = scratch_dir("tls-h2-only");
+    let mut args = vec![
+        "rgunicorn:health".to_string(),
+        "--http-protocols".into(),
+        "h2".into(),
+    ];
+    args.extend(tls_args(c, "server.pem", "server.key"));
+    let mut child = command(&dir, &strs(&args)).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let port = loop {
+        assert!(Instant::now() < deadline, "no Listening line");
+        let line = rx
+            .recv_timeout(Duration::from_millis(50))
+            .unwrap_or_default();
+        if let Some(rest) = line.split("Listening at: https://127.0.0.1:").nth(1) {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            break digits.parse::<u16>().unwrap();
+        }
+    };
+    let server = TlsServer {
+        child,
+        port,
+        lines: Default::default(),
+    };
+    let deadline = Instant::now() + WAIT;
+    while curl_h2(port, "/health") != "2 200" {
+        assert!(Instant::now() < deadline, "no HTTP/2 answer");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = get(port, &h1, "/health")
+        .err()
+        .expect("an http/1.1-only client is refused");
+    assert!(err.to_string().contains("NoApplicationProtocol"), "{err}");
+    drop(server);
+}

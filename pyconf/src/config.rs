@@ -326,12 +326,9 @@ impl Config {
 
     /// gunicorn's `Config.validate()`: settings checked as a whole.
     fn validate_whole(&self, py: Python<'_>) -> Result<(), LoadError> {
+        // gunicorn also refuses h2 without the Python `h2` package; rgunicorn
+        // serves HTTP/2 itself (hyper), so that check is left out.
         if self.list(py, "http_protocols").iter().any(|p| p == "h2") {
-            if py.import("h2").is_err() {
-                return Err(LoadError::Fatal(
-                    "http_protocols includes h2 but the h2 package is not installed. Install gunicorn[http2], or drop h2 from http_protocols.".into(),
-                ));
-            }
             let is_ssl =
                 self.string(py, "certfile").is_some() || self.string(py, "keyfile").is_some();
             if !is_ssl && self.string(py, "http2_cleartext").as_deref() == Some("off") {

@@ -1326,7 +1326,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: HttpProtocols,
         short: "HTTP protocol versions to support (comma-separated, order = preference).",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "http2_cleartext",
@@ -1339,7 +1339,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Http2Cleartext,
         short: "Accept HTTP/2 over cleartext TCP (h2c), and by which mechanism.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "http2_max_concurrent_streams",
@@ -1352,7 +1352,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Http2StreamLimit,
         short: "Maximum number of concurrent HTTP/2 streams per connection.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "http2_initial_window_size",
@@ -1365,7 +1365,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Http2WindowSize,
         short: "Initial HTTP/2 flow control window size in bytes.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "http2_max_frame_size",
@@ -1378,7 +1378,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Http2FrameSize,
         short: "Maximum HTTP/2 frame payload size in bytes.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "http2_max_header_list_size",
@@ -1391,7 +1391,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: PosInt,
         short: "Maximum size of HTTP/2 header list in bytes (HPACK protection).",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "raw_paste_global_conf",

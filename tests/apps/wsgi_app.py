@@ -7,6 +7,7 @@ Routes (PATH_INFO):
   /echo_stream   reads 5 bytes, writes $MARKER_DIR/first_read, then reads the rest
   /lines         the body by readline(), readlines() and iteration
   /stream        a generator: a first chunk, then waits for $MARKER_DIR/go, then a second
+  /hold          writes $MARKER_DIR/held, then waits for $MARKER_DIR/go
   /big?n=N       a generator of N chunks of 64 KiB
   /close         an iterable whose close() writes $MARKER_DIR/closed
   /write         write() then an iterable
@@ -104,6 +105,12 @@ def application(environ, start_response):
     if path == "/health":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
+    if path == "/hold":
+        with open(_marker("held"), "w"):
+            pass
+        body = b"released" if _wait_for("go") else b"timeout"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
     if path == "/env" or path.startswith("/env/"):
         lines = sorted("%s\t%s\n" % (k, json.dumps(_describe(v), sort_keys=True)) for k, v in environ.items())
         start_response("200 OK", [("Content-Type", "text/plain")])
