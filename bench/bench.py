@@ -28,7 +28,6 @@ VENV = ROOT / "target" / "bench-venv"
 TMP = ROOT / "target" / "bench-tmp"
 RELEASE = ROOT / "target" / "release"
 RGUNICORN = RELEASE / "rgunicorn"
-TESTAPP = RELEASE / "examples" / "testapp"
 BARE_HYPER = RELEASE / "examples" / "bare_hyper"
 GUNICORN = VENV / "bin" / "gunicorn"
 GRANIAN = VENV / "bin" / "granian"
@@ -427,10 +426,14 @@ class Spec:
     runs: list = field(default_factory=list)
 
 
-def python_env():
+def python_env(*extra):
+    """The environment of every server: bench/apps (and `extra`, e.g. the
+    repository root for the FastAPI example) and the bench venv's
+    site-packages on PYTHONPATH, so that rgunicorn's embedded CPython (the
+    release binary is not in the venv) sees what the venv's servers see."""
     env = dict(os.environ)
     site = next(iter((VENV / "lib").glob("python3*/site-packages")), None)
-    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (APPS, site) if p)
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (APPS, *extra, site) if p)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
@@ -598,9 +601,17 @@ FAULTS = [
     ("term", "TERM with slow requests in flight"),
 ]
 
+# Both serve the migration guide's FastAPI example with the fault endpoints
+# (bench/apps/fault_fastapi.py), from the same config file, whose
+# worker_class is UvicornWorker: gunicorn runs uvicorn-worker's class,
+# rgunicorn maps it to its own ASGI workers.
+FAULT_APP = "fault_fastapi:create_app()"
+FAULT_WORKER_CLASS = "uvicorn_worker.UvicornWorker"
+FAULT_APP_TEXT = ("the FastAPI example (`examples/fastapi_app` + `/sleep`, `/block`: "
+                  f"`bench/apps/fault_fastapi.py`), `worker_class = \"{FAULT_WORKER_CLASS}\"`")
 FAULT_SERVERS = [
-    ("rgunicorn", "rgunicorn (examples/testapp)"),
-    ("gunicorn", "gunicorn sync (bench/apps/fault_wsgi.py)"),
+    ("rgunicorn", "rgunicorn (ASGI)"),
+    ("gunicorn", "gunicorn + UvicornWorker"),
 ]
 
 
@@ -612,6 +623,7 @@ def fault_conf(path, port, pidfile, plan, fault):
         f"graceful_timeout = {plan.graceful_timeout}",
         f'pidfile = "{pidfile}"',
         'loglevel = "info"',
+        f'worker_class = "{FAULT_WORKER_CLASS}"',
     ]
     if fault == "maxreq":
         lines += ["max_requests = 1000", "max_requests_jitter = 100"]
@@ -629,10 +641,9 @@ def run_fault(fault, server, plan, step, total):
     for p in (pidfile, Path(f"{pidfile}.2"), Path(f"{pidfile}.oldbin")):
         p.unlink(missing_ok=True)
     fault_conf(conf, port, pidfile, plan, fault)
-    argv = ([TESTAPP, "tests:app", "-c", conf] if server == "rgunicorn"
-            else [GUNICORN, "fault_wsgi:app", "-c", conf])
+    argv = [RGUNICORN if server == "rgunicorn" else GUNICORN, FAULT_APP, "-c", conf]
     log = TMP / f"fault-{fault}-{server}.log"
-    srv = start_server(argv, "/health", log, port)
+    srv = start_server(argv, "/health", log, port, env=python_env(ROOT))
     res = {"fault": fault, "server": server, "notes": [], "events": []}
     if isinstance(srv, str):
         res["error"] = srv
@@ -985,9 +996,10 @@ def bench_tables(specs):
 
 
 def fault_tables(results):
-    lines = ["### Faults: summary", "",
-             "| fault | rgunicorn failed | gunicorn failed | rgunicorn respawn to first served "
-             "| gunicorn respawn to first served | wrk requests, rgunicorn / gunicorn |",
+    lines = [f"Both servers serve {FAULT_APP_TEXT}.", "",
+             "### Faults: summary", "",
+             "| fault | rgunicorn failed | gunicorn + UvicornWorker failed | rgunicorn respawn to first served "
+             "| gunicorn + UvicornWorker respawn to first served | wrk requests, rgunicorn / gunicorn |",
              "|---|---:|---:|---|---|---:|"]
     by = {(r["fault"], r["server"]): r for r in results}
     for fault, label in FAULTS:
@@ -1075,7 +1087,8 @@ def method_text(plan):
         f"load on `/health`, plus a prober opening a fresh connection to `/health/worker` every "
         f"{PROBE_PERIOD * 1000:.0f} ms (each probe in its own thread, {PROBE_TIMEOUT:.0f} s timeout). Failed = "
         "wrk socket errors (connect, read, write, timeout) + wrk non-2xx/3xx + failed probes. "
-        f"Servers: `workers = 2`, `graceful_timeout = {plan.graceful_timeout}`, `timeout = 30` "
+        f"Servers: rgunicorn and gunicorn 27 + UvicornWorker, both serving `{FAULT_APP}`: {FAULT_APP_TEXT}; "
+        f"`workers = 2`, `graceful_timeout = {plan.graceful_timeout}`, `timeout = 30` "
         f"(`{plan.fault_timeout}` in the blocking run), same config file for both.",
         "- Respawn to first served: a worker process born during the run (seen by polling the process table "
         "every 50 ms), from its fork (`/proc/PID/stat` starttime, 10 ms ticks) to the first probe it answered; "
@@ -1131,7 +1144,7 @@ def main():
     args = ap.parse_args()
     plan = QUICK if args.quick else FULL
 
-    missing = [p for p in (RGUNICORN, TESTAPP, BARE_HYPER, GUNICORN, GRANIAN) if not p.exists()]
+    missing = [p for p in (RGUNICORN, BARE_HYPER, GUNICORN, GRANIAN) if not p.exists()]
     if missing:
         sys.exit(f"missing: {', '.join(map(str, missing))}; run bench/run (it installs and builds them)")
     TMP.mkdir(parents=True, exist_ok=True)
