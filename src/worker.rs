@@ -357,6 +357,10 @@ fn spawn_accept_loop(
                 _ = drained(&mut drain) => return,
             };
             wait_for_fair_share(&setup).await;
+            tokio::select! {
+                _ = wait_for_app_loops(&served.info) => {}
+                _ = drained(&mut drain) => return,
+            }
             let accepted = tokio::select! {
                 a = async {
                     match &acceptor {
@@ -493,6 +497,26 @@ async fn drained(rx: &mut watch::Receiver<bool>) {
 enum Conn {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+}
+
+/// How long an app loop (the asyncio loop, a single WSGI thread) may go
+/// without a turn before the worker stops taking new connections: it beats
+/// every 0.5 s when it turns at all.
+const APP_LOOP_STALLED_MS: u64 = 1000;
+
+/// Don't take a connection the app can't serve now: while a watched app
+/// loop is blocked (an `async def` that blocks; a sync WSGI request), new
+/// connections stay in the shared queue for a sibling worker, as they do
+/// in gunicorn when its worker process is busy, instead of waiting here
+/// for the master's `timeout` to end them with a 500.
+async fn wait_for_app_loops(info: &WorkerInfo) {
+    loop {
+        let now = monotonic_ms();
+        if now.saturating_sub(info.heartbeat(now)) < APP_LOOP_STALLED_MS {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Spread connections over workers that share one accept queue: a worker

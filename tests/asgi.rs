@@ -576,3 +576,42 @@ fn fastapi_example_with_the_production_config_as_under_gunicorn() {
         get(theirs.port, "/nope").unwrap()
     );
 }
+
+#[test]
+fn new_connections_avoid_a_worker_whose_loop_is_blocked() {
+    // gunicorn + UvicornWorker: a worker whose loop blocks stops accepting,
+    // so new connections go to its sibling. rgunicorn's worker keeps its
+    // own runtime turning, so it must step back itself (after about a
+    // second without a loop turn) instead of taking connections that would
+    // wait for the master's timeout and its 500.
+    let (p, log) = raw_app("asgi-block-accept", &["-w", "2", "--timeout", "30"], &[]);
+    p.wait_ready();
+    let port = p.port;
+    let blocked = std::thread::spawn(move || get(port, "/block?8"));
+    wait_for("the block", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("block "))
+    });
+    let blocked_pid = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("block ").map(str::to_string))
+        .unwrap();
+    // Fresh connections, one after another, each bounded: once the blocked
+    // worker has stepped back, every one is answered by the other worker.
+    let quick_pid = || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"GET /pid HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        text.starts_with("HTTP/1.1 200")
+            .then(|| text.rsplit("\r\n\r\n").next().unwrap_or("").to_string())
+    };
+    wait_for("20 answers in a row", Duration::from_secs(6), || {
+        (0..20).all(|_| quick_pid().is_some_and(|pid| pid != blocked_pid))
+    });
+    let (status, body) = blocked.join().unwrap().unwrap();
+    assert_eq!((status, body.as_str()), (200, "unblocked"));
+}

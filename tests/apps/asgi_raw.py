@@ -107,6 +107,7 @@ async def app(scope, receive, send):
         await asyncio.sleep(0.01)
         raise ValueError("boom after the start")
     if path == "/block":
+        record("block", os.getpid())
         time.sleep(float(scope["query_string"] or b"10"))
         return await reply(send, 200, b"unblocked")
     if path == "/state":
