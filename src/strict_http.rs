@@ -1812,6 +1812,21 @@ impl<T: hyper::rt::Read + hyper::rt::Write + Unpin> GatedIo<T> {
         }
     }
 
+    /// [`Self::run_framer`] over `scratch[..n]` while `inbuf` is empty.
+    fn run_framer_on_scratch(&mut self, n: usize) {
+        match self
+            .framer
+            .advance(&self.scratch[..n], self.sock_eof, &mut self.outbuf)
+        {
+            Ok(used) => self.inbuf.extend_from_slice(&self.scratch[used..n]),
+            Err(e) => {
+                self.error_mid_request = self.framer.mid_request();
+                self.error = Some(e);
+                self.inbuf = Vec::new();
+            }
+        }
+    }
+
     /// Write the pending error response, if any, once.
     fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.reply.is_none() {
@@ -1872,10 +1887,15 @@ impl<T: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Read for GatedIo<
             };
             if n == 0 {
                 this.sock_eof = true;
+                this.run_framer();
+            } else if this.inbuf.is_empty() {
+                // The common case: frame the read in place, keep only what
+                // is left over (one copy fewer per request).
+                this.run_framer_on_scratch(n);
             } else {
                 this.inbuf.extend_from_slice(&this.scratch[..n]);
+                this.run_framer();
             }
-            this.run_framer();
             if this.sock_eof && this.outbuf.is_empty() && this.error.is_none() {
                 // Nothing more can come: EOF for hyper.
                 return Poll::Ready(Ok(()));
