@@ -8,28 +8,36 @@
 //! `Connection: close`; a connection idle for the drain window is closed ->
 //! exit when none is left, or at `graceful_timeout`.
 //!
+//! Connections are served `with_upgrades`: an app that answers `101
+//! Switching Protocols` with an [`AfterUpgrade`] session (ASGI websockets)
+//! gets the raw connection once hyper lets go of it; the framer stops
+//! framing that connection, and the session counts as in flight until it
+//! ends (it is told when the worker drains, and closes). A Rust app that
+//! answers 101 by itself (an axum websocket, through hyper's `OnUpgrade`)
+//! gets the raw connection too, but that connection no longer counts once
+//! hyper lets go of it.
+//!
 //! Signals are taken by a dedicated thread with `sigwait`, so TERM, INT,
 //! QUIT and ABRT (timeout) are handled even when the serving loop is
 //! blocked by the app.
 
 use std::convert::Infallible;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION};
-use hyper::Request;
+use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tower::ServiceExt;
 
 use crate::access_log::{AccessLog, Record};
-use crate::app::ConnAddrs;
-use crate::app::{AppFactory, BoxApp, WorkerInfo};
+use crate::app::{AfterUpgrade, AppFactory, BoxApp, ConnAddrs, Upgrade, WorkerInfo};
 use crate::log;
 use crate::request_hooks::{RequestHooks, RequestInfo, ResponseInfo};
 use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
@@ -232,6 +240,9 @@ struct ConnState {
     /// A response was made: from then on the connection is kept alive for
     /// `keepalive`; before, the client has `header_read_timeout`.
     responded: std::sync::atomic::AtomicBool,
+    /// The app switched protocols and serves the connection on: its
+    /// session, run once hyper has handed the connection over.
+    upgrade: std::sync::Mutex<Option<Upgrade>>,
 }
 
 async fn serve_async(
@@ -421,7 +432,8 @@ async fn serve_stream<S>(
         None => {
             let fd = stream.as_raw_fd();
             let io = GatedIo::new(TokioIo::new(stream), limits, peer);
-            serve_connection(io, fd, addrs, setup, served, drain).await
+            let raw = io.raw_switch();
+            serve_connection(io, raw, fd, addrs, setup, served, drain).await
         }
         Some(tls) => {
             let remote = peer.map(|ip| ip.to_string()).unwrap_or_default();
@@ -430,8 +442,9 @@ async fn serve_stream<S>(
             };
             addrs.tls = true;
             let io = GatedIo::new(TokioIo::new(stream), limits, peer);
+            let raw = io.raw_switch();
             // No fd: on abort the signal thread can't answer inside TLS.
-            serve_connection(io, -1, addrs, setup, served, drain).await
+            serve_connection(io, raw, -1, addrs, setup, served, drain).await
         }
     }
 }
@@ -468,8 +481,11 @@ async fn wait_for_fair_share(setup: &WorkerSetup) {
     }
 }
 
+/// Serve one connection with hyper; `raw` is its framer's switch to pass
+/// bytes through untouched ([`GatedIo::raw_switch`]).
 async fn serve_connection<I>(
     io: I,
+    raw: Arc<AtomicBool>,
     fd: RawFd,
     addrs: ConnAddrs,
     setup: Arc<WorkerSetup>,
@@ -482,14 +498,20 @@ async fn serve_connection<I>(
         in_flight: Default::default(),
         last_active_ms: AtomicU64::new(monotonic_ms()),
         responded: Default::default(),
+        upgrade: Default::default(),
     });
     let service = {
         let (state, setup, served, drain) =
             (state.clone(), setup.clone(), served.clone(), drain.clone());
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(addrs);
-            let (state, setup, served, drain) =
-                (state.clone(), setup.clone(), served.clone(), drain.clone());
+            let (state, setup, served, drain, raw) = (
+                state.clone(),
+                setup.clone(),
+                served.clone(),
+                drain.clone(),
+                raw.clone(),
+            );
             let started = std::time::Instant::now();
             // Only what the access log needs, and only when it is on.
             let logged = served
@@ -559,12 +581,28 @@ async fn serve_connection<I>(
                         .boxed_unsync()
                     });
                 }
-                if *drain.borrow() {
+                // A session after a switch stays in flight until it ends.
+                let mut upgrading = false;
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    // From the 101 on, the bytes on the wire are the new
+                    // protocol's: the framer must not read them as HTTP.
+                    raw.store(true, Ordering::Release);
+                    let session = resp
+                        .extensions()
+                        .get::<AfterUpgrade>()
+                        .and_then(|a| a.take());
+                    if let (Some(session), Ok(mut pending)) = (session, state.upgrade.lock()) {
+                        *pending = Some(session);
+                        upgrading = true;
+                    }
+                } else if *drain.borrow() {
                     resp.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
-                slot.in_flight.fetch_sub(1, Ordering::AcqRel);
-                state.in_flight.fetch_sub(1, Ordering::AcqRel);
+                if !upgrading {
+                    slot.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    state.in_flight.fetch_sub(1, Ordering::AcqRel);
+                }
                 state
                     .last_active_ms
                     .store(monotonic_ms(), Ordering::Release);
@@ -593,7 +631,8 @@ async fn serve_connection<I>(
         // the gate has already applied.
         .max_buf_size(setup.limits.hyper_max_buf_size())
         .max_headers(setup.limits.hyper_max_headers())
-        .serve_connection(io, service);
+        .serve_connection(io, service)
+        .with_upgrades();
     tokio::pin!(conn);
     let drain_window_ms = DRAIN_IDLE_WINDOW.as_millis() as u64;
     let mut drain_started: Option<u64> = None;
@@ -622,7 +661,10 @@ async fn serve_connection<I>(
             Duration::from_millis(100)
         };
         tokio::select! {
-            _ = conn.as_mut() => return,
+            _ = conn.as_mut() => {
+                run_upgraded(&state, &setup, drain.clone()).await;
+                return;
+            }
             _ = drained(&mut drain), if drain_started.is_none() => {
                 drain_started = Some(monotonic_ms());
             }
@@ -639,6 +681,23 @@ async fn serve_connection<I>(
             }
         }
     }
+}
+
+/// After hyper is done with a connection: the app's session on it, if the
+/// app switched protocols (see [`AfterUpgrade`]), then the connection's
+/// in-flight count goes.
+async fn run_upgraded(state: &ConnState, setup: &WorkerSetup, drain: watch::Receiver<bool>) {
+    let Some(up) = state.upgrade.lock().ok().and_then(|mut u| u.take()) else {
+        return;
+    };
+    // hyper hands the connection over as its future ends; an error (the
+    // 101 could not be written) drops the session, which tells the app.
+    if let Ok(io) = up.on_upgrade.await {
+        (up.run)(io, drain).await;
+    }
+    let slot = setup.scoreboard.slot(setup.slot);
+    slot.in_flight.fetch_sub(1, Ordering::AcqRel);
+    state.in_flight.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// The request's part of an access-log record.
