@@ -689,6 +689,13 @@ fn websocket_echo_close_codes_and_subprotocols() {
             .any(|l| l.starts_with("ws-send-after-close "))
     });
 
+    // A reason longer than a close frame holds is cut (at a character).
+    let mut ws = ws_open(p.port, "/ws/echo");
+    ws.send(Message::text(format!("close 4002 {}", "é".repeat(100))))
+        .unwrap();
+    let (code, reason) = ws_closed_with(&mut ws);
+    assert_eq!((code, reason.len()), (4002, 122), "{reason}");
+
     // An app that returns without closing: close 1000.
     let mut ws = ws_open(p.port, "/ws/echo");
     ws.send(Message::text("return")).unwrap();

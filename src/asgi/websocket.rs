@@ -461,7 +461,13 @@ async fn session(
             .await;
         }
         End::Lost => {}
-        End::Close(code, reason, wait) => {
+        End::Close(code, mut reason, wait) => {
+            // A control frame holds 125 bytes: the code and 123 of reason.
+            let mut cut = reason.len().min(123);
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
             let frame = CloseFrame {
                 code: CloseCode::from(code),
                 reason: reason.into(),
