@@ -172,6 +172,45 @@ impl ConnAddrs {
     }
 }
 
+/// What runs on a connection an app switched to another protocol: set on
+/// a `101 Switching Protocols` response (ASGI websockets) by
+/// [`AfterUpgrade::new`]. The worker takes it, waits for hyper to hand
+/// the connection over, and runs it on the raw connection; meanwhile the
+/// connection counts as open and in flight, so a draining worker waits for
+/// it. The session gets the worker's drain signal (true once draining) and
+/// should close soon after it.
+#[derive(Clone)]
+pub(crate) struct AfterUpgrade(Arc<std::sync::Mutex<Option<Upgrade>>>);
+
+/// A session on an upgraded connection (see [`AfterUpgrade`]).
+pub(crate) type UpgradeFn = Box<
+    dyn FnOnce(
+            hyper::upgrade::Upgraded,
+            tokio::sync::watch::Receiver<bool>,
+        ) -> Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send,
+>;
+
+pub(crate) struct Upgrade {
+    /// hyper's side of the switch, taken from the request.
+    pub on_upgrade: hyper::upgrade::OnUpgrade,
+    pub run: UpgradeFn,
+}
+
+impl AfterUpgrade {
+    pub(crate) fn new(on_upgrade: hyper::upgrade::OnUpgrade, run: UpgradeFn) -> AfterUpgrade {
+        AfterUpgrade(Arc::new(std::sync::Mutex::new(Some(Upgrade {
+            on_upgrade,
+            run,
+        }))))
+    }
+
+    /// The session, once (the worker takes it from the response).
+    pub(crate) fn take(&self) -> Option<Upgrade> {
+        self.0.lock().ok().and_then(|mut u| u.take())
+    }
+}
+
 /// Turn a factory of any suitable services into the worker's [`AppFactory`].
 pub fn factory<F, S, B>(make_app: F) -> AppFactory
 where

@@ -5,8 +5,8 @@
 //! the `lifespan` protocol (`asgi_lifespan`: auto/on/off; a failed startup
 //! exits the worker with status 3), the HTTP scope (as uvicorn builds it),
 //! `receive`/`send` with streaming both ways, `http.disconnect`, the 500
-//! for a failing app, and the heartbeat that proves the asyncio loop turns
-//! ([`WorkerInfo::watch_loop`]).
+//! for a failing app, websockets ([`websocket`]), and the heartbeat that
+//! proves the asyncio loop turns ([`WorkerInfo::watch_loop`]).
 //!
 //! Threads: the worker's tokio thread never takes the GIL. Per request it
 //! queues a [`Job`] (pure Rust) on the [`Bridge`] and writes one byte to a
@@ -50,6 +50,8 @@ use crate::pyapp;
 use crate::strict_http::Limits;
 
 use crate::master::WORKER_BOOT_ERROR;
+
+mod websocket;
 
 /// Request body bytes buffered ahead of the app before the pump pauses.
 const BODY_HIGH_WATER: usize = 256 * 1024;
@@ -114,6 +116,23 @@ async def run_http(app, scope, proto):
     """The task of one request; its outcome goes to proto."""
     try:
         result = await app(scope, proto.receive, proto.send)
+    except BaseException:
+        proto.failed(traceback.format_exc())
+    else:
+        proto.done(result)
+
+
+class ClientDisconnected(OSError):
+    """Raised by a websocket's send() once the client is gone (ASGI 2.4:
+    an OSError; uvicorn's has the same name)."""
+
+
+async def run_ws(app, scope, proto):
+    """The task of one websocket; its outcome goes to proto."""
+    try:
+        result = await app(scope, proto.receive, proto.send)
+    except ClientDisconnected:
+        proto.done(None)
     except BaseException:
         proto.failed(traceback.format_exc())
     else:
@@ -226,6 +245,8 @@ pub struct Settings {
     lifespan: LifespanMode,
     loop_kind: String,
     limits: Arc<Limits>,
+    /// `websocket_max_message_size` (0: no limit).
+    ws_max_size: usize,
 }
 
 impl Settings {
@@ -239,6 +260,7 @@ impl Settings {
             },
             loop_kind: cfg.string(py, "asgi_loop").unwrap_or_else(|| "auto".into()),
             limits: Arc::new(Limits::from_config(py, cfg)),
+            ws_max_size: usize::try_from(cfg.int(py, "websocket_max_message_size")).unwrap_or(0),
         }
     }
 }
@@ -308,10 +330,17 @@ pub fn serve_imported(
         bridge: bridge.clone(),
         stopped: Mutex::new(Some(stopped_rx)),
     });
+    let ws_max_size = settings.ws_max_size;
     Ok(BoxCloneService::new(tower::service_fn(
         move |req: Request<Incoming>| {
             let handle = handle.clone();
-            async move { Ok(call(&handle.bridge, req).await) }
+            async move {
+                Ok(if websocket::is_upgrade(&req) {
+                    websocket::call(&handle.bridge, req, ws_max_size).await
+                } else {
+                    call(&handle.bridge, req).await
+                })
+            }
         },
     )))
 }
@@ -343,6 +372,8 @@ impl Bridge {
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Request(Job),
+    /// A websocket handshake: the app decides.
+    WebSocket(websocket::Job),
     /// Something changed for request `id`: body bytes, disconnect, drain.
     Wake(u64),
     /// The worker is stopping: run the lifespan shutdown, stop the loop.
@@ -598,11 +629,39 @@ struct Ctx {
     root_path: Py<PyString>,
     root_path_str: String,
     asgi_version: Py<PyDict>,
+    /// The websocket scope's `asgi` (uvicorn's spec_version 2.4).
+    ws_asgi_version: Py<PyDict>,
+    run_ws: Py<PyAny>,
+    /// The glue's `ClientDisconnected`.
+    client_disconnected: Py<PyAny>,
     limits: Arc<Limits>,
-    /// Requests whose app is running, by id.
-    live: HashMap<u64, Py<Http>>,
+    /// Requests and websockets whose app is running, by id.
+    live: HashMap<u64, Live>,
     /// Responses started (headers sent by the app) but with no body yet.
     pending_heads: Vec<u64>,
+}
+
+/// A request or websocket whose app is running.
+enum Live {
+    Http(Py<Http>),
+    Ws(Py<websocket::WebSocket>),
+}
+
+impl Live {
+    fn clone_ref(&self, py: Python<'_>) -> Live {
+        match self {
+            Live::Http(h) => Live::Http(h.clone_ref(py)),
+            Live::Ws(w) => Live::Ws(w.clone_ref(py)),
+        }
+    }
+
+    /// Something changed on the tokio side: resolve what can be.
+    fn poke(&self, py: Python<'_>) {
+        match self {
+            Live::Http(h) => Http::poke(h.bind(py)),
+            Live::Ws(w) => websocket::WebSocket::poke(w.bind(py)),
+        }
+    }
 }
 
 thread_local! {
@@ -701,6 +760,9 @@ fn asyncio_thread(
             let asgi = PyDict::new(py);
             asgi.set_item("version", "3.0")?;
             asgi.set_item("spec_version", "2.3")?;
+            let ws_asgi = PyDict::new(py);
+            ws_asgi.set_item("version", "3.0")?;
+            ws_asgi.set_item("spec_version", "2.4")?;
             Ok(Ctx {
                 app: app.clone_ref(py),
                 run_http: glue.getattr("run_http")?.unbind(),
@@ -713,6 +775,9 @@ fn asyncio_thread(
                 root_path: PyString::new(py, &settings.root_path).unbind(),
                 root_path_str: settings.root_path.clone(),
                 asgi_version: asgi.unbind(),
+                ws_asgi_version: ws_asgi.unbind(),
+                run_ws: glue.getattr("run_ws")?.unbind(),
+                client_disconnected: glue.getattr("ClientDisconnected")?.unbind(),
                 limits: settings.limits.clone(),
                 live: HashMap::new(),
                 pending_heads: Vec::new(),
@@ -765,10 +830,11 @@ impl Pump {
         for msg in batch {
             match msg {
                 Msg::Request(job) => start_request(py, job),
+                Msg::WebSocket(job) => websocket::start(py, job),
                 Msg::Wake(id) => {
-                    let http = with_ctx(|c| c.live.get(&id).map(|h| h.clone_ref(py))).flatten();
-                    if let Some(http) = http {
-                        Http::poke(http.bind(py));
+                    let live = with_ctx(|c| c.live.get(&id).map(|l| l.clone_ref(py))).flatten();
+                    if let Some(live) = live {
+                        live.poke(py);
                     }
                 }
                 // The worker has drained: requests still live have lost
@@ -823,8 +889,8 @@ impl FlushHeads {
     fn __call__(&self, py: Python<'_>) {
         let ids = with_ctx(|c| std::mem::take(&mut c.pending_heads)).unwrap_or_default();
         for id in ids {
-            let http = with_ctx(|c| c.live.get(&id).map(|h| h.clone_ref(py))).flatten();
-            if let Some(http) = http {
+            let live = with_ctx(|c| c.live.get(&id).map(|l| l.clone_ref(py))).flatten();
+            if let Some(Live::Http(http)) = live {
                 http.bind(py).borrow_mut().open_stream();
             }
         }
@@ -888,7 +954,7 @@ fn start_request(py: Python<'_>, job: Job) {
         reply,
     } = job;
     let started = with_ctx(|c| -> PyResult<()> {
-        let scope = build_scope(py, c, &parts)?;
+        let scope = build_scope(py, c, &parts, ScopeType::Http)?;
         let id = shared.id;
         let http = Py::new(
             py,
@@ -909,7 +975,7 @@ fn start_request(py: Python<'_>, job: Job) {
             .bind(py)
             .call1((c.app.bind(py), scope, http.bind(py)))?;
         c.create_task.bind(py).call1((coro,))?;
-        c.live.insert(id, http);
+        c.live.insert(id, Live::Http(http));
         Ok(())
     });
     if let Some(Err(e)) = started {
@@ -917,15 +983,30 @@ fn start_request(py: Python<'_>, job: Job) {
     }
 }
 
-/// The HTTP scope, as uvicorn builds it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ScopeType {
+    Http,
+    WebSocket,
+}
+
+/// The HTTP or websocket scope, as uvicorn builds it. A websocket scope
+/// has no `method`, the `ws`/`wss` schemes, `subprotocols` and the
+/// `websocket.http.response` extension.
 fn build_scope<'py>(
     py: Python<'py>,
     c: &Ctx,
     parts: &http::request::Parts,
+    ty: ScopeType,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let ws = ty == ScopeType::WebSocket;
     let scope = PyDict::new(py);
-    scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
-    scope.set_item(intern!(py, "asgi"), c.asgi_version.bind(py).copy()?)?;
+    if ws {
+        scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
+        scope.set_item(intern!(py, "asgi"), c.ws_asgi_version.bind(py).copy()?)?;
+    } else {
+        scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
+        scope.set_item(intern!(py, "asgi"), c.asgi_version.bind(py).copy()?)?;
+    }
     scope.set_item(
         intern!(py, "http_version"),
         match parts.version {
@@ -949,16 +1030,23 @@ fn build_scope<'py>(
     // A PROXY protocol header names the client (gunicorn's asgi worker);
     // forwarded headers are trusted, or not, by the socket's peer.
     let mut client = addrs.client().map(|a| (a.ip().to_string(), a.port()));
-    let mut scheme = if addrs.tls { "https" } else { "http" }.to_string();
+    let mut scheme = match (ws, addrs.tls) {
+        (false, false) => "http",
+        (false, true) => "https",
+        (true, false) => "ws",
+        (true, true) => "wss",
+    }
+    .to_string();
     if trusted {
         if let Some(proto) = parts
             .headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
         {
+            // As uvicorn's proxy headers: a websocket's http(s) is ws(s).
             let p = proto.trim().to_ascii_lowercase();
-            if p == "http" || p == "https" {
-                scheme = p;
+            if matches!(p.as_str(), "http" | "https" | "ws" | "wss") {
+                scheme = if ws { p.replace("http", "ws") } else { p };
             }
         }
         if let Some(fwd) = parts
@@ -1000,7 +1088,21 @@ fn build_scope<'py>(
     }
     scope.set_item(intern!(py, "headers"), headers)?;
     scope.set_item(intern!(py, "state"), c.state.bind(py).copy()?)?;
-    scope.set_item(intern!(py, "method"), parts.method.as_str())?;
+    if ws {
+        // Every Sec-WebSocket-Protocol header, split at commas.
+        let subprotocols = PyList::empty(py);
+        for v in parts.headers.get_all(http::header::SEC_WEBSOCKET_PROTOCOL) {
+            for p in crate::text::latin1(v.as_bytes()).split(',') {
+                subprotocols.append(p.trim())?;
+            }
+        }
+        scope.set_item(intern!(py, "subprotocols"), subprotocols)?;
+        let extensions = PyDict::new(py);
+        extensions.set_item("websocket.http.response", PyDict::new(py))?;
+        scope.set_item(intern!(py, "extensions"), extensions)?;
+    } else {
+        scope.set_item(intern!(py, "method"), parts.method.as_str())?;
+    }
     let raw = parts.uri.path().as_bytes();
     let path = if raw.contains(&b'%') {
         String::from_utf8_lossy(&crate::text::percent_decode(raw)).into_owned()
@@ -1255,19 +1357,7 @@ impl Http {
             let status = StatusCode::from_u16(status).map_err(|_| {
                 PyRuntimeError::new_err(format!("Invalid HTTP status code '{status}'."))
             })?;
-            let mut headers = HeaderMap::new();
-            if let Ok(hs) = message.get_item(intern!(py, "headers")) {
-                for item in hs.try_iter()? {
-                    let item = item?;
-                    let name = item.get_item(0)?;
-                    let value = item.get_item(1)?;
-                    let name = HeaderName::from_bytes(bytes_of(&name)?)
-                        .map_err(|_| PyRuntimeError::new_err("Invalid HTTP header name."))?;
-                    let value = HeaderValue::from_bytes(bytes_of(&value)?)
-                        .map_err(|_| PyRuntimeError::new_err("Invalid HTTP header value."))?;
-                    headers.append(name, value);
-                }
-            }
+            let headers = message_headers(&message)?;
             me.response_started = true;
             me.head = Some((status, headers));
             // Sent with the first body message, or at the loop's next turn
@@ -1369,6 +1459,25 @@ impl Http {
         let msg = format!("Exception in ASGI application\n{}", tb.trim_end());
         self.finish(Some(&msg));
     }
+}
+
+/// The `headers` of an ASGI message: [name, value] pairs of bytes.
+fn message_headers(message: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
+    let py = message.py();
+    let mut headers = HeaderMap::new();
+    if let Ok(hs) = message.get_item(intern!(py, "headers")) {
+        for item in hs.try_iter()? {
+            let item = item?;
+            let name = item.get_item(0)?;
+            let value = item.get_item(1)?;
+            let name = HeaderName::from_bytes(bytes_of(&name)?)
+                .map_err(|_| PyRuntimeError::new_err("Invalid HTTP header name."))?;
+            let value = HeaderValue::from_bytes(bytes_of(&value)?)
+                .map_err(|_| PyRuntimeError::new_err("Invalid HTTP header value."))?;
+            headers.append(name, value);
+        }
+    }
+    Ok(headers)
 }
 
 fn bytes_of<'a>(v: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {

@@ -12,7 +12,10 @@
 //!   ever reads validated bytes; after a framing error hyper sees EOF
 //!   (so it still answers the earlier pipelined requests), and when hyper
 //!   shuts the connection down the wrapper writes gunicorn's error page
-//!   (or nothing, for gunicorn's "close without answer" cases).
+//!   (or nothing, for gunicorn's "close without answer" cases). Once the
+//!   app has switched the connection to another protocol (a `101
+//!   Switching Protocols` answer: websockets), it passes bytes through
+//!   untouched ([`GatedIo::raw_switch`]).
 //!
 //! What hyper sees is re-serialised, not the raw bytes: headers that
 //! `header_map = "drop"` drops are gone, folded lines are unfolded, the
@@ -31,6 +34,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
@@ -1751,6 +1755,8 @@ pub struct GatedIo<T> {
     hyper_saw_error: bool,
     /// The error response, and how much of it is written.
     reply: Option<(Vec<u8>, usize)>,
+    /// Set once the connection has switched protocols: no more framing.
+    raw: Arc<AtomicBool>,
 }
 
 impl<T> GatedIo<T> {
@@ -1768,7 +1774,21 @@ impl<T> GatedIo<T> {
             error_mid_request: false,
             hyper_saw_error: false,
             reply: None,
+            raw: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The switch that ends framing on this connection: set it when the
+    /// app answers `101 Switching Protocols`, before hyper writes that
+    /// answer. From then on the bytes on the wire are the new protocol's
+    /// (websocket frames), so reads pass them through untouched: first
+    /// whatever the framer holds, then the socket's.
+    pub fn raw_switch(&self) -> Arc<AtomicBool> {
+        self.raw.clone()
+    }
+
+    fn is_raw(&self) -> bool {
+        self.raw.load(Ordering::Acquire)
     }
 
     /// The refusal pending or written on this connection, if any.
@@ -1791,7 +1811,7 @@ impl<T> GatedIo<T> {
     }
 
     fn swallowing(&self) -> bool {
-        self.hyper_saw_error && self.error_mid_request
+        self.hyper_saw_error && self.error_mid_request && !self.is_raw()
     }
 }
 
@@ -1872,6 +1892,21 @@ impl<T: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Read for GatedIo<
                 }
                 return Poll::Ready(Ok(()));
             }
+            if this.is_raw() {
+                // Switched protocols: what the framer held back first
+                // (a client can't have sent much before the 101), then
+                // the socket as it is.
+                if !this.inbuf.is_empty() {
+                    let n = this.inbuf.len().min(buf.remaining());
+                    buf.put_slice(&this.inbuf[..n]);
+                    this.inbuf.drain(..n);
+                    return Poll::Ready(Ok(()));
+                }
+                if this.sock_eof {
+                    return Poll::Ready(Ok(()));
+                }
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
             if this.error.is_some() {
                 this.hyper_saw_error = true;
                 return Poll::Ready(Ok(()));
@@ -1939,7 +1974,7 @@ impl<T: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Write for GatedIo
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.error.is_some() {
+        if this.error.is_some() && !this.is_raw() {
             ready!(this.poll_reply(cx))?;
             ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
         }
@@ -2639,6 +2674,105 @@ mod tests {
                 "{r}"
             );
             assert!(!r.contains("body error"), "{r}");
+        }
+
+        /// Read from `rd` until `got` ends with `end`.
+        async fn read_until(
+            rd: &mut (impl tokio::io::AsyncRead + Unpin),
+            got: &mut Vec<u8>,
+            end: &[u8],
+        ) {
+            let mut b = [0u8; 1];
+            while !got.ends_with(end) {
+                let n = tokio::time::timeout(std::time::Duration::from_secs(5), rd.read(&mut b))
+                    .await
+                    .expect("server hung")
+                    .unwrap();
+                assert!(n > 0, "EOF after {:?}", String::from_utf8_lossy(got));
+                got.push(b[0]);
+            }
+        }
+
+        /// An upgrade request answered as HTTP keeps the connection framed;
+        /// once the app answers 101 and sets the switch, the bytes that
+        /// follow (never valid HTTP) pass through both ways untouched.
+        #[tokio::test]
+        async fn switched_protocols_pass_raw_bytes() {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            let io = GatedIo::new(
+                TokioIo::new(server),
+                Arc::new(Limits::default()),
+                Some(IpAddr::from([127, 0, 0, 1])),
+            );
+            let raw = io.raw_switch();
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    let raw = raw.clone();
+                    async move {
+                        let mut resp = hyper::Response::new(Full::new(bytes::Bytes::from("ok")));
+                        if req.uri().path() == "/switch" {
+                            let on = hyper::upgrade::on(&mut req);
+                            raw.store(true, Ordering::Release);
+                            tokio::spawn(async move {
+                                // An echo of the raw bytes.
+                                let mut io = TokioIo::new(on.await.unwrap());
+                                let mut buf = [0u8; 64];
+                                loop {
+                                    let n = io.read(&mut buf).await.unwrap();
+                                    if n == 0 {
+                                        break;
+                                    }
+                                    io.write_all(&buf[..n]).await.unwrap();
+                                }
+                            });
+                            *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+                            *resp.body_mut() = Full::new(bytes::Bytes::new());
+                            resp.headers_mut()
+                                .insert("upgrade", hyper::header::HeaderValue::from_static("test"));
+                            resp.headers_mut().insert(
+                                "connection",
+                                hyper::header::HeaderValue::from_static("upgrade"),
+                            );
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .half_close(true)
+                    .serve_connection(io, svc)
+                    .with_upgrades(),
+            );
+            let (mut rd, mut wr) = tokio::io::split(client);
+            let upgrade = "Upgrade: test\r\nConnection: upgrade\r\n\r\n";
+            let mut got = Vec::new();
+            wr.write_all(format!("GET /stay HTTP/1.1\r\n{upgrade}").as_bytes())
+                .await
+                .unwrap();
+            read_until(&mut rd, &mut got, b"\r\n\r\nok").await;
+            assert!(
+                got.starts_with(b"HTTP/1.1 200 OK"),
+                "{}",
+                String::from_utf8_lossy(&got)
+            );
+            got.clear();
+            wr.write_all(format!("GET /switch HTTP/1.1\r\n{upgrade}").as_bytes())
+                .await
+                .unwrap();
+            read_until(&mut rd, &mut got, b"\r\n\r\n").await;
+            assert!(
+                got.starts_with(b"HTTP/1.1 101 Switching Protocols"),
+                "{}",
+                String::from_utf8_lossy(&got)
+            );
+            // A bare LF, a lower-case "method", bytes past 0x7f: the framer
+            // would refuse each.
+            let frames: &[u8] = b"\x81\x85get bare\nLF\xff\r\n\r\n";
+            wr.write_all(frames).await.unwrap();
+            got.clear();
+            read_until(&mut rd, &mut got, b"\r\n\r\n").await;
+            assert_eq!(got, frames);
         }
 
         #[tokio::test]

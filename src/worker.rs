@@ -8,28 +8,36 @@
 //! `Connection: close`; a connection idle for the drain window is closed ->
 //! exit when none is left, or at `graceful_timeout`.
 //!
+//! Connections are served `with_upgrades`: an app that answers `101
+//! Switching Protocols` with an [`AfterUpgrade`] session (ASGI websockets)
+//! gets the raw connection once hyper lets go of it; the framer stops
+//! framing that connection, and the session counts as in flight until it
+//! ends (it is told when the worker drains, and closes). A Rust app that
+//! answers 101 by itself (an axum websocket, through hyper's `OnUpgrade`)
+//! gets the raw connection too, but that connection no longer counts once
+//! hyper lets go of it.
+//!
 //! Signals are taken by a dedicated thread with `sigwait`, so TERM, INT,
 //! QUIT and ABRT (timeout) are handled even when the serving loop is
 //! blocked by the app.
 
 use std::convert::Infallible;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION};
-use hyper::Request;
+use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tower::ServiceExt;
 
 use crate::access_log::{AccessLog, Record};
-use crate::app::ConnAddrs;
-use crate::app::{AppFactory, BoxApp, WorkerInfo};
+use crate::app::{AfterUpgrade, AppFactory, BoxApp, ConnAddrs, Upgrade, WorkerInfo};
 use crate::http2::H2Settings;
 use crate::log;
 use crate::request_hooks::{RequestHooks, RequestInfo, ResponseInfo};
@@ -235,6 +243,9 @@ struct ConnState {
     /// A response was made: from then on the connection is kept alive for
     /// `keepalive`; before, the client has `header_read_timeout`.
     responded: std::sync::atomic::AtomicBool,
+    /// The app switched protocols and serves the connection on: its
+    /// session, run once hyper has handed the connection over.
+    upgrade: std::sync::Mutex<Option<Upgrade>>,
 }
 
 async fn serve_async(
@@ -449,7 +460,10 @@ async fn serve_stream<S>(
             let fd = stream.as_raw_fd();
             let mut io = GatedIo::new(TokioIo::new(stream), limits, peer);
             let proxy = io.proxy_info_sink();
-            serve_connection(io, fd, Proto::H1, addrs, proxy, setup, served, drain).await
+            let proto = Proto::H1 {
+                raw: io.raw_switch(),
+            };
+            serve_connection(io, fd, proto, addrs, proxy, setup, served, drain).await
         }
         Some(tls) => {
             let remote = peer.map(|ip| ip.to_string()).unwrap_or_default();
@@ -476,15 +490,22 @@ async fn serve_stream<S>(
             }
             let mut io = GatedIo::new(TokioIo::new(stream), limits, peer);
             let proxy = io.proxy_info_sink();
+            let proto = Proto::H1 {
+                raw: io.raw_switch(),
+            };
             // No fd: on abort the signal thread can't answer inside TLS.
-            serve_connection(io, -1, Proto::H1, addrs, proxy, setup, served, drain).await
+            serve_connection(io, -1, proto, addrs, proxy, setup, served, drain).await
         }
     }
 }
 
 /// The protocol a connection speaks.
 enum Proto {
-    H1,
+    /// `raw` is the framer's switch to pass bytes through untouched once
+    /// the app switches protocols ([`GatedIo::raw_switch`]).
+    H1 {
+        raw: Arc<AtomicBool>,
+    },
     H2(H2Settings),
 }
 
@@ -622,7 +643,12 @@ async fn serve_connection<I>(
         in_flight: Default::default(),
         last_active_ms: AtomicU64::new(monotonic_ms()),
         responded: Default::default(),
+        upgrade: Default::default(),
     });
+    let raw = match &proto {
+        Proto::H1 { raw } => Some(raw.clone()),
+        Proto::H2(_) => None,
+    };
     let service = {
         let (state, setup, served, drain) =
             (state.clone(), setup.clone(), served.clone(), drain.clone());
@@ -647,8 +673,13 @@ async fn serve_connection<I>(
             } else {
                 None
             };
-            let (state, setup, served, drain) =
-                (state.clone(), setup.clone(), served.clone(), drain.clone());
+            let (state, setup, served, drain, raw) = (
+                state.clone(),
+                setup.clone(),
+                served.clone(),
+                drain.clone(),
+                raw.clone(),
+            );
             // Only what the access log needs, and only when it is on.
             let logged = served
                 .access_log
@@ -722,13 +753,29 @@ async fn serve_connection<I>(
                         .boxed_unsync()
                     });
                 }
-                // (HTTP/2 drains by GOAWAY instead.)
-                if *drain.borrow() && !is_h2 {
+                // A session after a switch stays in flight until it ends.
+                let mut upgrading = false;
+                if let (StatusCode::SWITCHING_PROTOCOLS, Some(raw)) = (resp.status(), &raw) {
+                    // From the 101 on, the bytes on the wire are the new
+                    // protocol's: the framer must not read them as HTTP.
+                    raw.store(true, Ordering::Release);
+                    let session = resp
+                        .extensions()
+                        .get::<AfterUpgrade>()
+                        .and_then(|a| a.take());
+                    if let (Some(session), Ok(mut pending)) = (session, state.upgrade.lock()) {
+                        *pending = Some(session);
+                        upgrading = true;
+                    }
+                } else if *drain.borrow() && !is_h2 {
+                    // (HTTP/2 drains by GOAWAY instead.)
                     resp.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
-                slot.in_flight.fetch_sub(1, Ordering::AcqRel);
-                state.in_flight.fetch_sub(1, Ordering::AcqRel);
+                if !upgrading {
+                    slot.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    state.in_flight.fetch_sub(1, Ordering::AcqRel);
+                }
                 state
                     .last_active_ms
                     .store(monotonic_ms(), Ordering::Release);
@@ -747,7 +794,7 @@ async fn serve_connection<I>(
         })
     };
     match proto {
-        Proto::H1 => {
+        Proto::H1 { .. } => {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -766,9 +813,10 @@ async fn serve_connection<I>(
             if max_headers != HYPER_DEFAULT_MAX_HEADERS {
                 builder.max_headers(max_headers);
             }
-            let conn = builder.serve_connection(io, service);
+            let conn = builder.serve_connection(io, service).with_upgrades();
             tokio::pin!(conn);
-            drive!(conn, false, state, setup, drain)
+            drive!(conn, false, state, setup, drain);
+            run_upgraded(&state, &setup, drain.clone()).await
         }
         Proto::H2(h2) => {
             let conn = h2.builder().serve_connection(io, service);
@@ -776,6 +824,23 @@ async fn serve_connection<I>(
             drive!(conn, true, state, setup, drain)
         }
     }
+}
+
+/// After hyper is done with a connection: the app's session on it, if the
+/// app switched protocols (see [`AfterUpgrade`]), then the connection's
+/// in-flight count goes.
+async fn run_upgraded(state: &ConnState, setup: &WorkerSetup, drain: watch::Receiver<bool>) {
+    let Some(up) = state.upgrade.lock().ok().and_then(|mut u| u.take()) else {
+        return;
+    };
+    // hyper hands the connection over as its future ends; an error (the
+    // 101 could not be written) drops the session, which tells the app.
+    if let Ok(io) = up.on_upgrade.await {
+        (up.run)(io, drain).await;
+    }
+    let slot = setup.scoreboard.slot(setup.slot);
+    slot.in_flight.fetch_sub(1, Ordering::AcqRel);
+    state.in_flight.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// The request's part of an access-log record.

@@ -4,7 +4,9 @@
 //! (500, the worker lives; after the start, the connection is closed), a
 //! blocked asyncio loop killed after `timeout`, and the migration guide's
 //! FastAPI example under rgunicorn and under gunicorn 27.0.1 +
-//! UvicornWorker with `examples/gunicorn.conf.py`.
+//! UvicornWorker with `examples/gunicorn.conf.py`; websockets (echo, close
+//! codes both ways, subprotocols, refusals, errors, the size limit, TERM
+//! with a websocket open, the scope against uvicorn's).
 //!
 //! Python packages (fastapi, uvicorn, uvicorn-worker, gunicorn) come from
 //! `target/test-venv` (tests/run installs them), or `ASGI_VENV`.
@@ -19,6 +21,11 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{rgunicorn, scratch_dir};
+use tokio_tungstenite::tungstenite::{
+    self,
+    protocol::{frame::coding::CloseCode, CloseFrame},
+    Message,
+};
 
 const UVICORN_WORKER: &str = "uvicorn.workers.UvicornWorker";
 
@@ -614,4 +621,369 @@ fn new_connections_avoid_a_worker_whose_loop_is_blocked() {
     });
     let (status, body) = blocked.join().unwrap().unwrap();
     assert_eq!((status, body.as_str()), (200, "unblocked"));
+}
+
+// ---------------------------------------------------------------------------
+// Websockets (src/asgi/websocket.rs), driven by tungstenite's blocking client.
+
+type Ws = tungstenite::WebSocket<TcpStream>;
+
+/// Open a websocket on `path`, offering `protocols`: the socket and the
+/// handshake's response, or the handshake's error (an HTTP refusal is
+/// `tungstenite::Error::Http`).
+fn ws_connect(
+    port: u16,
+    path: &str,
+    protocols: &[&str],
+    headers: &[(&str, &str)],
+) -> Result<(Ws, tungstenite::handshake::client::Response), tungstenite::Error> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let uri = format!("ws://127.0.0.1:{port}{path}").parse().unwrap();
+    let mut req = tungstenite::ClientRequestBuilder::new(uri);
+    for p in protocols {
+        req = req.with_sub_protocol(*p);
+    }
+    for (k, v) in headers {
+        req = req.with_header(*k, *v);
+    }
+    tungstenite::client(req, stream).map_err(|e| match e {
+        tungstenite::HandshakeError::Failure(e) => e,
+        tungstenite::HandshakeError::Interrupted(_) => panic!("blocking handshake interrupted"),
+    })
+}
+
+fn ws_open(port: u16, path: &str) -> Ws {
+    ws_connect(port, path, &[], &[]).unwrap().0
+}
+
+/// The next data or close message (pings and pongs skipped).
+fn ws_next(ws: &mut Ws) -> Message {
+    loop {
+        match ws.read().unwrap() {
+            Message::Ping(_) | Message::Pong(_) => continue,
+            m => return m,
+        }
+    }
+}
+
+/// The close frame the server sent: (code, reason).
+fn ws_closed_with(ws: &mut Ws) -> (u16, String) {
+    match ws_next(ws) {
+        Message::Close(Some(f)) => (u16::from(f.code), f.reason.to_string()),
+        m => panic!("expected a close frame, got {m:?}"),
+    }
+}
+
+/// The HTTP status a refused handshake got, and its response.
+fn ws_refused(port: u16, path: &str) -> (u16, tungstenite::http::Response<Option<Vec<u8>>>) {
+    match ws_connect(port, path, &[], &[]) {
+        Err(tungstenite::Error::Http(resp)) => (resp.status().as_u16(), *resp),
+        Ok((_, resp)) => panic!("{path} accepted: {resp:?}"),
+        Err(e) => panic!("{path}: {e}"),
+    }
+}
+
+fn wait_log_line(log: &Path, line: &str) {
+    wait_for(line, Duration::from_secs(10), || {
+        read_log(log).iter().any(|l| l == line)
+    });
+}
+
+#[test]
+fn websocket_echo_close_codes_and_subprotocols() {
+    let (p, log) = raw_app("ws-echo", &["-w", "1"], &[]);
+    p.wait_ready();
+
+    // The app picks chat.v2 among the offered subprotocols; its extra
+    // accept header is in the 101.
+    let (mut ws, resp) = ws_connect(p.port, "/ws/echo", &["chat.v1", "chat.v2"], &[]).unwrap();
+    assert_eq!(resp.status().as_u16(), 101);
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "chat.v2");
+    assert_eq!(resp.headers()["x-accepted"], "yes");
+    ws.send(Message::text("hello")).unwrap();
+    assert_eq!(ws_next(&mut ws), Message::text("hello"));
+    ws.send(Message::binary(vec![0u8, 1, 2, 255])).unwrap();
+    assert_eq!(ws_next(&mut ws), Message::binary(vec![0u8, 1, 2, 255]));
+    // Pings are answered by the server.
+    ws.send(Message::Ping("are you there".into())).unwrap();
+    match ws.read().unwrap() {
+        Message::Pong(p) => assert_eq!(&p[..], b"are you there"),
+        m => panic!("expected a pong, got {m:?}"),
+    }
+    // The client closes: the app gets its code and reason, the server
+    // answers the close.
+    ws.close(Some(CloseFrame {
+        code: CloseCode::from(4000),
+        reason: "bye".into(),
+    }))
+    .unwrap();
+    assert_eq!(ws_closed_with(&mut ws), (4000, "bye".to_string()));
+    wait_log_line(&log, "ws-disconnect /ws/echo 4000 bye");
+
+    // Not offering the app's subprotocol: none is chosen.
+    match ws_connect(p.port, "/ws/echo", &["chat.v1"], &[]) {
+        Err(tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::SecWebSocketSubProtocolError(
+                tungstenite::error::SubProtocolError::NoSubProtocol,
+            ),
+        )) => {}
+        r => panic!(
+            "expected a 101 without a subprotocol: {:?}",
+            r.map(|(_, r)| r)
+        ),
+    }
+
+    // The app closes with its code and reason; its receive then gives that
+    // code, and a send after the close raises.
+    let (mut ws, resp) = ws_connect(p.port, "/ws/echo", &[], &[]).unwrap();
+    assert!(resp.headers().get("sec-websocket-protocol").is_none());
+    ws.send(Message::text("close 4001 done")).unwrap();
+    assert_eq!(ws_closed_with(&mut ws), (4001, "done".to_string()));
+    wait_log_line(&log, "ws-closed /ws/echo 4001 done");
+    wait_for("the send after close", Duration::from_secs(10), || {
+        read_log(&log)
+            .iter()
+            .any(|l| l.starts_with("ws-send-after-close "))
+    });
+
+    // A reason longer than a close frame holds is cut (at a character).
+    let mut ws = ws_open(p.port, "/ws/echo");
+    ws.send(Message::text(format!("close 4002 {}", "é".repeat(100))))
+        .unwrap();
+    let (code, reason) = ws_closed_with(&mut ws);
+    assert_eq!((code, reason.len()), (4002, 122), "{reason}");
+
+    // An app that returns without closing: close 1000.
+    let mut ws = ws_open(p.port, "/ws/echo");
+    ws.send(Message::text("return")).unwrap();
+    assert_eq!(ws_closed_with(&mut ws).0, 1000);
+
+    // A client that goes away without a close: 1006 for the app.
+    let mut ws = ws_open(p.port, "/ws/gone");
+    ws.send(Message::text("hi")).unwrap();
+    assert_eq!(ws_next(&mut ws), Message::text("hi"));
+    ws.get_mut().shutdown(std::net::Shutdown::Both).unwrap();
+    drop(ws);
+    wait_log_line(&log, "ws-disconnect /ws/gone 1006 None");
+}
+
+#[test]
+fn websocket_refusals_and_errors_leave_the_worker_serving() {
+    let (p, _log) = raw_app("ws-refuse", &["-w", "1"], &[]);
+    p.wait_ready();
+    let (_, pid) = get(p.port, "/pid").unwrap();
+
+    // websocket.close before accept: 403, as uvicorn.
+    assert_eq!(ws_refused(p.port, "/ws/reject").0, 403);
+    // An exception, or returning, before accept: gunicorn's 500.
+    let (status, resp) = ws_refused(p.port, "/ws/error");
+    assert_eq!(status, 500);
+    let body = String::from_utf8(resp.body().clone().unwrap_or_default()).unwrap();
+    assert!(body.contains("Internal Server Error"), "{body}");
+    wait_for("the traceback", Duration::from_secs(10), || {
+        p.log_has("ValueError: boom before accept")
+    });
+    assert_eq!(ws_refused(p.port, "/ws/return").0, 500);
+    wait_for("the error", Duration::from_secs(10), || {
+        p.log_has("ASGI callable returned without completing handshake.")
+    });
+    // The websocket.http.response extension: the app's own answer.
+    let (status, resp) = ws_refused(p.port, "/ws/response");
+    assert_eq!(status, 418);
+    assert_eq!(resp.headers()["x-teapot"], "yes");
+    assert_eq!(resp.body().as_deref(), Some(&b"short and stout"[..]));
+
+    // Handshakes the server refuses itself (gunicorn's checks).
+    let handshake = |version: &str, key: &str| {
+        request(
+            p.port,
+            &format!(
+                "GET /ws/echo HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Version: {version}\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+            ),
+        )
+        .unwrap()
+    };
+    let (status, head, _) = handshake("12", "dGhlIHNhbXBsZSBub25jZQ==");
+    assert_eq!(status, 426);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-version: 13"),
+        "{head}"
+    );
+    assert_eq!(handshake("13", "not a key").0, 400);
+
+    // An exception after accept: close 1011, the traceback logged.
+    let mut ws = ws_open(p.port, "/ws/echo");
+    ws.send(Message::text("raise")).unwrap();
+    assert_eq!(ws_closed_with(&mut ws).0, 1011);
+    wait_for("the traceback", Duration::from_secs(10), || {
+        p.log_has("RuntimeError: boom after accept")
+    });
+
+    // The same worker serves on, websockets and HTTP.
+    let mut ws = ws_open(p.port, "/ws/echo");
+    ws.send(Message::text("pid")).unwrap();
+    assert_eq!(ws_next(&mut ws), Message::text(pid.clone()));
+    assert_eq!(get(p.port, "/pid").unwrap(), (200, pid));
+}
+
+#[test]
+fn a_message_over_websocket_max_message_size_closes_with_1009() {
+    let (p, log) = raw_app(
+        "ws-size",
+        &["-w", "1", "--websocket-max-message-size", "1024"],
+        &[],
+    );
+    p.wait_ready();
+    assert!(
+        !p.log_has("websocket_max_message_size"),
+        "warned as not implemented"
+    );
+    let mut ws = ws_open(p.port, "/ws/echo");
+    let fits = "x".repeat(1024);
+    ws.send(Message::text(fits.clone())).unwrap();
+    assert_eq!(ws_next(&mut ws), Message::text(fits));
+    ws.send(Message::binary(vec![7u8; 1025])).unwrap();
+    assert_eq!(ws_closed_with(&mut ws).0, 1009);
+    wait_log_line(&log, "ws-disconnect /ws/echo 1009 Message too big");
+    // The worker serves on.
+    let mut ws = ws_open(p.port, "/ws/echo");
+    ws.send(Message::text("again")).unwrap();
+    assert_eq!(ws_next(&mut ws), Message::text("again"));
+}
+
+#[test]
+fn an_open_websocket_is_closed_with_1012_on_term_and_the_worker_exits() {
+    let (mut p, log) = raw_app("ws-term", &["-w", "1", "--graceful-timeout", "30"], &[]);
+    p.wait_ready();
+    let mut ws = ws_open(p.port, "/ws/term");
+    ws.send(Message::text("hi")).unwrap();
+    assert_eq!(ws_next(&mut ws), Message::text("hi"));
+    let started = Instant::now();
+    p.signal("TERM");
+    // As uvicorn's shutdown: 1012 (service restart) to client and app, at
+    // once rather than at graceful_timeout.
+    assert_eq!(ws_closed_with(&mut ws).0, 1012);
+    assert_eq!(p.wait_exit(Duration::from_secs(20)), 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let lines = read_log(&log);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "ws-disconnect /ws/term 1012 None"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("shutdown ")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn websocket_scope_matches_uvicorn_key_by_key() {
+    let (p, _log) = raw_app("ws-scope", &["-w", "1"], &[]);
+    p.wait_ready();
+    let dir = scratch_dir("ws-scope-uvicorn");
+    std::fs::copy(
+        repo().join("tests/apps/asgi_raw.py"),
+        dir.join("asgi_raw.py"),
+    )
+    .unwrap();
+    let uv = Proc::spawn(
+        &venv().join("bin/python"),
+        &dir,
+        &[
+            "-m",
+            "uvicorn",
+            "asgi_raw:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ],
+        &[],
+    );
+    assert!(uv.port != 0, "uvicorn did not start");
+    let scope = |port| {
+        let (mut ws, _) = ws_connect(
+            port,
+            "/ws/scope/caf%C3%A9%20x?q=a%20b&r=1",
+            &["chat.v1", "chat.v2"],
+            &[("X-Custom", "Value One")],
+        )
+        .unwrap();
+        let Message::Text(text) = ws_next(&mut ws) else {
+            panic!("no scope")
+        };
+        let _ = ws.close(None);
+        text.lines()
+            .map(|l| {
+                let (k, v) = l.split_once('\t').unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let ours = scope(p.port);
+    let theirs = scope(uv.port);
+    let keys =
+        |m: &std::collections::BTreeMap<String, String>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&ours), keys(&theirs));
+    for (k, v) in &theirs {
+        match k.as_str() {
+            "client" | "server" => {
+                assert_eq!(
+                    ours[k].split(',').next(),
+                    v.split(',').next(),
+                    "{k}: {} vs {v}",
+                    ours[k]
+                );
+            }
+            "state" => assert!(ours[k].contains("started_by") && v.contains("started_by")),
+            // The client's key is new on each connection; the host has the port.
+            "headers" => {
+                // [["name", "value"], ...] (no quotes or brackets inside here).
+                let strip = |h: &str| {
+                    h.trim_start_matches("[[\"")
+                        .trim_end_matches("\"]]")
+                        .split("\"], [\"")
+                        .filter(|pair| {
+                            !pair.starts_with("sec-websocket-key\"") && !pair.starts_with("host\"")
+                        })
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(strip(&ours[k]), strip(v));
+            }
+            _ => assert_eq!(&ours[k], v, "scope[{k:?}]"),
+        }
+    }
+}
+
+#[test]
+fn the_server_pings_an_open_websocket_as_uvicorn_does() {
+    let (p, _log) = raw_app("ws-ping", &["-w", "1"], &[]);
+    p.wait_ready();
+    let mut ws = ws_open(p.port, "/ws/echo");
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(40)))
+        .unwrap();
+    // uvicorn's keepalive: a ping after 20 s (tungstenite's client answers
+    // it), and the connection stays open.
+    let started = Instant::now();
+    match ws.read().unwrap() {
+        Message::Ping(_) => {}
+        m => panic!("expected a ping, got {m:?}"),
+    }
+    let after = started.elapsed();
+    assert!(after >= Duration::from_secs(19), "{after:?}");
+    ws.send(Message::text("still here")).unwrap();
+    assert_eq!(ws_next(&mut ws), Message::text("still here"));
 }

@@ -3,7 +3,8 @@
 //! refused, client certificates (`cert_reqs` 1 and 2 with `ca_certs`),
 //! `ciphers` mapped with a warning for names without a rustls equivalent,
 //! bad certificate/key files and the `ssl_context` hook stopping the start
-//! with exit 1, and `wsgi.url_scheme` = `https` for a WSGI app.
+//! with exit 1, `wsgi.url_scheme` = `https` for a WSGI app, and an ASGI
+//! websocket over TLS (`wss`).
 //!
 //! The certificates (a CA, a server certificate for 127.0.0.1 and a client
 //! certificate, both signed by the CA) are made with the `openssl` command.
@@ -418,6 +419,41 @@ fn wsgi_url_scheme_is_https() {
         .unwrap_or_else(|| panic!("no wsgi.url_scheme in {}", answer.body));
     assert_eq!(scheme, "\"https\"");
     assert!(!answer.body.lines().any(|l| l.starts_with("HTTPS\t")));
+}
+
+/// An ASGI websocket over TLS: the 101, frames both ways through the TLS
+/// stream, and `wss` as the scope's scheme.
+#[test]
+fn asgi_websocket_over_tls() {
+    use tokio_tungstenite::tungstenite::{self, Message};
+    let c = certs();
+    let dir = scratch_dir("tls-wss");
+    let apps = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps");
+    std::fs::copy(apps.join("asgi_raw.py"), dir.join("asgi_raw.py")).unwrap();
+    let mut args = vec!["asgi_raw:app".to_string(), "-k".into(), "asgi".into()];
+    args.extend(tls_args(c, "server.pem", "server.key"));
+    let client = client(false);
+    let server = start(&dir, &strs(&args), &client);
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(client.clone(), name).unwrap();
+    let sock = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let tls = rustls::StreamOwned::new(conn, sock);
+    let url = format!("wss://127.0.0.1:{}/ws/scope", server.port);
+    let (mut ws, resp) = tungstenite::client(url, tls).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status().as_u16(), 101);
+    let Message::Text(scope) = ws.read().unwrap() else {
+        panic!("no scope")
+    };
+    assert!(scope.lines().any(|l| l == "scheme\t\"wss\""), "{scope}");
+    ws.send(Message::text("over tls")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("over tls"));
+    ws.close(None).unwrap();
+    match ws.read() {
+        Ok(Message::Close(_)) => {}
+        r => panic!("expected the close, got {r:?}"),
+    }
 }
 
 #[test]

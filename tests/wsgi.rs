@@ -771,3 +771,34 @@ fn preload_app_imports_in_the_master_and_hup_keeps_the_code() {
     );
     assert!(!err.contains("Booting worker"), "{err}");
 }
+
+/// A websocket handshake to a WSGI or Rust app is a plain HTTP request:
+/// answered by the app, and the connection is kept alive as HTTP.
+#[test]
+fn an_upgrade_request_is_plain_http_for_wsgi_and_rust_apps() {
+    let dir = app_dir("wsgi-upgrade", "");
+    let handshake = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+    };
+    for (app, path) in [("wsgi_app", "/env"), ("rgunicorn:health", "/health")] {
+        let server = start(&rgunicorn(), &dir, &[app, "-w", "1"]);
+        let mut conn = connect(server.port);
+        conn.get_mut()
+            .write_all(handshake(path).as_bytes())
+            .unwrap();
+        let resp = read_response(&mut conn).unwrap();
+        assert_eq!(resp.status, 200, "{app}: {}", resp.text());
+        if app == "wsgi_app" {
+            assert!(resp.text().contains("HTTP_UPGRADE"), "{}", resp.text());
+        }
+        // The same connection serves the next request as HTTP.
+        conn.get_mut()
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        assert_eq!(read_response(&mut conn).unwrap().status, 200, "{app}");
+        assert_eq!(server.stop(), 0);
+    }
+}

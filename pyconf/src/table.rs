@@ -1547,7 +1547,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: PosInt,
         short: "Largest WebSocket message, in bytes, the ``asgi`` worker accepts.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "http_parser",

@@ -1,6 +1,8 @@
 """A raw ASGI 3 app for tests/asgi.rs: streaming both ways, disconnect,
-the scope as JSON, errors, a blocked loop, and lifespan recorded to the
-file named by $ASGI_LOG ($ASGI_FAIL_STARTUP makes startup fail)."""
+the scope as JSON, errors, a blocked loop, websockets (echo, close codes,
+subprotocols, refusals, errors), and lifespan and websocket disconnects
+recorded to the file named by $ASGI_LOG ($ASGI_FAIL_STARTUP makes startup
+fail)."""
 import asyncio
 import json
 import os
@@ -53,15 +55,70 @@ async def reply(send, status, body, ctype=b"text/plain"):
     await send({"type": "http.response.body", "body": body})
 
 
+def scope_lines(scope):
+    """One line per key: `key<TAB>json`, sorted (compared with uvicorn's)."""
+    return "\n".join(f"{k}\t{json.dumps(jsonable(v), sort_keys=True)}" for k, v in sorted(scope.items()))
+
+
+async def websocket(scope, receive, send):
+    path = scope["path"][len(scope["root_path"]):]
+    message = await receive()
+    assert message["type"] == "websocket.connect", message
+    if path == "/ws/reject":
+        return await send({"type": "websocket.close"})
+    if path == "/ws/error":
+        raise ValueError("boom before accept")
+    if path == "/ws/return":
+        return
+    if path == "/ws/response":
+        await send({"type": "websocket.http.response.start", "status": 418,
+                    "headers": [(b"x-teapot", b"yes")]})
+        await send({"type": "websocket.http.response.body", "body": b"short", "more_body": True})
+        return await send({"type": "websocket.http.response.body", "body": b" and stout"})
+    # The subprotocol we speak, if the client offers it.
+    subprotocol = "chat.v2" if "chat.v2" in scope["subprotocols"] else None
+    await send({"type": "websocket.accept", "subprotocol": subprotocol,
+                "headers": [(b"x-accepted", b"yes")]})
+    if path.startswith("/ws/scope"):
+        await send({"type": "websocket.send", "text": scope_lines(scope)})
+    # Echo; text commands: "close CODE REASON", "raise", "return", "pid".
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            record("ws-disconnect", path, message["code"], message.get("reason"))
+            return
+        text = message.get("text")
+        if text is None:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
+        elif text.startswith("close "):
+            _, code, reason = text.split(" ", 2)
+            await send({"type": "websocket.close", "code": int(code), "reason": reason})
+            message = await receive()
+            record("ws-closed", path, message["code"], message.get("reason"))
+            try:
+                await send({"type": "websocket.send", "text": "after close"})
+            except (RuntimeError, OSError) as e:
+                record("ws-send-after-close", type(e).__name__)
+            return
+        elif text == "raise":
+            raise RuntimeError("boom after accept")
+        elif text == "return":
+            return
+        elif text == "pid":
+            await send({"type": "websocket.send", "text": str(os.getpid())})
+        else:
+            await send({"type": "websocket.send", "text": text})
+
+
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         return await lifespan(scope, receive, send)
+    if scope["type"] == "websocket":
+        return await websocket(scope, receive, send)
     # The route: the path below root_path (as Starlette routes).
     path = scope["path"][len(scope["root_path"]):]
     if path.startswith("/scope"):
-        # One line per key: `key<TAB>json`, sorted (compared with uvicorn's).
-        lines = [f"{k}\t{json.dumps(jsonable(v), sort_keys=True)}" for k, v in sorted(scope.items())]
-        return await reply(send, 200, "\n".join(lines).encode())
+        return await reply(send, 200, scope_lines(scope).encode())
     if path == "/echo":
         # Streamed both ways: each chunk received is sent back at once.
         await send({"type": "http.response.start", "status": 200,
