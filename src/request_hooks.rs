@@ -3,9 +3,10 @@
 //! They run only when the config sets them (no GIL is taken per request
 //! otherwise), on tokio's blocking pool so the serving loop never waits for
 //! the GIL. `req` and `resp` are shaped like gunicorn's; `environ` is the
-//! minimal WSGI-style one gunicorn 27's `asgi` worker builds
-//! (REQUEST_METHOD, RAW_URI, PATH_INFO, QUERY_STRING, SERVER_PROTOCOL,
-//! REMOTE_ADDR, HTTP_*). Errors as gunicorn's: a failing `pre_request`
+//! WSGI app's own environ (as gunicorn's sync and gthread workers pass),
+//! and for other apps the minimal WSGI-style one gunicorn 27's `asgi`
+//! worker builds (REQUEST_METHOD, RAW_URI, PATH_INFO, QUERY_STRING,
+//! SERVER_PROTOCOL, REMOTE_ADDR, HTTP_*). Errors as gunicorn's: a failing `pre_request`
 //! fails the request with a 500 and `post_request(worker, req, {}, None)`
 //! still runs; a failing `post_request` is logged and changes nothing.
 
@@ -47,7 +48,14 @@ pub struct ResponseInfo {
     pub reason: String,
     pub headers: Vec<(String, String)>,
     pub sent: u64,
+    /// The WSGI app's environ, when the app is one.
+    pub environ: Option<AppEnviron>,
 }
+
+/// The environ a WSGI app was called with, carried in its response's
+/// extensions for `post_request`.
+#[derive(Clone)]
+pub struct AppEnviron(pub Arc<Py<PyDict>>);
 
 impl RequestHooks {
     /// `None` when neither hook is set (the default no-ops).
@@ -115,6 +123,10 @@ impl RequestHooks {
                     let req = py_request(py, &info)?;
                     let worker = hooks.worker.clone_ref(py).into_any();
                     let environ = match &resp {
+                        Some(ResponseInfo {
+                            environ: Some(AppEnviron(env)),
+                            ..
+                        }) => env.bind(py).clone(),
                         Some(_) => environ(py, &info)?,
                         None => PyDict::new(py),
                     };

@@ -40,7 +40,7 @@ use crate::access_log::{AccessLog, Record};
 use crate::app::{AfterUpgrade, AppFactory, BoxApp, ConnAddrs, Upgrade, WorkerInfo};
 use crate::http2::H2Settings;
 use crate::log;
-use crate::request_hooks::{RequestHooks, RequestInfo, ResponseInfo};
+use crate::request_hooks::{AppEnviron, RequestHooks, RequestInfo, ResponseInfo};
 use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
 use crate::strict_http::{GatedIo, Limits, ProxyInfo};
 
@@ -740,6 +740,7 @@ async fn serve_connection<I>(
                         .or_else(|| status.canonical_reason().map(str::to_string))
                         .unwrap_or_default();
                     let headers = header_list(resp.headers());
+                    let environ = resp.extensions_mut().remove::<AppEnviron>();
                     resp = resp.map(|body| {
                         crate::app::OnDone::new(body, move |sent| {
                             let done = ResponseInfo {
@@ -747,6 +748,7 @@ async fn serve_connection<I>(
                                 reason,
                                 headers,
                                 sent,
+                                environ,
                             };
                             hooks.post(info, Some(done));
                         })

@@ -51,6 +51,7 @@ use crate::app::{
 };
 use crate::log;
 use crate::pyapp;
+use crate::request_hooks::AppEnviron;
 use crate::strict_http::Limits;
 use crate::text::{latin1, percent_decode};
 
@@ -161,6 +162,8 @@ struct Settings {
     root_path: String,
     errorlog: Option<String>,
     limits: Arc<Limits>,
+    /// `post_request` is configured: each response carries its environ.
+    post_request: bool,
     /// For an app detected as ASGI (worker_class not set).
     asgi: crate::asgi::Settings,
 }
@@ -235,6 +238,7 @@ pub fn app_factory(py: Python<'_>, cfg: &Config, uri: &str) -> anyhow::Result<Ap
             .to_string(),
         errorlog: cfg.string(py, "errorlog").filter(|p| p != "-"),
         limits: Arc::new(Limits::from_config(py, cfg)),
+        post_request: cfg.hook_is_set(py, "post_request"),
         asgi: crate::asgi::Settings::from_config(py, cfg),
     };
     Ok(Arc::new(move |info: &WorkerInfo| {
@@ -315,6 +319,8 @@ struct WsgiApp {
     /// The `SCRIPT_NAME` environment variable (gunicorn reads it too).
     script_name_env: String,
     limits: Arc<Limits>,
+    /// See [`Settings::post_request`].
+    post_request: bool,
 }
 
 impl WsgiApp {
@@ -351,6 +357,7 @@ impl WsgiApp {
             root_path: s.root_path.clone(),
             script_name_env: std::env::var("SCRIPT_NAME").unwrap_or_default(),
             limits: s.limits.clone(),
+            post_request: s.post_request,
         })
     }
 }
@@ -479,6 +486,7 @@ fn handle(py: Python<'_>, app: &WsgiApp, job: Job) {
             started: false,
             phase: Phase::Pending(reply),
             remaining: None,
+            environ: None,
         }),
     });
     let input = match Py::new(py, Input::new(body)) {
@@ -504,6 +512,9 @@ fn handle(py: Python<'_>, app: &WsgiApp, job: Job) {
             return;
         }
     };
+    if app.post_request {
+        shared.lock().environ = Some(AppEnviron(Arc::new(environ.clone().unbind())));
+    }
     let responder = match Py::new(
         py,
         Responder {
@@ -789,6 +800,8 @@ struct RespState {
     phase: Phase,
     /// Bytes still allowed by the app's Content-Length.
     remaining: Option<u64>,
+    /// The request's environ, for `post_request` (gunicorn passes it).
+    environ: Option<AppEnviron>,
 }
 
 /// The response of one request, shared by the app thread, the
@@ -817,6 +830,9 @@ impl Shared {
         *resp.headers_mut() = head.headers;
         if let Some(reason) = head.reason {
             resp.extensions_mut().insert(reason);
+        }
+        if let Some(environ) = state.environ.take() {
+            resp.extensions_mut().insert(environ);
         }
         Ok(resp)
     }

@@ -1,7 +1,9 @@
 //! `pre_request` and `post_request` as gunicorn calls them: with gunicorn's
 //! `req`/`resp` attributes and the minimal environ, a failing `pre_request`
 //! fails its request with a 500 and `post_request(worker, req, {}, None)`
-//! still runs, a failing `post_request` is logged and changes nothing.
+//! still runs, a failing `post_request` is logged and changes nothing; a
+//! WSGI app's `post_request` gets the environ the app itself was called with
+//! (a key the app added is there), as under gunicorn.
 
 mod common;
 
@@ -27,6 +29,7 @@ def post_request(worker, req, environ, resp):
         raise RuntimeError("post_request failed on purpose")
     _rec({"hook": "post", "path": req.path, "env_path": environ.get("PATH_INFO"),
           "env_ua": environ.get("HTTP_USER_AGENT"), "env_empty": environ == {},
+          "env_wsgi": "wsgi.input" in environ, "env_marker": environ.get("app.marker"),
           "status": None if resp is None else resp.status,
           "code": None if resp is None else resp.status_code,
           "sent": None if resp is None else resp.sent})
@@ -149,4 +152,43 @@ fn pre_and_post_request_as_gunicorn() {
                 .any(|l| l.contains("post_request failed on purpose"))
     });
     assert_eq!(server.stop(), 0);
+}
+
+#[test]
+fn post_request_gets_the_wsgi_apps_own_environ_as_in_gunicorn() {
+    let dir = scratch_dir("reqhooks-wsgi");
+    std::fs::write(dir.join("reqhooks.conf.py"), CONF).unwrap();
+    std::fs::write(
+        dir.join("marking_app.py"),
+        "def application(environ, start_response):\n    environ['app.marker'] = 'set by the app'\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n",
+    )
+    .unwrap();
+    for program in [rgunicorn(), gunicorn()] {
+        let server =
+            Server::start_program(&program, "marking_app", &dir, &["-c", "reqhooks.conf.py"]);
+        raw(
+            server.port,
+            "GET /marked HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        server.wait_until(|| {
+            records(&server)
+                .iter()
+                .any(|l| l.contains(r#""hook": "post""#) && l.contains(r#""path": "/marked""#))
+        });
+        let post = records(&server)
+            .into_iter()
+            .find(|l| l.contains(r#""hook": "post""#) && l.contains(r#""path": "/marked""#))
+            .unwrap();
+        assert!(post.contains(r#""env_wsgi": true"#), "{program:?}: {post}");
+        assert!(
+            post.contains(r#""env_marker": "set by the app""#),
+            "{program:?}: {post}"
+        );
+        server.stop();
+        std::fs::remove_file(format!("{}.req", server_log(&dir))).ok();
+    }
+}
+
+fn server_log(dir: &std::path::Path) -> String {
+    dir.join("hooks.log").display().to_string()
 }
