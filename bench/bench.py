@@ -29,6 +29,9 @@ TMP = ROOT / "target" / "bench-tmp"
 RELEASE = ROOT / "target" / "release"
 RGUNICORN = RELEASE / "rgunicorn"
 BARE_HYPER = RELEASE / "examples" / "bare_hyper"
+# rgunicorn built with the `bench-ungated` feature (bench/run builds it for a
+# full run): its rust-health row is what gunicorn's request checks cost.
+UNGATED = ROOT / "target" / "bench-ungated" / "release" / "rgunicorn"
 GUNICORN = VENV / "bin" / "gunicorn"
 GRANIAN = VENV / "bin" / "granian"
 VENV_PYTHON = VENV / "bin" / "python"
@@ -139,6 +142,19 @@ def alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def cpu_ticks(pids):
+    """utime + stime, in clock ticks (1/100 s), summed over pids."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 def memory_kib(pids):
@@ -493,6 +509,11 @@ def bench_specs():
     specs = [
         Spec("rust-health", "rgunicorn `rgunicorn:health`",
              lambda p: [RGUNICORN, "rgunicorn:health", "-w", "2", "-b", b(p)], "/health", 2, rgunicorn=True),
+    ]
+    if UNGATED.exists():
+        specs.append(Spec("rust-health", "rgunicorn, gunicorn's request checks compiled out (bench-only build)",
+                          lambda p: [UNGATED, "rgunicorn:health", "-w", "2", "-b", b(p)], "/health", 2))
+    specs += [
         Spec("rust-health", "bare hyper, 1 process x 2 threads",
              lambda p: [BARE_HYPER, "--bind", b(p), "--layout", "threads", "--workers", "2"], "/health", 0),
         Spec("rust-health", "bare hyper, 2 processes (SO_REUSEPORT)",
@@ -563,7 +584,13 @@ def bench_one(spec, plan, rep, step, total):
             if plan.warmup and (plan.warmup_each or conns == BENCH_CONNS[0]):
                 run_wrk(port, spec.path, conns, plan.warmup)
             during = (lambda: connections_per_worker(srv.popen.pid, port)) if conns == 64 else None
+            server_pids = [srv.popen.pid] + descendants(srv.popen.pid)
+            ticks = cpu_ticks(server_pids)
             r, sample = run_wrk(port, spec.path, conns, plan.duration, during)
+            # The server's CPU time per request (all its processes): steadier
+            # than req/s on a shared machine, as it doesn't count waiting.
+            ticks = cpu_ticks(server_pids) - ticks
+            r["cpu_us_per_req"] = ticks * 10_000 / r["requests"] if r["requests"] else 0.0
             r.pop("raw")
             run[f"c{conns}"] = r
             if sample is not None:
@@ -944,6 +971,7 @@ def spec_summary(spec):
         "c16": [r["c16"]["rps"] for r in runs],
         "p99_c64": [r["c64"]["lat"].get("99", 0) for r in runs],
         "p99_c16": [r["c16"]["lat"].get("99", 0) for r in runs],
+        "cpu_c64": [r["c64"].get("cpu_us_per_req", 0.0) for r in runs],
         "pss": [r["pss_kib"] / 1024 for r in runs],
         "rss": [r["rss_kib"] / 1024 for r in runs],
         "start": [r["start_s"] for r in runs],
@@ -968,12 +996,12 @@ def bench_tables(specs):
         rg = next((s for s in group if s.rgunicorn), None)
         rg_sum = spec_summary(rg) if rg and rg.runs else None
         lines += [f"### {APP_TITLES.get(app, app)}", "",
-                  "| server | req/s c64 | req/s c16 | p99 c64 / c16 | idle PSS (RSS) | start to first 200 "
-                  "| ESTABLISHED per worker, c64 | errors | rgunicorn / this, c64 / c16 |",
-                  "|---|---:|---:|---:|---:|---:|---|---:|---:|"]
+                  "| server | req/s c64 | req/s c16 | p99 c64 / c16 | CPU per request, c64 | idle PSS (RSS) "
+                  "| start to first 200 | ESTABLISHED per worker, c64 | errors | rgunicorn / this, c64 / c16 |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
         for s in group:
             if not s.runs:
-                lines.append(f"| {s.label} | {s.unavailable or 'no data'} | | | | | | | |")
+                lines.append(f"| {s.label} | {s.unavailable or 'no data'} | | | | | | | | |")
                 continue
             m = spec_summary(s)
             conns = ", ".join("/".join(str(c) for c in cs) for cs in m["conns"]) or "-"
@@ -990,6 +1018,7 @@ def bench_tables(specs):
             lines.append(
                 f"| {s.label} | {med_range(m['c64'], rps_fmt)} | {med_range(m['c16'], rps_fmt)} "
                 f"| {ms_fmt(statistics.median(m['p99_c64']))} / {ms_fmt(statistics.median(m['p99_c16']))} "
+                f"| {statistics.median(m['cpu_c64']):.1f} us "
                 f"| {statistics.median(m['pss']):.1f} MiB ({statistics.median(m['rss']):.1f} MiB) "
                 f"| {med_range(m['start'], lambda v: f'{v:.2f} s')} | {conns} | {m['errors']} | {rel} |")
         lines.append("")

@@ -458,6 +458,16 @@ async fn serve_stream<S>(
                 return;
             }
             let fd = stream.as_raw_fd();
+            #[cfg(feature = "bench-ungated")]
+            {
+                // Benchmark-only build (see Cargo.toml): no request checks.
+                let io = TokioIo::new(stream);
+                let proto = Proto::H1 {
+                    raw: Default::default(),
+                };
+                return serve_connection(io, fd, proto, addrs, None, setup, served, drain).await;
+            }
+            #[allow(unreachable_code)]
             let mut io = GatedIo::new(TokioIo::new(stream), limits, peer);
             let proxy = io.proxy_info_sink();
             let proto = Proto::H1 {
