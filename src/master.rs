@@ -4,12 +4,14 @@
 //! ```text
 //! start: nworkers_changed -> on_starting -> signals -> listeners -> when_ready -> spawn
 //! loop:  wait for signals (<= 1 s) -> handle each -> reap -> murder silent
-//!        workers -> manage the worker count -> retire the replaced
+//!        workers -> recycle by age and memory -> manage the worker count
+//!        -> retire the replaced
 //! ```
 //!
 //! Where rgunicorn does better than gunicorn: a worker that must go (HUP,
-//! max_requests) is retired only once its replacement serves, and the
-//! worker drains its connections (see `worker`), so no request fails.
+//! max_requests, max_worker_lifetime, max_worker_memory) is retired only
+//! once its replacement serves, and the worker drains its connections
+//! (see `worker`), so no request fails.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,12 +46,19 @@ struct WorkerEntry {
     obj: Py<PyWorker>,
     /// When SIGABRT was sent for a timeout (SIGKILL follows a second later).
     aborted: Option<Instant>,
-    /// The master decided this worker goes (HUP, max_requests, TTOU):
+    /// The master decided this worker goes (HUP, max_requests, TTOU,
+    /// max_worker_lifetime, max_worker_memory):
     /// it no longer counts towards `num_workers`.
     retiring: bool,
     /// TERM was sent.
     terminated: bool,
     retiring_since: Option<Instant>,
+    /// When it was forked, and how long it may live: `max_worker_lifetime`
+    /// plus this worker's jitter (None: no limit).
+    born: Instant,
+    lifetime: Option<Duration>,
+    /// Memory samples in a row above `max_worker_memory`.
+    over_memory: u32,
 }
 
 /// Why the loop stopped.
@@ -83,6 +92,8 @@ pub struct Master<'py> {
     num_workers: usize,
     worker_age: u64,
     board: Arc<Scoreboard>,
+    /// When the workers' memory is sampled next (`max_worker_memory`).
+    next_memory_sample: Instant,
     signals: Option<SignalPipe>,
     server: Py<PyServer>,
     pidfile: Option<Pidfile>,
@@ -170,6 +181,7 @@ impl<'py> Master<'py> {
             num_workers: 0,
             worker_age: 0,
             board,
+            next_memory_sample: Instant::now(),
             signals: None,
             server,
             pidfile: None,
@@ -347,7 +359,8 @@ impl<'py> Master<'py> {
                 Duration::from_millis(20)
             } else {
                 Duration::from_secs(1)
-            };
+            }
+            .min(self.until_recycle_check());
             let signals = self.signals.as_ref().expect("installed").wait(timeout);
             for sig in signals {
                 if sig == Signal::SIGCHLD {
@@ -400,6 +413,7 @@ impl<'py> Master<'py> {
                 return Ok(stop);
             }
             self.murder_workers();
+            self.recycle_workers();
             self.manage_workers()?;
         }
     }
@@ -584,6 +598,15 @@ impl<'py> Master<'py> {
             }
             _ => u64::MAX,
         };
+        let lifetime = match self.cfg.int(py, "max_worker_lifetime") {
+            n if n > 0 => Some(Duration::from_secs(
+                n as u64
+                    + rand::random_range(
+                        0..=self.cfg.int(py, "max_worker_lifetime_jitter").max(0) as u64,
+                    ),
+            )),
+            _ => None,
+        };
         let server_cfg = self.server.borrow(py).cfg.clone_ref(py);
         let worker = Py::new(
             py,
@@ -670,9 +693,86 @@ impl<'py> Master<'py> {
                 retiring: false,
                 terminated: false,
                 retiring_since: None,
+                born: Instant::now(),
+                lifetime,
+                over_memory: 0,
             },
         );
         Ok(())
+    }
+
+    /// How long until `recycle_workers` has something to check: the next
+    /// memory sample or the first lifetime that ends (at most 1 s).
+    fn until_recycle_check(&self) -> Duration {
+        let now = Instant::now();
+        let mut next = now + Duration::from_secs(1);
+        if self.cfg.int(self.py, "max_worker_memory") > 0 {
+            next = next.min(self.next_memory_sample);
+        }
+        for w in self.workers.values() {
+            if let (false, Some(lifetime)) = (w.retiring, w.lifetime) {
+                if self.board.slot(w.slot).state() == SlotState::Serving {
+                    next = next.min(w.born + lifetime);
+                }
+            }
+        }
+        next.saturating_duration_since(now)
+    }
+
+    /// Recycling by age and memory (rgunicorn's own settings): a serving
+    /// worker past its `max_worker_lifetime` (+ jitter), or above
+    /// `max_worker_memory` MiB for 3 samples 1 s apart, is retired as
+    /// max_requests retires one: `manage_workers` starts its replacement
+    /// and sends it TERM once the replacement serves. The RSS is read from
+    /// /proc by the master, no round trip to the worker.
+    fn recycle_workers(&mut self) {
+        const MEMORY_STRIKES: u32 = 3;
+        let now = Instant::now();
+        let limit_mib = self.cfg.int(self.py, "max_worker_memory").max(0) as u64;
+        let sample = limit_mib > 0 && now >= self.next_memory_sample;
+        if sample {
+            self.next_memory_sample = now + Duration::from_secs(1);
+        }
+        for (pid, w) in self.workers.iter_mut() {
+            if w.retiring || self.board.slot(w.slot).state() != SlotState::Serving {
+                continue;
+            }
+            let cause = match w.lifetime {
+                Some(lifetime) if now >= w.born + lifetime => Some((
+                    log::Level::Info,
+                    format!(
+                        "reached max_worker_lifetime ({} s with jitter)",
+                        lifetime.as_secs()
+                    ),
+                )),
+                _ if sample => {
+                    let rss = process::rss_bytes(*pid).unwrap_or(0) / (1024 * 1024);
+                    w.over_memory = if rss > limit_mib {
+                        w.over_memory + 1
+                    } else {
+                        0
+                    };
+                    (w.over_memory >= MEMORY_STRIKES).then(|| {
+                        (
+                            log::Level::Warning,
+                            format!(
+                                "exceeded max_worker_memory ({rss} MiB > {limit_mib} MiB) \
+                                 {MEMORY_STRIKES} times in a row"
+                            ),
+                        )
+                    })
+                }
+                _ => None,
+            };
+            if let Some((level, why)) = cause {
+                log::log(
+                    level,
+                    &format!("Worker {} (pid: {pid}) {why}: replacing it", w.age),
+                );
+                w.retiring = true;
+                w.retiring_since = Some(now);
+            }
+        }
     }
 
     /// Reach `num_workers` serving workers: spawn replacements first, then

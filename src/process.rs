@@ -234,6 +234,22 @@ pub fn kill_group(pid: Pid) {
     let _ = signal::kill(pid, Signal::SIGKILL);
 }
 
+/// A process's resident set size in bytes, from `/proc/<pid>/statm`
+/// (None when the process is gone or /proc is unreadable).
+pub fn rss_bytes(pid: i32) -> Option<u64> {
+    static PAGE_SIZE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let page = *PAGE_SIZE.get_or_init(|| {
+        // SAFETY: sysconf only reads a system constant.
+        match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            n if n > 0 => n as u64,
+            _ => 4096,
+        }
+    });
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page)
+}
+
 /// How a reaped child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitKind {

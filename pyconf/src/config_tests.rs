@@ -709,6 +709,61 @@ fn bad_values_on_the_command_line() {
 }
 
 #[test]
+fn recycling_settings_from_the_file_and_the_command_line() {
+    let _g = lock();
+    let s = Scratch::new("recycling");
+    let conf = s.file(
+        "conf.py",
+        "max_worker_memory = 512\nmax_worker_lifetime = 3600\n",
+    );
+    let negative = s.file("negative.py", "max_worker_memory = -1\n");
+    with_py(|py| {
+        let cfg = loaded(load_in(py, &s, &["-c", &conf, "app:app"], None));
+        assert_eq!(cfg.int(py, "max_worker_memory"), 512);
+        assert_eq!(cfg.int(py, "max_worker_lifetime"), 3600);
+        assert_eq!(cfg.int(py, "max_worker_lifetime_jitter"), 0);
+        // `--max-worker-lifetime` is a whole flag, not an ambiguous prefix
+        // of `--max-worker-lifetime-jitter`.
+        let cfg = loaded(load_in(
+            py,
+            &s,
+            &[
+                "-c",
+                &conf,
+                "--max-worker-lifetime",
+                "60",
+                "--max-worker-lifetime-jitter",
+                "30",
+                "--max-worker-memory",
+                "0",
+                "app:app",
+            ],
+            None,
+        ));
+        assert_eq!(cfg.int(py, "max_worker_lifetime"), 60);
+        assert_eq!(cfg.int(py, "max_worker_lifetime_jitter"), 30);
+        assert_eq!(cfg.int(py, "max_worker_memory"), 0);
+        // validate_pos_int's message, from the file and the command line.
+        match load_err(load_in(py, &s, &["-c", &negative, "app:app"], None)) {
+            LoadError::FileValue { name, message, .. } => {
+                assert_eq!(name, "max_worker_memory");
+                assert_eq!(message, "Value must be positive: -1");
+            }
+            e => panic!("{e:?}"),
+        }
+        match load_err(load_in(
+            py,
+            &s,
+            &["-c", &conf, "--max-worker-lifetime=-5", "app:app"],
+            None,
+        )) {
+            LoadError::Fatal(m) => assert_eq!(m, "Value must be positive: -5"),
+            e => panic!("{e:?}"),
+        }
+    });
+}
+
+#[test]
 fn env_splits_raw_env() {
     let _g = lock();
     let s = Scratch::new("rawenv");
