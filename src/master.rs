@@ -799,6 +799,11 @@ impl<'py> Master<'py> {
                 continue;
             }
             let Some(w) = self.workers.remove(&pid.as_raw()) else {
+                // Not a worker: a process a hook spawned, or (as PID 1 in a
+                // container) an orphan reparented here. Reaped, nothing else.
+                log::debug(&format!(
+                    "Reaped a child that is not a worker (pid:{pid}): {how:?}"
+                ));
                 continue;
             };
             self.board.slot(w.slot).set_state(SlotState::Free);
