@@ -27,6 +27,7 @@ use pyconf::Config;
 use crate::app::AppFactory;
 use crate::hooks::{self, PyCfg, PyLogger, PyServer, PyWorker};
 use crate::log;
+use crate::notify::{Awaiting, Notifier};
 use crate::pidfile::Pidfile;
 use crate::process::{self, ChildKind, ExitKind, SignalPipe};
 use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
@@ -112,6 +113,8 @@ pub struct Master<'py> {
     limits: Arc<crate::strict_http::Limits>,
     /// HTTP/2 (`http_protocols` with `h2`), read with the TLS settings.
     http2: Option<crate::http2::H2Settings>,
+    /// systemd's notify socket (`NOTIFY_SOCKET`), if any.
+    notify: Notifier,
 }
 
 /// Errors that end the master the way gunicorn's would.
@@ -164,6 +167,10 @@ impl<'py> Master<'py> {
         )
         .map_err(|e| startup(e.to_string()))?;
         let limits = Arc::new(crate::strict_http::Limits::from_config(py, &cfg));
+        // Before systemd's variables leave the environment (a USR2 master
+        // gets them), and before anything is forked.
+        let env_orig = std::env::vars_os().collect();
+        let notify = Notifier::from_env(py, std::process::id(), master_pid);
         Ok(Master {
             py,
             limits,
@@ -187,7 +194,8 @@ impl<'py> Master<'py> {
             pidfile: None,
             pid: std::process::id(),
             systemd: false,
-            env_orig: std::env::vars_os().collect(),
+            env_orig,
+            notify,
             tls: None,
             http2: None,
             python_app: None,
@@ -298,6 +306,7 @@ impl<'py> Master<'py> {
             Ok(stop) => Ok(self.halt(stop)),
             Err(e) => {
                 log::error(&format!("Unhandled exception in main loop\n{e}"));
+                self.notify.stopping(self.reexec_pid);
                 self.stop(false);
                 self.unlink_pidfile();
                 Ok(255)
@@ -355,12 +364,12 @@ impl<'py> Master<'py> {
                     .workers
                     .values()
                     .any(|w| self.board.slot(w.slot).state() == SlotState::Booting);
-            let timeout = if busy {
+            let timeout = self.notify.cap_wait(if busy {
                 Duration::from_millis(20)
             } else {
                 Duration::from_secs(1)
             }
-            .min(self.until_recycle_check());
+            .min(self.until_recycle_check()));
             let signals = self.signals.as_ref().expect("installed").wait(timeout);
             for sig in signals {
                 if sig == Signal::SIGCHLD {
@@ -415,7 +424,34 @@ impl<'py> Master<'py> {
             self.murder_workers();
             self.recycle_workers();
             self.manage_workers()?;
+            self.notify_tick();
         }
+    }
+
+    /// systemd: `READY=1` once a worker serves (at start) or the whole new
+    /// generation serves (after a HUP; or `graceful_timeout` after it, when
+    /// the old workers are retired anyway), and the watchdog ping.
+    fn notify_tick(&mut self) {
+        if !self.notify.enabled() {
+            return;
+        }
+        if let Some(awaiting) = self.notify.awaiting() {
+            let serving = self
+                .workers
+                .values()
+                .filter(|w| !w.retiring && self.board.slot(w.slot).state() == SlotState::Serving)
+                .count();
+            let grace =
+                Duration::from_secs(self.cfg.int(self.py, "graceful_timeout").max(1) as u64);
+            let ready = match awaiting {
+                Awaiting::Start => serving >= 1,
+                Awaiting::Reload(at) => serving >= self.num_workers || at.elapsed() > grace,
+            };
+            if ready {
+                self.notify.ready(self.pid, serving);
+            }
+        }
+        self.notify.watchdog_tick();
     }
 
     /// HUP: re-evaluate the configuration, start a new generation of
@@ -423,6 +459,7 @@ impl<'py> Master<'py> {
     fn reload(&mut self) -> Result<(), String> {
         let py = self.py;
         log::info(&format!("Hang up: {}", self.master_name));
+        self.notify.reloading();
         let cfg = match crate::entry::load_config(py, &self.argv) {
             Ok(cfg) => cfg,
             Err(code) => {
@@ -551,6 +588,7 @@ impl<'py> Master<'py> {
             return;
         }
         log::info("Master has been promoted.");
+        self.notify.promoted(self.pid);
         self.master_pid = 0;
         self.master_name = "Master".into();
         self.proc_name = proc_name(self.py, &self.cfg);
@@ -899,6 +937,11 @@ impl<'py> Master<'py> {
                 continue;
             }
             let Some(w) = self.workers.remove(&pid.as_raw()) else {
+                // Not a worker: a process a hook spawned, or (as PID 1 in a
+                // container) an orphan reparented here. Reaped, nothing else.
+                log::debug(&format!(
+                    "Reaped a child that is not a worker (pid:{pid}): {how:?}"
+                ));
                 continue;
             };
             self.board.slot(w.slot).set_state(SlotState::Free);
@@ -1025,6 +1068,7 @@ impl<'py> Master<'py> {
             Stop::Quick => (false, None, 0),
             Stop::Halt(reason, code) => (true, Some(reason), code),
         };
+        self.notify.stopping(self.reexec_pid);
         self.stop(graceful);
         // gunicorn logs a halt with a non-zero status as an error.
         let level = if code == 0 {
