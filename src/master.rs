@@ -364,12 +364,14 @@ impl<'py> Master<'py> {
                     .workers
                     .values()
                     .any(|w| self.board.slot(w.slot).state() == SlotState::Booting);
-            let timeout = self.notify.cap_wait(if busy {
-                Duration::from_millis(20)
-            } else {
-                Duration::from_secs(1)
-            }
-            .min(self.until_recycle_check()));
+            let timeout = self.notify.cap_wait(
+                if busy {
+                    Duration::from_millis(20)
+                } else {
+                    Duration::from_secs(1)
+                }
+                .min(self.until_recycle_check()),
+            );
             let signals = self.signals.as_ref().expect("installed").wait(timeout);
             for sig in signals {
                 if sig == Signal::SIGCHLD {
