@@ -25,6 +25,7 @@ use pyconf::Config;
 use crate::app::AppFactory;
 use crate::hooks::{self, PyCfg, PyLogger, PyServer, PyWorker};
 use crate::log;
+use crate::metrics::{MasterMetrics, RestartCause};
 use crate::pidfile::Pidfile;
 use crate::process::{self, ChildKind, ExitKind, SignalPipe};
 use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
@@ -50,6 +51,9 @@ struct WorkerEntry {
     /// TERM was sent.
     terminated: bool,
     retiring_since: Option<Instant>,
+    /// Why the master decided this worker goes (metrics); none: it left
+    /// by itself (a crash, a kill).
+    cause: Option<RestartCause>,
 }
 
 /// Why the loop stopped.
@@ -101,6 +105,8 @@ pub struct Master<'py> {
     limits: Arc<crate::strict_http::Limits>,
     /// HTTP/2 (`http_protocols` with `h2`), read with the TLS settings.
     http2: Option<crate::http2::H2Settings>,
+    /// Prometheus exporter, statsd gauge, restarts by cause.
+    metrics: MasterMetrics,
 }
 
 /// Errors that end the master the way gunicorn's would.
@@ -179,6 +185,7 @@ impl<'py> Master<'py> {
             tls: None,
             http2: None,
             python_app: None,
+            metrics: MasterMetrics::default(),
         })
     }
 
@@ -275,6 +282,7 @@ impl<'py> Master<'py> {
             })
             .collect();
         log::info(&format!("Listening at: {} ({})", shown.join(","), self.pid));
+        self.metrics = MasterMetrics::start(py, &self.cfg);
         log::info("Using worker: rgunicorn (Rust, tokio + hyper)");
         let server = self.server.clone_ref(py);
         self.hook("when_ready", (server,))
@@ -348,7 +356,11 @@ impl<'py> Master<'py> {
             } else {
                 Duration::from_secs(1)
             };
-            let signals = self.signals.as_ref().expect("installed").wait(timeout);
+            let signals = self
+                .signals
+                .as_ref()
+                .expect("installed")
+                .wait_also(timeout, self.metrics.poll_fd());
             for sig in signals {
                 if sig == Signal::SIGCHLD {
                     log::debug("Handling signal: chld");
@@ -401,6 +413,9 @@ impl<'py> Master<'py> {
             }
             self.murder_workers();
             self.manage_workers()?;
+            let board = &self.board;
+            self.metrics
+                .turn(self.workers.values().map(|w| board.slot(w.slot)));
         }
     }
 
@@ -443,6 +458,7 @@ impl<'py> Master<'py> {
             Err(e) => log::error(&format!("Reload: TLS not changed: {e}")),
         }
         self.http2 = crate::http2::from_config(py, &self.cfg);
+        self.metrics.reconfigure(py, &self.cfg);
         {
             let mut server = self.server.borrow_mut(py);
             server.cfg = PyCfg::new(py, &self.cfg).map_err(|e| e.to_string())?;
@@ -463,6 +479,7 @@ impl<'py> Master<'py> {
         for w in self.workers.values_mut().filter(|w| !w.retiring) {
             w.retiring = true;
             w.retiring_since = Some(Instant::now());
+            w.cause = Some(RestartCause::Reload);
         }
         Ok(())
     }
@@ -636,6 +653,8 @@ impl<'py> Master<'py> {
             }),
             tls: self.tls.clone(),
             http2: self.http2.clone(),
+            metrics: self.metrics.enabled(),
+            statsd: self.metrics.statsd_config(),
         };
         let child_worker = worker.clone_ref(py);
         let child_server = self.server.clone_ref(py);
@@ -670,6 +689,7 @@ impl<'py> Master<'py> {
                 retiring: false,
                 terminated: false,
                 retiring_since: None,
+                cause: None,
             },
         );
         Ok(())
@@ -684,6 +704,7 @@ impl<'py> Master<'py> {
             if !w.retiring && self.board.slot(w.slot).state() == SlotState::WantsRetire {
                 w.retiring = true;
                 w.retiring_since = Some(Instant::now());
+                w.cause = Some(RestartCause::MaxRequests);
             }
         }
         let active = |m: &Self| m.workers.values().filter(|w| !w.retiring).count();
@@ -702,6 +723,9 @@ impl<'py> Master<'py> {
             for (_, pid) in by_age {
                 if extra == 0 {
                     break;
+                }
+                if let Some(w) = self.workers.get_mut(&pid) {
+                    w.cause = Some(RestartCause::Ttou);
                 }
                 self.terminate(pid);
                 extra -= 1;
@@ -761,6 +785,7 @@ impl<'py> Master<'py> {
             if w.aborted.is_none() {
                 log::critical(&format!("WORKER TIMEOUT (pid:{pid})"));
                 w.aborted = Some(Instant::now());
+                w.cause = Some(RestartCause::Timeout);
                 w.obj.borrow_mut(self.py).aborted = true;
                 let _ = process::kill(Pid::from_raw(*pid), Signal::SIGABRT);
             } else if w
@@ -801,6 +826,10 @@ impl<'py> Master<'py> {
             let Some(w) = self.workers.remove(&pid.as_raw()) else {
                 continue;
             };
+            self.metrics.worker_gone(
+                self.board.slot(w.slot),
+                w.cause.unwrap_or(RestartCause::Crash),
+            );
             self.board.slot(w.slot).set_state(SlotState::Free);
             let _ = self
                 .server
