@@ -131,6 +131,19 @@ fn prometheus_counters_move_with_traffic() {
         get(&m, "rgunicorn_worker_restarts_total{cause=\"ttou\"}") == 1.0
             && get(&m, "rgunicorn_workers") == 1.0
     });
+
+    // HUP: the old generation (one worker) is replaced by the configured two.
+    server.signal("HUP");
+    server.wait_until(|| {
+        let m = scrape(port);
+        get(&m, "rgunicorn_worker_restarts_total{cause=\"reload\"}") == 1.0
+            && get(&m, "rgunicorn_workers") == 2.0
+    });
+    let end = scrape(port);
+    assert_eq!(
+        get(&end, "rgunicorn_worker_restarts_total{cause=\"crash\"}"),
+        1.0
+    );
     assert_eq!(server.stop(), 0);
 }
 
