@@ -130,9 +130,14 @@ impl Totals {
 
 /// Milliseconds on CLOCK_MONOTONIC, which all processes of the machine share.
 pub fn monotonic_ms() -> u64 {
+    monotonic_us() / 1000
+}
+
+/// Microseconds on CLOCK_MONOTONIC (the request latency's clock).
+pub fn monotonic_us() -> u64 {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
-    ts.tv_sec() as u64 * 1000 + ts.tv_nsec() as u64 / 1_000_000
+    ts.tv_sec() as u64 * 1_000_000 + ts.tv_nsec() as u64 / 1_000
 }
 
 pub struct Scoreboard {

@@ -41,7 +41,7 @@ use crate::app::{AfterUpgrade, AppFactory, BoxApp, ConnAddrs, Upgrade, WorkerInf
 use crate::http2::H2Settings;
 use crate::log;
 use crate::request_hooks::{AppEnviron, RequestHooks, RequestInfo, ResponseInfo};
-use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
+use crate::scoreboard::{monotonic_ms, monotonic_us, Scoreboard, SlotState};
 use crate::strict_http::{GatedIo, Limits, ProxyInfo};
 
 /// Everything a worker needs, inherited across fork (no serialisation).
@@ -730,7 +730,7 @@ async fn serve_connection<I>(
                 if let Some(refusal) = refused {
                     return Ok(refusal.response());
                 }
-                let started = setup.metrics.then(std::time::Instant::now);
+                let started = setup.metrics.then(monotonic_us);
                 state.in_flight.fetch_add(1, Ordering::AcqRel);
                 let slot = setup.scoreboard.slot(setup.slot);
                 slot.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -811,21 +811,26 @@ async fn serve_connection<I>(
                     resp.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
-                if let Some(started) = started {
-                    let (status, micros) =
-                        (resp.status().as_u16(), started.elapsed().as_micros() as u64);
-                    slot.record_response(status, micros);
-                    if let Some(batch) = &served.statsd {
-                        batch.record(status, micros);
+                // With metrics on, one clock read serves the latency and
+                // the connection's idle clock.
+                let now_us = match started {
+                    Some(started) => {
+                        let now_us = monotonic_us();
+                        let (status, micros) =
+                            (resp.status().as_u16(), now_us.saturating_sub(started));
+                        slot.record_response(status, micros);
+                        if let Some(batch) = &served.statsd {
+                            batch.record(status, micros);
+                        }
+                        now_us
                     }
-                }
+                    None => monotonic_us(),
+                };
                 if !upgrading {
                     slot.in_flight.fetch_sub(1, Ordering::AcqRel);
                     state.in_flight.fetch_sub(1, Ordering::AcqRel);
                 }
-                state
-                    .last_active_ms
-                    .store(monotonic_ms(), Ordering::Release);
+                state.last_active_ms.store(now_us / 1000, Ordering::Release);
                 state.responded.store(true, Ordering::Release);
                 let resp = match (logged, &served.access_log) {
                     (Some((mut record, started)), Some(access)) => {
