@@ -360,7 +360,7 @@ impl<'py> Master<'py> {
                 .signals
                 .as_ref()
                 .expect("installed")
-                .wait_also(timeout, self.metrics.poll_fd());
+                .wait_also(timeout, &self.metrics.poll_fds());
             for sig in signals {
                 if sig == Signal::SIGCHLD {
                     log::debug("Handling signal: chld");

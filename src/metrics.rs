@@ -13,11 +13,10 @@
 //! The Prometheus endpoint is a non-blocking listening socket that the
 //! master polls together with its signal self-pipe, so a scrape wakes the
 //! loop at once and the master stays one thread without tokio (no thread
-//! exists to be caught holding a lock when the master forks). A scrape is
-//! answered on the master's thread with short socket timeouts: a client
-//! that connects and sends nothing costs the loop at most
-//! [`SCRAPE_IO_TIMEOUT`], and at most [`SCRAPES_PER_TURN`] are served per
-//! loop turn.
+//! exists to be caught holding a lock when the master forks). Scrape
+//! connections are non-blocking too and polled the same way until their
+//! request has arrived: a slow or silent client never holds the loop; the
+//! answer (a few KiB) is written at once.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -357,14 +356,20 @@ pub fn render(s: &Snapshot) -> String {
     o
 }
 
-/// How long a scrape may make the master wait on one client.
-pub const SCRAPE_IO_TIMEOUT: Duration = Duration::from_millis(100);
-/// Most scrapes answered per loop turn.
-pub const SCRAPES_PER_TURN: usize = 4;
+/// How long a scrape client may take to send its request.
+pub const SCRAPE_DEADLINE: Duration = Duration::from_secs(5);
+/// Scrape connections held at once (the oldest goes beyond this).
+pub const MAX_PENDING_SCRAPES: usize = 16;
+/// The response is written with this bound (it is a few KiB: it fits a
+/// socket buffer, so the write does not wait in practice).
+pub const SCRAPE_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// The `metrics_bind` listener, owned by the master.
+/// The `metrics_bind` listener, owned by the master, and the scrape
+/// connections whose request has not fully arrived yet: they are polled
+/// with the loop's signal pipe, never waited on.
 pub struct Exporter {
     listener: TcpListener,
+    pending: Vec<(std::net::TcpStream, Vec<u8>, std::time::Instant)>,
 }
 
 impl Exporter {
@@ -372,7 +377,10 @@ impl Exporter {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         // std's sockets are close-on-exec: a USR2 master binds its own.
-        Ok(Exporter { listener })
+        Ok(Exporter {
+            listener,
+            pending: Vec::new(),
+        })
     }
 
     pub fn local_addr(&self) -> String {
@@ -382,45 +390,70 @@ impl Exporter {
             .unwrap_or_default()
     }
 
-    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(&self.listener)
+    /// The listener and the pending connections, for the loop's poll.
+    pub fn fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        std::iter::once(std::os::fd::AsFd::as_fd(&self.listener))
+            .chain(
+                self.pending
+                    .iter()
+                    .map(|(c, _, _)| std::os::fd::AsFd::as_fd(c)),
+            )
+            .collect()
     }
 
-    /// Answer the scrapes waiting now (none: returns at once).
-    pub fn serve_pending(&self, snapshot: impl Fn() -> Snapshot) {
-        for _ in 0..SCRAPES_PER_TURN {
-            let Ok((mut conn, _)) = self.listener.accept() else {
-                return;
-            };
-            let _ = conn.set_nonblocking(false);
-            let _ = conn.set_read_timeout(Some(SCRAPE_IO_TIMEOUT));
-            let _ = conn.set_write_timeout(Some(SCRAPE_IO_TIMEOUT));
-            let mut head = Vec::with_capacity(512);
+    /// Accept what waits, read what arrived (non-blocking), answer each
+    /// complete request, drop the silent past [`SCRAPE_DEADLINE`].
+    pub fn serve_pending(&mut self, snapshot: impl Fn() -> Snapshot) {
+        while let Ok((conn, _)) = self.listener.accept() {
+            if conn.set_nonblocking(true).is_err() {
+                continue;
+            }
+            if self.pending.len() >= MAX_PENDING_SCRAPES {
+                self.pending.remove(0);
+            }
+            self.pending
+                .push((conn, Vec::new(), std::time::Instant::now()));
+        }
+        self.pending.retain_mut(|(conn, head, since)| {
             let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+            loop {
                 match conn.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) => return false,
                     Ok(n) => head.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => return false,
                 }
             }
-            let line = String::from_utf8_lossy(&head);
-            let mut parts = line.split_whitespace();
-            let (method, path) = (parts.next(), parts.next());
-            let path = path.map(|p| p.split('?').next().unwrap_or(p));
-            let (status, body) = match (method, path) {
-                (Some("GET" | "HEAD"), Some("/metrics" | "/")) => ("200 OK", render(&snapshot())),
-                (Some(_), Some(_)) => ("404 Not Found", "Not Found\n".to_string()),
-                _ => ("400 Bad Request", "Bad Request\n".to_string()),
-            };
-            let body = if method == Some("HEAD") { "" } else { &body };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = conn.write_all(resp.as_bytes());
-        }
+            let complete = head.windows(4).any(|w| w == b"\r\n\r\n") || head.len() >= 8192;
+            if !complete {
+                return since.elapsed() < SCRAPE_DEADLINE;
+            }
+            answer(conn, head, &snapshot);
+            false
+        });
     }
+}
+
+/// Write the response to one complete request head.
+fn answer(conn: &mut std::net::TcpStream, head: &[u8], snapshot: &impl Fn() -> Snapshot) {
+    let line = String::from_utf8_lossy(head);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next(), parts.next());
+    let path = path.map(|p| p.split('?').next().unwrap_or(p));
+    let (status, body) = match (method, path) {
+        (Some("GET" | "HEAD"), Some("/metrics" | "/")) => ("200 OK", render(&snapshot())),
+        (Some(_), Some(_)) => ("404 Not Found", "Not Found\n".to_string()),
+        _ => ("400 Bad Request", "Bad Request\n".to_string()),
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        if method == Some("HEAD") { "" } else { &body }
+    );
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_write_timeout(Some(SCRAPE_WRITE_TIMEOUT));
+    let _ = conn.write_all(resp.as_bytes());
 }
 
 #[cfg(test)]
@@ -506,8 +539,11 @@ impl MasterMetrics {
     }
 
     /// Polled with the signal pipe.
-    pub fn poll_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        self.exporter.as_ref().map(Exporter::fd)
+    pub fn poll_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        self.exporter
+            .as_ref()
+            .map(Exporter::fds)
+            .unwrap_or_default()
     }
 
     /// A worker was reaped: fold its slot into the totals, count the cause.
@@ -523,7 +559,7 @@ impl MasterMetrics {
     /// each loop turn, which is once a second there).
     pub fn turn<'a>(&mut self, live: impl Iterator<Item = &'a crate::scoreboard::Slot>) {
         let live: Vec<&crate::scoreboard::Slot> = live.collect();
-        if let Some(exporter) = &self.exporter {
+        if let Some(exporter) = &mut self.exporter {
             exporter.serve_pending(|| {
                 let mut totals = self.retired.clone();
                 for s in &live {

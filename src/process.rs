@@ -83,16 +83,14 @@ impl SignalPipe {
 
     /// Wait up to `timeout` for signals and return all queued ones in order.
     pub fn wait(&self, timeout: Duration) -> Vec<Signal> {
-        self.wait_also(timeout, None)
+        self.wait_also(timeout, &[])
     }
 
-    /// [`wait`](Self::wait), also woken when `also` is readable (the
-    /// metrics listener: a scrape is answered at once).
-    pub fn wait_also(&self, timeout: Duration, also: Option<BorrowedFd<'_>>) -> Vec<Signal> {
+    /// [`wait`](Self::wait), also woken when one of `also` is readable
+    /// (the metrics listener and its connections: a scrape is answered at once).
+    pub fn wait_also(&self, timeout: Duration, also: &[BorrowedFd<'_>]) -> Vec<Signal> {
         let mut fds = vec![PollFd::new(self.read.as_fd(), PollFlags::POLLIN)];
-        if let Some(fd) = also {
-            fds.push(PollFd::new(fd, PollFlags::POLLIN));
-        }
+        fds.extend(also.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         let _ = poll(
             &mut fds,

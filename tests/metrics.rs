@@ -155,6 +155,16 @@ fn prometheus_counts_max_requests_restarts() {
         &["--metrics-bind", "127.0.0.1:0", "--max-requests", "5"],
     );
     let port = metrics_port(&server);
+    // A client that connects and says nothing holds nothing up, nor does
+    // one whose request arrives in pieces.
+    let _silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(slow, "GET /metrics HT").unwrap();
+    assert_eq!(get(&scrape(port), "rgunicorn_workers"), 2.0);
+    write!(slow, "TP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut text = String::new();
+    slow.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     for _ in 0..30 {
         assert_eq!(server.get("/health").unwrap().0, 200);
     }
