@@ -272,3 +272,27 @@ fn statsd_packets_use_gunicorn_names_prefix_and_tags() {
         .any(|l| l.starts_with("myapp.gunicorn.request.status.200:")));
     assert_eq!(server.stop(), 0);
 }
+
+#[test]
+fn statsd_over_a_unix_datagram_socket() {
+    let dir = scratch_dir("metrics-statsd-unix");
+    let path = dir.join("statsd.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let host = format!("unix:{}", path.display());
+    let server = Server::start(&dir, &["--statsd-host", &host]);
+    assert_eq!(server.get("/health").unwrap().0, 200);
+    let (mut requests, mut gauge) = (false, false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 65536];
+    while !(requests && gauge) {
+        assert!(Instant::now() < deadline, "no statsd lines over {host}");
+        let Ok(n) = sock.recv(&mut buf) else { continue };
+        for line in String::from_utf8_lossy(&buf[..n]).lines() {
+            requests |= line.starts_with("gunicorn.requests:") && line.ends_with("|c|@1.0");
+            gauge |= line == "gunicorn.workers:2|g";
+        }
+    }
+    assert_eq!(server.stop(), 0);
+}
