@@ -171,27 +171,57 @@ impl Statsd {
     /// newline-separated). Errors are dropped: metrics never block or fail
     /// serving.
     pub fn send(&self, lines: &[String]) {
-        let mut packet = String::new();
+        let mut packer = Packer::default();
         for l in lines {
-            if !packet.is_empty() && packet.len() + 1 + l.len() > MAX_PACKET {
-                self.send_one(&packet);
-                packet.clear();
-            }
-            if !packet.is_empty() {
-                packet.push('\n');
-            }
-            packet.push_str(l);
+            packer.push_line(self, l);
         }
-        if !packet.is_empty() {
-            self.send_one(&packet);
-        }
+        packer.finish(self);
     }
-
     fn send_one(&self, packet: &str) {
         let _ = match &self.sock {
             Sock::Udp(s) => s.send(packet.as_bytes()),
             Sock::Unix(s) => s.send(packet.as_bytes()),
         };
+    }
+}
+
+/// Datagrams filled line by line, with no allocation per line.
+#[derive(Default)]
+pub struct Packer {
+    packet: String,
+    line: String,
+}
+
+impl Packer {
+    /// Append a metric line as [`Statsd::line`] formats it.
+    pub fn push(&mut self, statsd: &Statsd, name: &str, value: impl std::fmt::Display, kind: &str) {
+        use std::fmt::Write as _;
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        let _ = write!(line, "{}{name}:{value}|{kind}", statsd.prefix);
+        if !statsd.tags.is_empty() {
+            line.push_str("|#");
+            line.push_str(&statsd.tags);
+        }
+        self.push_line(statsd, &line);
+        self.line = line;
+    }
+
+    fn push_line(&mut self, statsd: &Statsd, l: &str) {
+        if !self.packet.is_empty() && self.packet.len() + 1 + l.len() > MAX_PACKET {
+            statsd.send_one(&self.packet);
+            self.packet.clear();
+        }
+        if !self.packet.is_empty() {
+            self.packet.push('\n');
+        }
+        self.packet.push_str(l);
+    }
+
+    pub fn finish(self, statsd: &Statsd) {
+        if !self.packet.is_empty() {
+            statsd.send_one(&self.packet);
+        }
     }
 }
 
@@ -217,19 +247,29 @@ impl StatsdBatch {
             Ok(mut v) if !v.is_empty() => std::mem::take(&mut *v),
             _ => return,
         };
-        let mut lines = Vec::with_capacity(taken.len() + 4);
-        lines.push(statsd.line("gunicorn.requests", taken.len(), "c|@1.0"));
+        let mut packer = Packer::default();
+        packer.push(statsd, "gunicorn.requests", taken.len(), "c|@1.0");
         let mut by_status: BTreeMap<u16, u64> = BTreeMap::new();
         for (status, _) in &taken {
             *by_status.entry(*status).or_default() += 1;
         }
         for (status, n) in by_status {
-            lines.push(statsd.line(&format!("gunicorn.request.status.{status}"), n, "c|@1.0"));
+            packer.push(
+                statsd,
+                &format!("gunicorn.request.status.{status}"),
+                n,
+                "c|@1.0",
+            );
         }
         for (_, ms) in &taken {
-            lines.push(statsd.line("gunicorn.request.duration", format!("{ms:.3}"), "ms"));
+            packer.push(
+                statsd,
+                "gunicorn.request.duration",
+                format_args!("{ms:.3}"),
+                "ms",
+            );
         }
-        statsd.send(&lines);
+        packer.finish(statsd);
     }
 }
 
