@@ -660,7 +660,9 @@ impl<'py> Master<'py> {
         let child_server = self.server.clone_ref(py);
         let cfg = &self.cfg;
         let title = format!("rgunicorn: worker [{}]", self.proc_name);
+        let metrics_fds = self.metrics.raw_fds();
         let pid = process::fork_python(py, ChildKind::Worker, move || {
+            crate::metrics::close_in_child(&metrics_fds);
             worker_main(py, cfg, &title, child_server, child_worker, setup)
         })
         .map_err(|e| format!("fork failed: {e}"))?;

@@ -4,7 +4,8 @@
 //!
 //! Who counts what: each worker counts its requests, in-flight requests,
 //! responses by status class and a latency histogram in its scoreboard slot
-//! (relaxed atomic adds on the request path, only when metrics are on); the
+//! (relaxed atomic adds on the request path; status classes and latency
+//! only when metrics are on); the
 //! master counts worker restarts by cause. The master answers Prometheus
 //! scrapes from the scoreboard; statsd packets for requests are sent by
 //! each worker (batched, once a second), the `gunicorn.workers` gauge by the
@@ -474,6 +475,16 @@ impl Exporter {
     }
 }
 
+/// In a forked worker: close the master's exporter fds (see
+/// [`MasterMetrics::raw_fds`]).
+pub fn close_in_child(fds: &[std::os::fd::RawFd]) {
+    for &fd in fds {
+        // SAFETY: these fds belong to the master's Exporter, whose copy in
+        // this child is never used or dropped (a worker leaves with _exit).
+        unsafe { libc::close(fd) };
+    }
+}
+
 /// Write the response to one complete request head.
 fn answer(conn: &mut std::net::TcpStream, head: &[u8], snapshot: &impl Fn() -> Snapshot) {
     let line = String::from_utf8_lossy(head);
@@ -576,6 +587,14 @@ impl MasterMetrics {
 
     pub fn statsd_config(&self) -> Option<StatsdConfig> {
         self.statsd_cfg.clone()
+    }
+
+    /// The exporter's fds (listener, pending scrapes), which a forked
+    /// worker closes: a scrape connection must end when the master drops
+    /// it, and the port must not outlive the master in its workers.
+    pub fn raw_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.poll_fds().iter().map(|fd| fd.as_raw_fd()).collect()
     }
 
     /// Polled with the signal pipe.

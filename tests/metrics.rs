@@ -103,6 +103,15 @@ fn prometheus_counters_move_with_traffic() {
     );
 
     // A worker killed: counted as a crash; its requests stay counted.
+    // A scrape pending while the replacement forks still ends when the
+    // master answers it (the worker does not keep a copy open).
+    let mut pending = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    pending
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(pending, "GET /metrics HTTP/1.1\r\n").unwrap();
+    // Answered after the master has accepted the pending one.
+    scrape(port);
     let victim = server.worker_pids()[0];
     let status = std::process::Command::new("kill")
         .args(["-KILL", &victim.to_string()])
@@ -114,6 +123,10 @@ fn prometheus_counters_move_with_traffic() {
         get(&m, "rgunicorn_worker_restarts_total{cause=\"crash\"}") == 1.0
             && get(&m, "rgunicorn_workers") == 2.0
     });
+    write!(pending, "Host: t\r\n\r\n").unwrap();
+    let mut text = String::new();
+    pending.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     let killed = scrape(port);
     assert!(get(&killed, "rgunicorn_requests_total") >= get(&after404, "rgunicorn_requests_total"));
     assert_eq!(
