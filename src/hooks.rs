@@ -264,7 +264,7 @@ pub fn log_exception(py: Python<'_>, msg: &str, err: &PyErr) {
 
 /// [`log_exception`] at another level (`worker_exit`'s is a warning).
 pub fn log_exception_at(py: Python<'_>, level: Level, msg: &str, err: &PyErr) {
-    log::log(
+    log::exception(
         level,
         &format!(
             "{msg}\n{}",

@@ -14,6 +14,7 @@ pub mod http2;
 pub mod http_error;
 pub mod log;
 pub mod master;
+pub mod metrics;
 pub mod notify;
 pub mod pidfile;
 pub mod process;

@@ -103,7 +103,29 @@ pub fn strftime(format: &str) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// Log a line; warnings and worse are counted for statsd's
+/// `gunicorn.log.*` counters (whatever `loglevel` lets through, as gunicorn).
 pub fn log(level: Level, msg: &str) {
+    let counted = match level {
+        Level::Critical => Some(0),
+        Level::Error => Some(1),
+        Level::Warning => Some(2),
+        _ => None,
+    };
+    if let Some(i) = counted {
+        crate::metrics::LOG_COUNTS[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    write(level, msg)
+}
+
+/// An exception with its traceback: counted as `gunicorn.log.exception`
+/// (gunicorn's `logger.exception`), not as an error.
+pub fn exception(level: Level, msg: &str) {
+    crate::metrics::LOG_COUNTS[3].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    write(level, msg)
+}
+
+fn write(level: Level, msg: &str) {
     let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
     if level < sink.level {
         return;

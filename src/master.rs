@@ -27,6 +27,7 @@ use pyconf::Config;
 use crate::app::AppFactory;
 use crate::hooks::{self, PyCfg, PyLogger, PyServer, PyWorker};
 use crate::log;
+use crate::metrics::{MasterMetrics, RestartCause};
 use crate::notify::{Awaiting, Notifier};
 use crate::pidfile::Pidfile;
 use crate::process::{self, ChildKind, ExitKind, SignalPipe};
@@ -60,6 +61,9 @@ struct WorkerEntry {
     lifetime: Option<Duration>,
     /// Memory samples in a row above `max_worker_memory`.
     over_memory: u32,
+    /// Why the master decided this worker goes (metrics); none: it left
+    /// by itself (a crash, a kill).
+    cause: Option<RestartCause>,
 }
 
 /// Why the loop stopped.
@@ -115,6 +119,8 @@ pub struct Master<'py> {
     http2: Option<crate::http2::H2Settings>,
     /// systemd's notify socket (`NOTIFY_SOCKET`), if any.
     notify: Notifier,
+    /// Prometheus exporter, statsd gauge, restarts by cause.
+    metrics: MasterMetrics,
 }
 
 /// Errors that end the master the way gunicorn's would.
@@ -199,6 +205,7 @@ impl<'py> Master<'py> {
             tls: None,
             http2: None,
             python_app: None,
+            metrics: MasterMetrics::default(),
         })
     }
 
@@ -295,6 +302,7 @@ impl<'py> Master<'py> {
             })
             .collect();
         log::info(&format!("Listening at: {} ({})", shown.join(","), self.pid));
+        self.metrics = MasterMetrics::start(py, &self.cfg);
         log::info("Using worker: rgunicorn (Rust, tokio + hyper)");
         let server = self.server.clone_ref(py);
         self.hook("when_ready", (server,))
@@ -372,7 +380,11 @@ impl<'py> Master<'py> {
                 }
                 .min(self.until_recycle_check()),
             );
-            let signals = self.signals.as_ref().expect("installed").wait(timeout);
+            let signals = self
+                .signals
+                .as_ref()
+                .expect("installed")
+                .wait_also(timeout, &self.metrics.poll_fds());
             for sig in signals {
                 if sig == Signal::SIGCHLD {
                     log::debug("Handling signal: chld");
@@ -426,6 +438,9 @@ impl<'py> Master<'py> {
             self.murder_workers();
             self.recycle_workers();
             self.manage_workers()?;
+            let board = &self.board;
+            self.metrics
+                .turn(self.workers.values().map(|w| board.slot(w.slot)));
             self.notify_tick();
         }
     }
@@ -496,6 +511,7 @@ impl<'py> Master<'py> {
             Err(e) => log::error(&format!("Reload: TLS not changed: {e}")),
         }
         self.http2 = crate::http2::from_config(py, &self.cfg);
+        self.metrics.reconfigure(py, &self.cfg);
         {
             let mut server = self.server.borrow_mut(py);
             server.cfg = PyCfg::new(py, &self.cfg).map_err(|e| e.to_string())?;
@@ -516,6 +532,7 @@ impl<'py> Master<'py> {
         for w in self.workers.values_mut().filter(|w| !w.retiring) {
             w.retiring = true;
             w.retiring_since = Some(Instant::now());
+            w.cause = Some(RestartCause::Reload);
         }
         Ok(())
     }
@@ -699,12 +716,16 @@ impl<'py> Master<'py> {
             }),
             tls: self.tls.clone(),
             http2: self.http2.clone(),
+            metrics: self.metrics.enabled(),
+            statsd: self.metrics.statsd_config(),
         };
         let child_worker = worker.clone_ref(py);
         let child_server = self.server.clone_ref(py);
         let cfg = &self.cfg;
         let title = format!("rgunicorn: worker [{}]", self.proc_name);
+        let metrics_fds = self.metrics.raw_fds();
         let pid = process::fork_python(py, ChildKind::Worker, move || {
+            crate::metrics::close_in_child(&metrics_fds);
             worker_main(py, cfg, &title, child_server, child_worker, setup)
         })
         .map_err(|e| format!("fork failed: {e}"))?;
@@ -736,6 +757,7 @@ impl<'py> Master<'py> {
                 born: Instant::now(),
                 lifetime,
                 over_memory: 0,
+                cause: None,
             },
         );
         Ok(())
@@ -779,6 +801,7 @@ impl<'py> Master<'py> {
             }
             let cause = match w.lifetime {
                 Some(lifetime) if now >= w.born + lifetime => Some((
+                    RestartCause::MaxWorkerLifetime,
                     log::Level::Info,
                     format!(
                         "reached max_worker_lifetime ({} s with jitter)",
@@ -794,6 +817,7 @@ impl<'py> Master<'py> {
                     };
                     (w.over_memory >= MEMORY_STRIKES).then(|| {
                         (
+                            RestartCause::MaxWorkerMemory,
                             log::Level::Warning,
                             format!(
                                 "exceeded max_worker_memory ({rss} MiB > {limit_mib} MiB) \
@@ -804,11 +828,12 @@ impl<'py> Master<'py> {
                 }
                 _ => None,
             };
-            if let Some((level, why)) = cause {
+            if let Some((restart_cause, level, why)) = cause {
                 log::log(
                     level,
                     &format!("Worker {} (pid: {pid}) {why}: replacing it", w.age),
                 );
+                w.cause = Some(restart_cause);
                 w.retiring = true;
                 w.retiring_since = Some(now);
             }
@@ -824,6 +849,7 @@ impl<'py> Master<'py> {
             if !w.retiring && self.board.slot(w.slot).state() == SlotState::WantsRetire {
                 w.retiring = true;
                 w.retiring_since = Some(Instant::now());
+                w.cause = Some(RestartCause::MaxRequests);
             }
         }
         let active = |m: &Self| m.workers.values().filter(|w| !w.retiring).count();
@@ -842,6 +868,9 @@ impl<'py> Master<'py> {
             for (_, pid) in by_age {
                 if extra == 0 {
                     break;
+                }
+                if let Some(w) = self.workers.get_mut(&pid) {
+                    w.cause = Some(RestartCause::Ttou);
                 }
                 self.terminate(pid);
                 extra -= 1;
@@ -901,6 +930,7 @@ impl<'py> Master<'py> {
             if w.aborted.is_none() {
                 log::critical(&format!("WORKER TIMEOUT (pid:{pid})"));
                 w.aborted = Some(Instant::now());
+                w.cause = Some(RestartCause::Timeout);
                 w.obj.borrow_mut(self.py).aborted = true;
                 let _ = process::kill(Pid::from_raw(*pid), Signal::SIGABRT);
             } else if w
@@ -946,6 +976,10 @@ impl<'py> Master<'py> {
                 ));
                 continue;
             };
+            self.metrics.worker_gone(
+                self.board.slot(w.slot),
+                w.cause.unwrap_or(RestartCause::Crash),
+            );
             self.board.slot(w.slot).set_state(SlotState::Free);
             let _ = self
                 .server

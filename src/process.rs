@@ -2,7 +2,7 @@
 //! self-pipe, fork with CPython's fork protocol, the reset of signal
 //! handling in a child, process groups, and exec for USR2.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
@@ -83,7 +83,14 @@ impl SignalPipe {
 
     /// Wait up to `timeout` for signals and return all queued ones in order.
     pub fn wait(&self, timeout: Duration) -> Vec<Signal> {
-        let mut fds = [PollFd::new(self.read.as_fd(), PollFlags::POLLIN)];
+        self.wait_also(timeout, &[])
+    }
+
+    /// [`wait`](Self::wait), also woken when one of `also` is readable
+    /// (the metrics listener and its connections: a scrape is answered at once).
+    pub fn wait_also(&self, timeout: Duration, also: &[BorrowedFd<'_>]) -> Vec<Signal> {
+        let mut fds = vec![PollFd::new(self.read.as_fd(), PollFlags::POLLIN)];
+        fds.extend(also.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         let _ = poll(
             &mut fds,

@@ -24,7 +24,9 @@ pub enum SlotState {
     Draining = 4,
 }
 
-#[repr(C)]
+/// One cache line per worker at least (no false sharing between
+/// workers' request counters).
+#[repr(C, align(64))]
 #[derive(Default)]
 pub struct Slot {
     pub pid: AtomicI32,
@@ -34,7 +36,19 @@ pub struct Slot {
     pub requests: AtomicU64,
     pub connections: AtomicU32,
     pub in_flight: AtomicU32,
+    /// Responses by status class (1xx..5xx), counted only when metrics are
+    /// on (`metrics_bind` or `statsd_host`), as the latency histogram.
+    pub status_classes: [AtomicU64; 5],
+    /// Request latency (request received -> response head made), one
+    /// count per bucket of [`LATENCY_BUCKETS_MS`] and one for +Inf (not
+    /// cumulative: the exporter sums them).
+    pub latency: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    /// Sum of the latencies counted, in microseconds.
+    pub latency_sum_us: AtomicU64,
 }
+
+/// Upper bounds (ms) of the latency histogram's buckets; +Inf follows.
+pub const LATENCY_BUCKETS_MS: [u64; 11] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
 
 impl Slot {
     pub fn state(&self) -> SlotState {
@@ -67,15 +81,63 @@ impl Slot {
         self.requests.store(0, Ordering::Relaxed);
         self.connections.store(0, Ordering::Relaxed);
         self.in_flight.store(0, Ordering::Relaxed);
+        for c in self.status_classes.iter().chain(&self.latency) {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.latency_sum_us.store(0, Ordering::Relaxed);
         self.set_state(SlotState::Booting);
+    }
+
+    /// Count one response (the worker's request path, metrics on): three
+    /// relaxed atomic adds.
+    pub fn record_response(&self, status: u16, micros: u64) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.status_classes[class].fetch_add(1, Ordering::Relaxed);
+        let bucket = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|&ms| micros <= ms * 1000)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
+/// Counters summed over slots (live workers, plus those the master folded
+/// in when it reaped their workers, so that totals never go down).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Totals {
+    pub requests: u64,
+    pub in_flight: u64,
+    pub status_classes: [u64; 5],
+    pub latency: [u64; LATENCY_BUCKETS_MS.len() + 1],
+    pub latency_sum_us: u64,
+}
+
+impl Totals {
+    /// Add one slot's counters.
+    pub fn add(&mut self, slot: &Slot) {
+        self.requests += slot.requests.load(Ordering::Relaxed);
+        self.in_flight += slot.in_flight.load(Ordering::Relaxed) as u64;
+        for (t, c) in self.status_classes.iter_mut().zip(&slot.status_classes) {
+            *t += c.load(Ordering::Relaxed);
+        }
+        for (t, c) in self.latency.iter_mut().zip(&slot.latency) {
+            *t += c.load(Ordering::Relaxed);
+        }
+        self.latency_sum_us += slot.latency_sum_us.load(Ordering::Relaxed);
     }
 }
 
 /// Milliseconds on CLOCK_MONOTONIC, which all processes of the machine share.
 pub fn monotonic_ms() -> u64 {
+    monotonic_us() / 1000
+}
+
+/// Microseconds on CLOCK_MONOTONIC (the request latency's clock).
+pub fn monotonic_us() -> u64 {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
-    ts.tv_sec() as u64 * 1000 + ts.tv_nsec() as u64 / 1_000_000
+    ts.tv_sec() as u64 * 1_000_000 + ts.tv_nsec() as u64 / 1_000
 }
 
 pub struct Scoreboard {
@@ -158,5 +220,21 @@ mod tests {
         assert_eq!(board.slot(2).requests.load(Ordering::SeqCst), 42);
         assert_eq!(board.slot(2).state(), SlotState::Serving);
         assert_eq!(board.load(), (1, 0));
+    }
+
+    #[test]
+    fn responses_land_in_their_class_and_bucket() {
+        let slot = Slot::default();
+        slot.record_response(200, 4_999);
+        slot.record_response(204, 5_000);
+        slot.record_response(404, 5_001);
+        slot.record_response(503, 20_000_000);
+        slot.record_response(101, 0);
+        let mut t = Totals::default();
+        t.add(&slot);
+        assert_eq!(t.status_classes, [1, 2, 0, 1, 1]);
+        assert_eq!(&t.latency[..2], &[3, 1]);
+        assert_eq!(t.latency[LATENCY_BUCKETS_MS.len()], 1);
+        assert_eq!(t.latency_sum_us, 4_999 + 5_000 + 5_001 + 20_000_000);
     }
 }

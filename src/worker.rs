@@ -41,7 +41,7 @@ use crate::app::{AfterUpgrade, AppFactory, BoxApp, ConnAddrs, Upgrade, WorkerInf
 use crate::http2::H2Settings;
 use crate::log;
 use crate::request_hooks::{AppEnviron, RequestHooks, RequestInfo, ResponseInfo};
-use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
+use crate::scoreboard::{monotonic_ms, monotonic_us, Scoreboard, SlotState};
 use crate::strict_http::{GatedIo, Limits, ProxyInfo};
 
 /// Everything a worker needs, inherited across fork (no serialisation).
@@ -72,6 +72,11 @@ pub struct WorkerSetup {
     pub tls: Option<crate::tls::Tls>,
     /// HTTP/2, when `http_protocols` lists `h2`.
     pub http2: Option<H2Settings>,
+    /// Count status classes and latency in the slot (`metrics_bind` or
+    /// `statsd_host` set); off, the request path reads no clock for them.
+    pub metrics: bool,
+    /// gunicorn's per-request statsd metrics, sent by this worker.
+    pub statsd: Option<crate::metrics::StatsdConfig>,
 }
 
 /// The worker's app and what it knows of its worker.
@@ -80,6 +85,8 @@ struct Served {
     app: BoxApp,
     info: WorkerInfo,
     access_log: Option<AccessLog>,
+    /// Requests not yet sent to statsd (flushed once a second).
+    statsd: Option<Arc<crate::metrics::StatsdBatch>>,
 }
 
 /// Events from the signal thread to the serving loop.
@@ -268,10 +275,33 @@ async fn serve_async(
         },
         None => None,
     };
+    // statsd: requests are batched and sent once a second (and at exit),
+    // never on the request path itself.
+    let statsd = setup
+        .statsd
+        .as_ref()
+        .and_then(crate::metrics::Statsd::connect)
+        .map(|client| {
+            (
+                Arc::new(crate::metrics::StatsdBatch::default()),
+                Arc::new(client),
+            )
+        });
+    let mut flush_statsd = {
+        let statsd = statsd.clone();
+        let mut log_counts = crate::metrics::LogCountsSent::now();
+        move || {
+            if let Some((batch, client)) = &statsd {
+                batch.flush(client);
+                client.send(&log_counts.lines(client));
+            }
+        }
+    };
     let served = Served {
         app: (setup.app)(&info),
         info,
         access_log,
+        statsd: statsd.as_ref().map(|(b, _)| b.clone()),
     };
     let (drain_tx, drain_rx) = watch::channel(false);
     let conn_cap = Arc::new(Semaphore::new(setup.worker_connections.max(1)));
@@ -300,9 +330,14 @@ async fn serve_async(
     slot().set_state(SlotState::Serving);
     let beat_every = Duration::from_millis(500);
     let mut ticker = tokio::time::interval(beat_every);
+    let mut ticks = 0u64;
     loop {
         tokio::select! {
             _ = ticker.tick() => {
+                ticks += 1;
+                if ticks.is_multiple_of(2) {
+                    flush_statsd();
+                }
                 // The app's own loops (asyncio) count too: a blocked one
                 // stalls the heartbeat as a blocked serving loop does.
                 slot().beat_at(served.info.heartbeat(monotonic_ms()));
@@ -331,6 +366,7 @@ async fn serve_async(
         slot().beat();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    flush_statsd();
     Ok(served.info.requests_served())
 }
 
@@ -704,6 +740,7 @@ async fn serve_connection<I>(
                 if let Some(refusal) = refused {
                     return Ok(refusal.response());
                 }
+                let started = setup.metrics.then(monotonic_us);
                 state.in_flight.fetch_add(1, Ordering::AcqRel);
                 let slot = setup.scoreboard.slot(setup.slot);
                 slot.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -784,13 +821,26 @@ async fn serve_connection<I>(
                     resp.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
+                // With metrics on, one clock read serves the latency and
+                // the connection's idle clock.
+                let now_us = match started {
+                    Some(started) => {
+                        let now_us = monotonic_us();
+                        let (status, micros) =
+                            (resp.status().as_u16(), now_us.saturating_sub(started));
+                        slot.record_response(status, micros);
+                        if let Some(batch) = &served.statsd {
+                            batch.record(status, micros);
+                        }
+                        now_us
+                    }
+                    None => monotonic_us(),
+                };
                 if !upgrading {
                     slot.in_flight.fetch_sub(1, Ordering::AcqRel);
                     state.in_flight.fetch_sub(1, Ordering::AcqRel);
                 }
-                state
-                    .last_active_ms
-                    .store(monotonic_ms(), Ordering::Release);
+                state.last_active_ms.store(now_us / 1000, Ordering::Release);
                 state.responded.store(true, Ordering::Release);
                 let resp = match (logged, &served.access_log) {
                     (Some((mut record, started)), Some(access)) => {

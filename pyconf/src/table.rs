@@ -380,6 +380,19 @@ pub static SETTINGS: &[Setting] = &[
         support: Done,
     },
     Setting {
+        name: "metrics_bind",
+        section: "rgunicorn",
+        flags: &["--metrics-bind"],
+        meta: Some("ADDRESS"),
+        action: Store,
+        cli_type: StrArg,
+        default: DefaultValue::None,
+        validator: Str,
+        short: "Serve Prometheus metrics (text format, `GET /metrics`) at this HOST:PORT, answered by the master from the scoreboard. Off by default.",
+        origin: Rgunicorn,
+        support: Done,
+    },
+    Setting {
         name: "limit_request_line",
         section: "Security",
         flags: &["--limit-request-line"],
@@ -897,7 +910,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: StatsdAddress,
         short: "The address of the StatsD server to log to.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "dogstatsd_tags",
@@ -910,7 +923,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "A comma-delimited list of datadog statsd (dogstatsd) tags to append to",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "statsd_prefix",
@@ -923,7 +936,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "Prefix to use when emitting statsd metrics (a trailing ``.`` is added,",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "enable_backlog_metric",
