@@ -48,14 +48,14 @@ impl H2Settings {
         py: pyo3::Python<'_>,
         cfg: &pyconf::Config,
     ) -> (Option<H2Settings>, Vec<String>) {
-        let protocols = cfg.list(py, "http_protocols");
+        // `http_protocols` and `cfg.is_ssl` as the TLS side reads them.
+        let tls = crate::tls::Settings::from_config(py, cfg);
         let cleartext = cfg.string(py, "http2_cleartext").unwrap_or_default();
-        let is_ssl = cfg.string(py, "certfile").is_some() || cfg.string(py, "keyfile").is_some();
         let int = |name| cfg.int(py, name).clamp(0, u32::MAX as i64) as u32;
         Self::decide(
-            &protocols,
+            &tls.http_protocols,
             &cleartext,
-            is_ssl,
+            tls.is_ssl(),
             [
                 int("http2_max_concurrent_streams"),
                 int("http2_initial_window_size"),

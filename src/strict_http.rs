@@ -498,10 +498,9 @@ pub struct Framer {
     /// Request heads handed to hyper so far.
     heads_released: u64,
     proxy_done: bool,
-    proxy_info: Option<ProxyInfo>,
-    /// Where the PROXY header's addresses are published for the app's
-    /// requests, once a caller asked for them.
-    proxy_sink: Option<Arc<OnceLock<ProxyInfo>>>,
+    /// What the PROXY header said, once parsed; shared with the worker,
+    /// which reads it into each request. `None` when `proxy_protocol` is off.
+    proxy_info: Option<Arc<OnceLock<ProxyInfo>>>,
     error: Option<RequestError>,
     /// The incomplete head seen by the last full scan, so that bytes
     /// trickling in are not rescanned from the start each time.
@@ -657,8 +656,9 @@ impl Framer {
     pub fn new(limits: Arc<Limits>, peer: Option<IpAddr>) -> Self {
         let trusted_forwarder = limits.trusts_forwarder(peer);
         let trusted_proxy = limits.trusts_proxy(peer);
+        let proxy_off = limits.proxy_protocol == ProxyProtocol::Off;
         Framer {
-            proxy_done: limits.proxy_protocol == ProxyProtocol::Off,
+            proxy_done: proxy_off,
             limits,
             trusted_forwarder,
             trusted_proxy,
@@ -668,8 +668,7 @@ impl Framer {
             held: None,
             partial_released: false,
             heads_released: 0,
-            proxy_info: None,
-            proxy_sink: None,
+            proxy_info: (!proxy_off).then(Default::default),
             error: None,
             head_wait: None,
         }
@@ -728,21 +727,20 @@ impl Framer {
 
     /// What the PROXY protocol header said, if there was one.
     pub fn proxy_info(&self) -> Option<&ProxyInfo> {
-        self.proxy_info.as_ref()
+        self.proxy_info.as_ref()?.get()
     }
 
-    /// A cell that holds the PROXY header's addresses once they are parsed
-    /// (always before the first request head reaches hyper); `None` when
-    /// `proxy_protocol` is off.
-    pub fn proxy_info_sink(&mut self) -> Option<Arc<OnceLock<ProxyInfo>>> {
-        if self.limits.proxy_protocol == ProxyProtocol::Off {
-            return None;
+    /// The cell that holds the PROXY header's addresses once they are
+    /// parsed (always before the first request head reaches hyper); `None`
+    /// when `proxy_protocol` is off.
+    pub fn proxy_info_sink(&self) -> Option<Arc<OnceLock<ProxyInfo>>> {
+        self.proxy_info.clone()
+    }
+
+    fn set_proxy_info(&mut self, info: ProxyInfo) {
+        if let Some(cell) = &self.proxy_info {
+            let _ = cell.set(info);
         }
-        let sink = self.proxy_sink.get_or_insert_with(Default::default);
-        if let Some(info) = self.proxy_info {
-            let _ = sink.set(info);
-        }
-        Some(sink.clone())
     }
 
     fn emit(&mut self, out: &mut Vec<u8>, bytes: &[u8]) {
@@ -793,11 +791,6 @@ impl Framer {
                         match self.proxy(rest, eof)? {
                             Step::Done(n) => {
                                 self.proxy_done = true;
-                                if let (Some(sink), Some(info)) =
-                                    (&self.proxy_sink, self.proxy_info)
-                                {
-                                    let _ = sink.set(info);
-                                }
                                 pos += n;
                                 continue;
                             }
@@ -950,7 +943,7 @@ impl Framer {
         if !(0..=65535).contains(&sp) || !(0..=65535).contains(&dp) {
             return Err(invalid_port());
         }
-        self.proxy_info = Some(ProxyInfo {
+        self.set_proxy_info(ProxyInfo {
             proto: if v6 { "TCP6" } else { "TCP4" },
             client_addr: Some(s_addr),
             client_port: Some(sp as u16),
@@ -993,7 +986,7 @@ impl Framer {
             proxy_port: None,
         };
         if command == 0 {
-            self.proxy_info = Some(unspec);
+            self.set_proxy_info(unspec);
             return Ok(Step::Done(total));
         }
         if fam_proto & 0x0f != 1 {
@@ -1001,7 +994,7 @@ impl Framer {
         }
         let a = &rest[16..total];
         let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
-        self.proxy_info = Some(match fam_proto >> 4 {
+        let info = match fam_proto >> 4 {
             1 => {
                 if length < 12 {
                     return Err(RequestError::proxy_header());
@@ -1036,7 +1029,8 @@ impl Framer {
                 ..unspec
             },
             _ => return Err(RequestError::proxy_header()),
-        });
+        };
+        self.set_proxy_info(info);
         Ok(Step::Done(total))
     }
 
@@ -1802,7 +1796,7 @@ impl<T> GatedIo<T> {
     }
 
     /// See [`Framer::proxy_info_sink`].
-    pub fn proxy_info_sink(&mut self) -> Option<Arc<OnceLock<ProxyInfo>>> {
+    pub fn proxy_info_sink(&self) -> Option<Arc<OnceLock<ProxyInfo>>> {
         self.framer.proxy_info_sink()
     }
 

@@ -504,7 +504,7 @@ async fn serve_stream<S>(
                 return serve_connection(io, fd, proto, addrs, None, setup, served, drain).await;
             }
             #[allow(unreachable_code)]
-            let mut io = GatedIo::new(TokioIo::new(stream), limits, peer);
+            let io = GatedIo::new(TokioIo::new(stream), limits, peer);
             let proxy = io.proxy_info_sink();
             let proto = Proto::H1 {
                 raw: io.raw_switch(),
@@ -534,7 +534,7 @@ async fn serve_stream<S>(
                     .await;
                 }
             }
-            let mut io = GatedIo::new(TokioIo::new(stream), limits, peer);
+            let io = GatedIo::new(TokioIo::new(stream), limits, peer);
             let proxy = io.proxy_info_sink();
             let proto = Proto::H1 {
                 raw: io.raw_switch(),
@@ -557,7 +557,7 @@ enum Proto {
 
 /// Resolves once draining has started (the watch guard is dropped inside,
 /// so callers stay `Send`).
-async fn drained(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn drained(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|d| *d).await.map(|_| ());
 }
 

@@ -13,6 +13,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -123,14 +124,7 @@ impl Proc {
     }
 
     fn wait_exit(&mut self, within: Duration) -> i32 {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "server did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::server::wait_exit(&mut self.child, within)
     }
 
     fn signal(&self, sig: &str) {
@@ -148,21 +142,7 @@ impl Drop for Proc {
     /// too; SIGKILL only if it is still there after a bounded wait (a
     /// killed master would leave its workers behind).
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::server::stop_child(&mut self.child);
     }
 }
 
@@ -367,64 +347,77 @@ fn lifespan_startup_failure_exits_3_with_the_traceback() {
     assert!(read_log(&log).is_empty());
 }
 
-#[test]
-fn scope_matches_uvicorn_key_by_key() {
-    let (p, _log) = raw_app("asgi-scope", &["-w", "1"], &[]);
-    p.wait_ready();
-    let dir = scratch_dir("asgi-scope-uvicorn");
+/// uvicorn serving tests/apps/asgi_raw.py: the reference scopes.
+fn uvicorn_raw_app(name: &str) -> Proc {
+    let dir = scratch_dir(name);
     std::fs::copy(
         repo().join("tests/apps/asgi_raw.py"),
         dir.join("asgi_raw.py"),
     )
     .unwrap();
-    let uv = Proc::spawn(
-        &venv().join("bin/python"),
-        &dir,
-        &[
-            "-m",
-            "uvicorn",
-            "asgi_raw:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ],
-        &[],
-    );
+    let args = [
+        "-m",
+        "uvicorn",
+        "asgi_raw:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ];
+    let uv = Proc::spawn(&venv().join("bin/python"), &dir, &args, &[]);
     assert!(uv.port != 0, "uvicorn did not start");
+    uv
+}
+
+/// A scope as the app prints it: one `key<TAB>json` line per key.
+fn scope_map(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(|l| {
+            let (k, v) = l.split_once('\t').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// Ours and uvicorn's scope for the same request, key by key: the same
+/// keys; `client`/`server` on the same host (the ports differ); `state` as
+/// the lifespan left it (it records the worker's pid); `special` checks the
+/// keys it knows (returns true), everything else must be equal.
+fn assert_same_scope(
+    ours: &BTreeMap<String, String>,
+    theirs: &BTreeMap<String, String>,
+    special: impl Fn(&str, &str, &str) -> bool,
+) {
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>()
+    );
+    for (k, v) in theirs {
+        let o = &ours[k];
+        match k.as_str() {
+            "client" | "server" => {
+                assert_eq!(o.split(',').next(), v.split(',').next(), "{k}: {o} vs {v}")
+            }
+            "state" => assert!(o.contains("started_by") && v.contains("started_by")),
+            _ if special(k, o, v) => {}
+            _ => assert_eq!(o, v, "scope[{k:?}]"),
+        }
+    }
+}
+
+#[test]
+fn scope_matches_uvicorn_key_by_key() {
+    let (p, _log) = raw_app("asgi-scope", &["-w", "1"], &[]);
+    p.wait_ready();
+    let uv = uvicorn_raw_app("asgi-scope-uvicorn");
     let raw = "GET /scope/caf%C3%A9%20x?q=a%20b&r=1 HTTP/1.1\r\nHost: example.test\r\n\
                User-Agent: t/1\r\nX-Custom: Value One\r\nAccept: */*\r\nConnection: close\r\n\r\n";
     let scope = |port| {
         let (status, _, body) = request(port, raw).unwrap();
         assert_eq!(status, 200, "{body}");
-        body.lines()
-            .map(|l| {
-                let (k, v) = l.split_once('\t').unwrap();
-                (k.to_string(), v.to_string())
-            })
-            .collect::<std::collections::BTreeMap<_, _>>()
+        scope_map(&body)
     };
-    let ours = scope(p.port);
-    let theirs = scope(uv.port);
-    let keys =
-        |m: &std::collections::BTreeMap<String, String>| m.keys().cloned().collect::<Vec<_>>();
-    assert_eq!(keys(&ours), keys(&theirs));
-    for (k, v) in &theirs {
-        match k.as_str() {
-            // Same host, the ports differ (ours and uvicorn's).
-            "client" | "server" => {
-                assert_eq!(
-                    ours[k].split(',').next(),
-                    v.split(',').next(),
-                    "{k}: {} vs {v}",
-                    ours[k]
-                );
-            }
-            // Our app's lifespan records the worker's pid.
-            "state" => assert!(ours[k].contains("started_by") && v.contains("started_by")),
-            _ => assert_eq!(&ours[k], v, "scope[{k:?}]"),
-        }
-    }
+    assert_same_scope(&scope(p.port), &scope(uv.port), |_, _, _| false);
 }
 
 #[test]
@@ -891,27 +884,7 @@ fn an_open_websocket_is_closed_with_1012_on_term_and_the_worker_exits() {
 fn websocket_scope_matches_uvicorn_key_by_key() {
     let (p, _log) = raw_app("ws-scope", &["-w", "1"], &[]);
     p.wait_ready();
-    let dir = scratch_dir("ws-scope-uvicorn");
-    std::fs::copy(
-        repo().join("tests/apps/asgi_raw.py"),
-        dir.join("asgi_raw.py"),
-    )
-    .unwrap();
-    let uv = Proc::spawn(
-        &venv().join("bin/python"),
-        &dir,
-        &[
-            "-m",
-            "uvicorn",
-            "asgi_raw:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ],
-        &[],
-    );
-    assert!(uv.port != 0, "uvicorn did not start");
+    let uv = uvicorn_raw_app("ws-scope-uvicorn");
     let scope = |port| {
         let (mut ws, _) = ws_connect(
             port,
@@ -924,47 +897,28 @@ fn websocket_scope_matches_uvicorn_key_by_key() {
             panic!("no scope")
         };
         let _ = ws.close(None);
-        text.lines()
-            .map(|l| {
-                let (k, v) = l.split_once('\t').unwrap();
-                (k.to_string(), v.to_string())
-            })
-            .collect::<std::collections::BTreeMap<_, _>>()
+        scope_map(&text)
     };
-    let ours = scope(p.port);
-    let theirs = scope(uv.port);
-    let keys =
-        |m: &std::collections::BTreeMap<String, String>| m.keys().cloned().collect::<Vec<_>>();
-    assert_eq!(keys(&ours), keys(&theirs));
-    for (k, v) in &theirs {
-        match k.as_str() {
-            "client" | "server" => {
-                assert_eq!(
-                    ours[k].split(',').next(),
-                    v.split(',').next(),
-                    "{k}: {} vs {v}",
-                    ours[k]
-                );
-            }
-            "state" => assert!(ours[k].contains("started_by") && v.contains("started_by")),
-            // The client's key is new on each connection; the host has the port.
-            "headers" => {
-                // [["name", "value"], ...] (no quotes or brackets inside here).
-                let strip = |h: &str| {
-                    h.trim_start_matches("[[\"")
-                        .trim_end_matches("\"]]")
-                        .split("\"], [\"")
-                        .filter(|pair| {
-                            !pair.starts_with("sec-websocket-key\"") && !pair.starts_with("host\"")
-                        })
-                        .map(str::to_string)
-                        .collect::<Vec<_>>()
-                };
-                assert_eq!(strip(&ours[k]), strip(v));
-            }
-            _ => assert_eq!(&ours[k], v, "scope[{k:?}]"),
+    // The client's key is new on each connection; the host has the port.
+    assert_same_scope(&scope(p.port), &scope(uv.port), |k, ours, theirs| {
+        if k != "headers" {
+            return false;
         }
-    }
+
+        // [["name", "value"], ...] (no quotes or brackets inside here).
+        let strip = |h: &str| {
+            h.trim_start_matches("[[\"")
+                .trim_end_matches("\"]]")
+                .split("\"], [\"")
+                .filter(|pair| {
+                    !pair.starts_with("sec-websocket-key\"") && !pair.starts_with("host\"")
+                })
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(strip(ours), strip(theirs));
+        true
+    });
 }
 
 #[test]

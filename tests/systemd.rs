@@ -109,28 +109,13 @@ impl Running {
     }
 
     fn wait_exit(&mut self) -> i32 {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "server did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::server::wait_exit(&mut self.child, Duration::from_secs(20))
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            self.signal("TERM");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        common::server::stop_child(&mut self.child);
     }
 }
 

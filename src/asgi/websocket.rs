@@ -67,6 +67,7 @@ use super::{
 };
 use crate::app::{error_response, full, internal_error, AfterUpgrade, ConnAddrs, ResponseBody};
 use crate::log;
+use crate::worker::drained;
 
 /// Messages from the client waiting for the app's `receive` before the
 /// session stops reading (gunicorn's asgi worker stops at 32 too).
@@ -503,12 +504,6 @@ async fn session(
     }
     // The app learns of a connection that ended without a close (1006).
     drop(guard);
-}
-
-/// Resolves once the worker drains (the guard is dropped inside, so the
-/// future stays `Send`).
-async fn drained(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|d| *d).await.map(|_| ());
 }
 
 // ---------------------------------------------------------------------------

@@ -172,29 +172,38 @@ impl Server {
 
     pub fn stop(mut self) -> i32 {
         self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "server did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut self.child, Duration::from_secs(20))
     }
 }
 
 impl Drop for Server {
-    /// TERM, so the master stops its workers (a SIGKILLed master leaves a
-    /// blocked worker behind), then SIGKILL if it is still there.
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            terminate(self.pid(), || {
-                self.child.try_wait().ok().flatten().is_some()
-            });
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        stop_child(&mut self.child);
     }
+}
+
+/// A server's exit status, waited for at most `within`.
+pub fn wait_exit(child: &mut Child, within: Duration) -> i32 {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(Instant::now() < deadline, "server did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Stop a server child if it still runs (the tests' Drop): TERM, so the
+/// master stops its workers (a SIGKILLed master leaves a blocked worker
+/// behind), then SIGKILL after 10 s; reaped either way.
+pub fn stop_child(child: &mut Child) {
+    if child.try_wait().ok().flatten().is_none() {
+        let pid = child.id() as i32;
+        terminate(pid, || child.try_wait().ok().flatten().is_some());
+        let _ = child.kill();
+    }
+    let _ = child.wait();
 }
 
 /// Send TERM to `pid` and wait (at most 10 s) until `gone()`, then SIGKILL.
