@@ -226,7 +226,10 @@ where
         BoxCloneService::new(tower::service_fn(move |req: Request<Incoming>| {
             let app = app.clone();
             async move {
-                let called = CatchUnwind(Box::pin(app.oneshot(req))).await;
+                let called = CatchUnwind {
+                    inner: app.oneshot(req),
+                }
+                .await;
                 Ok::<_, Infallible>(match called {
                     Ok(Ok(resp)) => resp.map(|b| b.map_err(Into::into).boxed_unsync()),
                     Ok(Err(e)) => {
@@ -294,14 +297,19 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
-/// A future that turns a panic while polling into an error.
-struct CatchUnwind<F>(Pin<Box<F>>);
+pin_project_lite::pin_project! {
+    /// A future that turns a panic while polling into an error.
+    struct CatchUnwind<F> {
+        #[pin]
+        inner: F,
+    }
+}
 
 impl<F: Future> Future for CatchUnwind<F> {
     type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.0.as_mut();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.project().inner;
         match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),

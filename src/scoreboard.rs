@@ -140,6 +140,14 @@ pub fn monotonic_us() -> u64 {
     ts.tv_sec() as u64 * 1_000_000 + ts.tv_nsec() as u64 / 1_000
 }
 
+/// [`monotonic_ms`] at the kernel tick's resolution (a few ms), without a
+/// clock read: CLOCK_MONOTONIC_COARSE, the same timeline.
+pub fn coarse_monotonic_ms() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    ts.tv_sec() as u64 * 1_000 + ts.tv_nsec() as u64 / 1_000_000
+}
+
 pub struct Scoreboard {
     slots: NonNull<Slot>,
     len: usize,

@@ -31,6 +31,7 @@
 //! `body.py`, `errors.py` and `workers/base.py:handle_error` (status,
 //! reason and message text of each error).
 
+use std::borrow::Cow;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
@@ -518,40 +519,84 @@ struct HeadWait {
     after_line: Option<usize>,
 }
 
-/// One parsed header field.
+/// One parsed header field. Borrowed from the request's bytes: only a
+/// folded value is copied.
 struct Field<'a> {
-    /// Upper-cased name (gunicorn's key).
-    upper: String,
-    /// The name as sent (after `strip_header_spaces`).
+    /// The name as sent (after `strip_header_spaces`); a token (ASCII).
     name: &'a [u8],
     /// The value, stripped of SP/HTAB, folds joined with a space.
-    value: Vec<u8>,
+    value: Cow<'a, [u8]>,
 }
 
+impl Field<'_> {
+    /// Whether the name is `upper` (gunicorn compares upper-cased names).
+    fn is(&self, upper: &str) -> bool {
+        upper_eq(self.name, upper)
+    }
+}
+
+/// gunicorn's key for a header name: the name upper-cased.
+fn upper_of(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).to_ascii_uppercase()
+}
+
+/// `name.upper() == key`, as gunicorn compares a header with a key of
+/// `secure_scheme_headers` or `forwarder_headers` (a key with lower-case
+/// letters never matches).
+fn upper_eq(name: &[u8], key: &str) -> bool {
+    name.len() == key.len()
+        && name
+            .iter()
+            .zip(key.as_bytes())
+            .all(|(n, k)| n.to_ascii_uppercase() == *k)
+}
+
+/// The first `needle` (a short one: CRLF, `://`) in `hay`: a byte search
+/// for its first byte, then a compare (cheaper than a substring searcher's
+/// set-up for needles this short).
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.len() > hay.len() {
-        return None;
+    let (&first, tail) = needle.split_first()?;
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(first, &hay[from..]) {
+        let at = from + i;
+        if hay[at + 1..].starts_with(tail) {
+            return Some(at);
+        }
+        from = at + 1;
     }
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn count(hay: &[u8], needle: &[u8]) -> usize {
-    // Non-overlapping, like Python's bytes.count (needles here cannot overlap).
-    let mut n = 0;
-    let mut i = 0;
-    while let Some(p) = find(&hay[i..], needle) {
-        n += 1;
-        i += p + needle.len();
-    }
-    n
+    None
 }
 
 fn has_bare_lf(data: &[u8]) -> bool {
-    count(data, b"\n") != count(data, b"\r\n")
+    memchr::memchr_iter(b'\n', data).any(|i| i == 0 || data[i - 1] != b'\r')
 }
 
+/// A byte table: `table[c]` is true for the bytes of `chars` and of
+/// `[A-Za-z0-9]`.
+const fn alnum_and(chars: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = (c as u8).is_ascii_alphanumeric();
+        c += 1;
+    }
+    let mut i = 0;
+    while i < chars.len() {
+        t[chars[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+/// RFC 9110 `tchar`.
+static TCHAR: [bool; 256] = alnum_and(b"!#$%&'*+-.^_`|~");
+
+/// Bytes of an origin-form target that the `http` crate surely takes as
+/// they are (RFC 3986 `pchar`, `/` and `?`; not `#`).
+static PLAIN_TARGET: [bool; 256] = alnum_and(b"-._~!$&'()*+,;=:@/%?");
+
 fn is_tchar(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+    TCHAR[c as usize]
 }
 
 fn is_token(s: &[u8]) -> bool {
@@ -630,9 +675,16 @@ fn urlsplit_fails(uri: &[u8]) -> bool {
 
 /// The target as hyper (the `http` crate) can read it: unchanged when it
 /// parses, else with the bytes `http` refuses percent-encoded.
-fn target_for_hyper(target: &[u8]) -> Option<Vec<u8>> {
+fn target_for_hyper(target: &[u8]) -> Option<Cow<'_, [u8]>> {
+    // The common case without a trial parse (hyper parses it anyway).
+    if target.first() == Some(&b'/')
+        && target.len() < u16::MAX as usize - 1
+        && target.iter().all(|&c| PLAIN_TARGET[c as usize])
+    {
+        return Some(Cow::Borrowed(target));
+    }
     if hyper::Uri::try_from(target).is_ok() {
-        return Some(target.to_vec());
+        return Some(Cow::Borrowed(target));
     }
     let mut enc = Vec::with_capacity(target.len() + 16);
     for &c in target {
@@ -642,7 +694,9 @@ fn target_for_hyper(target: &[u8]) -> Option<Vec<u8>> {
             enc.push(c);
         }
     }
-    hyper::Uri::try_from(enc.as_slice()).ok().map(|_| enc)
+    hyper::Uri::try_from(enc.as_slice())
+        .ok()
+        .map(|_| Cow::Owned(enc))
 }
 
 /// Result of trying to parse one element that may be incomplete.
@@ -1132,13 +1186,13 @@ impl Framer {
 
         self.requests += 1;
         self.close_after = framing.must_close
-            || req.method == b"CONNECT"
-            || match fields.iter().find(|f| f.upper == "CONNECTION") {
+            || *req.method == *b"CONNECT"
+            || match fields.iter().find(|f| f.is("CONNECTION")) {
                 Some(f) => {
-                    let v = strip_sp_tab(&f.value).to_ascii_lowercase();
-                    if v == b"close" {
+                    let v = strip_sp_tab(&f.value);
+                    if v.eq_ignore_ascii_case(b"close") {
                         true
-                    } else if v == b"keep-alive" {
+                    } else if v.eq_ignore_ascii_case(b"keep-alive") {
                         false
                     } else {
                         req.version <= (1, 0)
@@ -1147,8 +1201,12 @@ impl Framer {
                 None => req.version <= (1, 0),
             };
 
-        // The canonical head for hyper.
-        let mut head = Vec::with_capacity(block.len() + line.len() + 64);
+        // The canonical head for hyper: straight into `out`, unless the
+        // request is held.
+        let held = framing.chunked && !framing.expect_continue && self.limits.hold_limit > 0;
+        let mut held_head = Vec::new();
+        let head = if held { &mut held_head } else { &mut *out };
+        head.reserve(block.len() + line.len() + 64);
         head.extend_from_slice(&req.method);
         head.push(b' ');
         head.extend_from_slice(&req.target);
@@ -1159,34 +1217,29 @@ impl Framer {
         });
         let mut te_written = false;
         for f in &fields {
-            match f.upper.as_str() {
-                "CONTENT-LENGTH" => {
-                    head.extend_from_slice(b"Content-Length: ");
-                    head.extend_from_slice(framing.length.unwrap_or(0).to_string().as_bytes());
+            if f.is("CONTENT-LENGTH") {
+                use std::io::Write as _;
+                let _ = write!(head, "Content-Length: {}", framing.length.unwrap_or(0));
+            } else if f.is("TRANSFER-ENCODING") {
+                if te_written {
+                    continue;
                 }
-                "TRANSFER-ENCODING" => {
-                    if te_written {
-                        continue;
-                    }
-                    te_written = true;
-                    head.extend_from_slice(b"Transfer-Encoding: ");
-                    head.extend_from_slice(framing.codings.join(", ").as_bytes());
-                }
-                _ => {
-                    head.extend_from_slice(f.name);
-                    head.extend_from_slice(b": ");
-                    head.extend_from_slice(&f.value);
-                }
+                te_written = true;
+                head.extend_from_slice(b"Transfer-Encoding: ");
+                head.extend_from_slice(framing.codings.join(", ").as_bytes());
+            } else {
+                head.extend_from_slice(f.name);
+                head.extend_from_slice(b": ");
+                head.extend_from_slice(&f.value);
             }
             head.extend_from_slice(b"\r\n");
         }
         head.extend_from_slice(b"\r\n");
 
-        if framing.chunked && !framing.expect_continue && self.limits.hold_limit > 0 {
+        if held {
             self.held = Some(Vec::new());
-            self.emit(out, &head);
+            self.emit(out, &held_head);
         } else {
-            self.emit(out, &head);
             self.heads_released += 1;
         }
         if framing.chunked {
@@ -1206,7 +1259,7 @@ impl Framer {
         Ok(Step::Done(body_start))
     }
 
-    fn request_line(&self, line: &[u8]) -> Result<RequestLine, RequestError> {
+    fn request_line<'a>(&self, line: &'a [u8]) -> Result<RequestLine<'a>, RequestError> {
         let l = &self.limits;
         let mut bits = line.splitn(3, |&c| c == b' ');
         let (Some(method), Some(target), Some(version)) = (bits.next(), bits.next(), bits.next())
@@ -1222,10 +1275,10 @@ impl Framer {
         if !is_token(method) {
             return Err(RequestError::method(method));
         }
-        let method = if l.casefold_http_method {
-            method.to_ascii_uppercase()
+        let method = if l.casefold_http_method && method.iter().any(u8::is_ascii_lowercase) {
+            Cow::Owned(method.to_ascii_uppercase())
         } else {
-            method.to_vec()
+            Cow::Borrowed(method)
         };
         if target.iter().any(|&c| !(0x21..=0x7e).contains(&c)) {
             return Err(RequestError::request_line(line));
@@ -1233,10 +1286,10 @@ impl Framer {
         if target.is_empty() {
             return Err(RequestError::request_line(line));
         }
-        if target == b"*" && method != b"OPTIONS" {
+        if target == b"*" && *method != *b"OPTIONS" {
             return Err(RequestError::request_line(line));
         }
-        if method != b"CONNECT"
+        if *method != *b"CONNECT"
             && target != b"*"
             && !target.starts_with(b"/")
             && find(target, b"://").is_none()
@@ -1283,22 +1336,20 @@ impl Framer {
         if block.is_empty() && !from_trailer {
             return Ok(fields);
         }
-        let lines: Vec<&[u8]> = split_crlf(block);
+        fields.reserve(8);
+        let mut lines = CrlfLines::new(block);
         let trusted = self.trusted_forwarder && !from_trailer;
         let mut scheme: Option<bool> = None;
         let mut seen_host = false;
         let mut seen_ct = false;
         let max_fields = l.fields_limit();
         let max_size = l.field_size_limit();
-        let mut i = 0;
-        while i < lines.len() {
+        while let Some(curr) = lines.next() {
             if fields.len() >= max_fields {
                 return Err(RequestError::limit_headers("limit request headers fields"));
             }
-            let curr = lines[i];
-            i += 1;
             let mut length = curr.len() + 2;
-            let colon = curr.iter().position(|&c| c == b':');
+            let colon = memchr::memchr(b':', curr);
             let Some(colon) = colon.filter(|&c| c > 0) else {
                 return Err(RequestError::header(curr));
             };
@@ -1311,44 +1362,42 @@ impl Framer {
             if !is_token(name) {
                 return Err(RequestError::header_name(name));
             }
-            let upper = String::from_utf8_lossy(name).to_ascii_uppercase();
+            let is = |upper: &str| upper_eq(name, upper);
             if from_trailer
-                && matches!(
-                    upper.as_str(),
-                    "HOST"
-                        | "CONTENT-LENGTH"
-                        | "TRANSFER-ENCODING"
-                        | "TRAILER"
-                        | "AUTHORIZATION"
-                        | "TE"
-                )
+                && (is("HOST")
+                    || is("CONTENT-LENGTH")
+                    || is("TRANSFER-ENCODING")
+                    || is("TRAILER")
+                    || is("AUTHORIZATION")
+                    || is("TE"))
             {
-                return Err(RequestError::header_name(upper.as_bytes()));
+                return Err(RequestError::header_name(upper_of(name).as_bytes()));
             }
-            let mut value = strip_sp_tab(&curr[colon + 1..]).to_vec();
-            while i < lines.len() && matches!(lines[i].first(), Some(b' ' | b'\t')) {
+            let mut value = Cow::Borrowed(strip_sp_tab(&curr[colon + 1..]));
+            while matches!(lines.peek_first(), Some(b' ' | b'\t')) {
                 if !l.permit_obsolete_folding {
                     return Err(RequestError::bad(
                         "ObsoleteFolding",
                         format!(
                             "Obsolete line folding is unacceptable: {}",
-                            py_str_repr(upper.as_bytes())
+                            py_str_repr(upper_of(name).as_bytes())
                         ),
                     ));
                 }
-                let cont = lines[i];
-                i += 1;
+                let cont = lines.next().unwrap_or_default();
                 length += cont.len() + 2;
                 if length > max_size {
                     return Err(RequestError::limit_headers(
                         "limit request headers fields size",
                     ));
                 }
-                value.push(b' ');
-                value.extend_from_slice(strip_sp_tab(cont));
+                let joined = value.to_mut();
+                joined.push(b' ');
+                joined.extend_from_slice(strip_sp_tab(cont));
             }
-            if value.iter().any(|&c| bad_value_byte(c)) {
-                return Err(RequestError::header(upper.as_bytes()));
+            // Branch-free, so that it vectorises: values are long.
+            if value.iter().fold(false, |bad, &c| bad | bad_value_byte(c)) {
+                return Err(RequestError::header(upper_of(name).as_bytes()));
             }
             if length > max_size {
                 return Err(RequestError::limit_headers(
@@ -1356,18 +1405,20 @@ impl Framer {
                 ));
             }
             // _apply_header_policy
-            if upper == "HOST" || upper == "CONTENT-TYPE" {
-                let seen = if upper == "HOST" {
-                    &mut seen_host
-                } else {
-                    &mut seen_ct
-                };
+            let seen = if is("HOST") {
+                Some(&mut seen_host)
+            } else if is("CONTENT-TYPE") {
+                Some(&mut seen_ct)
+            } else {
+                None
+            };
+            if let Some(seen) = seen {
                 if *seen {
-                    return Err(RequestError::header(upper.as_bytes()));
+                    return Err(RequestError::header(upper_of(name).as_bytes()));
                 }
                 *seen = true;
             }
-            if !from_trailer && upper == "EXPECT" {
+            if !from_trailer && is("EXPECT") {
                 // 100-continue is understood (and ignored for HTTP/1.0).
                 if !value.eq_ignore_ascii_case(b"100-continue") {
                     return Err(RequestError::new(
@@ -1379,8 +1430,8 @@ impl Framer {
                 }
             }
             if trusted {
-                if let Some((_, want)) = l.secure_scheme_headers.iter().find(|(k, _)| *k == upper) {
-                    let secure = value == want.as_bytes();
+                if let Some((_, want)) = l.secure_scheme_headers.iter().find(|(k, _)| is(k)) {
+                    let secure = *value == *want.as_bytes();
                     match scheme {
                         Some(s) if s != secure => {
                             return Err(RequestError::bad(
@@ -1393,20 +1444,19 @@ impl Framer {
                     }
                 }
             }
-            if upper.contains('_') {
-                let forwarder =
-                    trusted && l.forwarder_headers.iter().any(|h| *h == upper || h == "*");
+            if memchr::memchr(b'_', name).is_some() {
+                let forwarder = trusted && l.forwarder_headers.iter().any(|h| h == "*" || is(h));
                 if !forwarder {
                     match l.header_map {
                         HeaderMapPolicy::Dangerous => {}
                         HeaderMapPolicy::Drop => continue,
                         HeaderMapPolicy::Refuse => {
-                            return Err(RequestError::header_name(upper.as_bytes()))
+                            return Err(RequestError::header_name(upper_of(name).as_bytes()))
                         }
                     }
                 }
             }
-            fields.push(Field { upper, name, value });
+            fields.push(Field { name, value });
         }
         Ok(fields)
     }
@@ -1421,7 +1471,16 @@ impl Framer {
         let mut codings: Vec<String> = Vec::new();
         let te_err = || RequestError::header(b"TRANSFER-ENCODING");
         for f in fields {
-            match f.upper.as_str() {
+            let name = if f.is("CONTENT-LENGTH") {
+                "CONTENT-LENGTH"
+            } else if f.is("TRANSFER-ENCODING") {
+                "TRANSFER-ENCODING"
+            } else if f.is("EXPECT") {
+                "EXPECT"
+            } else {
+                continue;
+            };
+            match name {
                 "CONTENT-LENGTH" => {
                     if content_length.is_some() {
                         return Err(RequestError::header(b"CONTENT-LENGTH"));
@@ -1596,9 +1655,9 @@ impl Framer {
     }
 }
 
-struct RequestLine {
-    method: Vec<u8>,
-    target: Vec<u8>,
+struct RequestLine<'a> {
+    method: Cow<'a, [u8]>,
+    target: Cow<'a, [u8]>,
     version: (u32, u32),
 }
 
@@ -1610,15 +1669,39 @@ struct Framing {
     codings: Vec<String>,
 }
 
-fn split_crlf(block: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut rest = block;
-    while let Some(i) = find(rest, b"\r\n") {
-        out.push(&rest[..i]);
-        rest = &rest[i + 2..];
+/// The lines of a header block split at CRLF, as Python's
+/// `block.split(b"\r\n")`: always at least one (maybe empty) line.
+struct CrlfLines<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> CrlfLines<'a> {
+    fn new(block: &'a [u8]) -> Self {
+        CrlfLines { rest: Some(block) }
     }
-    out.push(rest);
-    out
+
+    /// The first byte of the next line, if there is a next line.
+    fn peek_first(&self) -> Option<u8> {
+        self.rest.and_then(|r| r.first().copied())
+    }
+}
+
+impl<'a> Iterator for CrlfLines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.rest?;
+        match find(rest, b"\r\n") {
+            Some(i) => {
+                self.rest = Some(&rest[i + 2..]);
+                Some(&rest[..i])
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
 }
 
 /// Python's `int(str)` for what a PROXY v1 port can hold.

@@ -164,31 +164,63 @@ fn signal_thread(
 /// thread answers each of them with gunicorn's 500 before the process goes,
 /// as gunicorn's sync worker does, instead of leaving the client with a
 /// closed connection.
-static IN_APP: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
+static IN_APP: std::sync::Mutex<Vec<Arc<InAppEntry>>> = std::sync::Mutex::new(Vec::new());
 
-/// Registered in [`IN_APP`] while alive.
-struct InApp(RawFd);
+/// A plaintext connection's entry in [`IN_APP`], for its whole life (so
+/// that a request costs two atomic stores, not a lock).
+struct InAppEntry {
+    fd: RawFd,
+    /// A request of this connection is inside the app now.
+    inside: AtomicBool,
+}
 
-impl InApp {
-    /// `fd` < 0 (a TLS connection, where a plaintext 500 would be
-    /// garbage) registers nothing.
-    fn enter(fd: RawFd) -> InApp {
+/// A connection's registration in [`IN_APP`]; removed on drop.
+struct InAppRegistration(Option<Arc<InAppEntry>>);
+
+impl InAppRegistration {
+    /// `fd` < 0 (TLS or HTTP/2, where a plaintext 500 would be garbage)
+    /// registers nothing.
+    fn new(fd: RawFd) -> InAppRegistration {
         if fd < 0 {
-            return InApp(fd);
+            return InAppRegistration(None);
         }
+        let entry = Arc::new(InAppEntry {
+            fd,
+            inside: AtomicBool::new(false),
+        });
         if let Ok(mut v) = IN_APP.lock() {
-            v.push(fd);
+            v.push(entry.clone());
         }
-        InApp(fd)
+        InAppRegistration(Some(entry))
+    }
+
+    /// Marks the connection's request as inside the app until dropped.
+    fn enter(&self) -> InApp<'_> {
+        if let Some(e) = &self.0 {
+            e.inside.store(true, Ordering::Release);
+        }
+        InApp(self)
     }
 }
 
-impl Drop for InApp {
+impl Drop for InAppRegistration {
     fn drop(&mut self) {
+        let Some(entry) = self.0.take() else { return };
         if let Ok(mut v) = IN_APP.lock() {
-            if let Some(i) = v.iter().position(|&fd| fd == self.0) {
+            if let Some(i) = v.iter().position(|e| Arc::ptr_eq(e, &entry)) {
                 v.swap_remove(i);
             }
+        }
+    }
+}
+
+/// A request inside the app (see [`InAppRegistration::enter`]).
+struct InApp<'a>(&'a InAppRegistration);
+
+impl Drop for InApp<'_> {
+    fn drop(&mut self) {
+        if let Some(e) = &self.0 .0 {
+            e.inside.store(false, Ordering::Release);
         }
     }
 }
@@ -197,8 +229,12 @@ impl Drop for InApp {
 /// thread is stuck (that is why the master aborts us), so nothing else
 /// writes to these sockets.
 fn answer_stuck_requests() {
-    let fds = match IN_APP.try_lock() {
-        Ok(v) => v.clone(),
+    let fds: Vec<RawFd> = match IN_APP.try_lock() {
+        Ok(v) => v
+            .iter()
+            .filter(|e| e.inside.load(Ordering::Acquire))
+            .map(|e| e.fd)
+            .collect(),
         Err(_) => return,
     };
     let resp = crate::http_error::response(500, "Internal Server Error", "");
@@ -239,6 +275,52 @@ fn stop_accepting_now() {
         // SAFETY: dup2 onto a listener fd this process owns; the process
         // exits right after, and the accept loop then only sees errors.
         unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
+}
+
+/// What a connection's service needs for each request, shared by them
+/// all (one reference count per request, not one per part).
+struct ConnCtx {
+    state: ConnState,
+    /// The gate's protocol switch (HTTP/1 only).
+    raw: Option<Arc<AtomicBool>>,
+    in_app: InAppRegistration,
+    /// This connection's own handle on the app, called in place when it
+    /// is ready (rather than a clone per request).
+    app: std::sync::Mutex<BoxApp>,
+    addrs: ConnAddrs,
+    proxy: Option<Arc<OnceLock<ProxyInfo>>>,
+    setup: Arc<WorkerSetup>,
+    /// [`Served`] but its app (in `app`).
+    info: WorkerInfo,
+    access_log: Option<AccessLog>,
+    statsd: Option<Arc<crate::metrics::StatsdBatch>>,
+    drain: watch::Receiver<bool>,
+}
+
+/// The app's answer to a request, or the request until the app is called.
+enum AppCall {
+    Called(AppFuture),
+    Later(Box<Request<Incoming>>),
+}
+
+type AppFuture = futures_util::future::Either<
+    <BoxApp as tower::Service<Request<Incoming>>>::Future,
+    std::pin::Pin<Box<tower::util::Oneshot<BoxApp, Request<Incoming>>>>,
+>;
+
+impl ConnCtx {
+    /// The app's answer to `req`.
+    fn call_app(&self, req: Request<Incoming>) -> AppFuture {
+        use tower::Service;
+        let mut app = self.app.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(Ok(())) = app.poll_ready(&mut cx) {
+            futures_util::future::Either::Left(app.call(req))
+        } else {
+            // Not ready now (an app with back-pressure): a clone waits.
+            futures_util::future::Either::Right(Box::pin(app.clone().oneshot(req)))
+        }
     }
 }
 
@@ -561,6 +643,79 @@ pub(crate) async fn drained(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|d| *d).await.map(|_| ());
 }
 
+/// A future polled only when its own waker fired (or the task's waker
+/// changed), not on every wake-up of the task that holds it: `drive`'s
+/// drain signal and idle timer, beside a connection that wakes the task
+/// for every read and write.
+struct WokenOnly<F> {
+    fut: std::pin::Pin<Box<F>>,
+    flag: Arc<WakeFlag>,
+    /// The waker `fut` was last polled with, made from `flag`.
+    own: std::task::Waker,
+    /// The task's waker at that poll.
+    task: Option<std::task::Waker>,
+}
+
+struct WakeFlag {
+    woken: AtomicBool,
+    task: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl std::task::Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        if let Ok(task) = self.task.lock() {
+            if let Some(w) = task.as_ref() {
+                w.wake_by_ref();
+            }
+        }
+    }
+}
+
+impl<F: std::future::Future> WokenOnly<F> {
+    fn new(fut: F) -> Self {
+        let flag = Arc::new(WakeFlag {
+            woken: AtomicBool::new(true),
+            task: std::sync::Mutex::new(None),
+        });
+        WokenOnly {
+            fut: Box::pin(fut),
+            own: std::task::Waker::from(flag.clone()),
+            flag,
+            task: None,
+        }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for WokenOnly<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let same_task = self.task.as_ref().is_some_and(|t| t.will_wake(cx.waker()));
+        if same_task && !self.flag.woken.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Pending;
+        }
+        if !same_task {
+            if let Ok(mut task) = self.flag.task.lock() {
+                *task = Some(cx.waker().clone());
+            }
+            self.task = Some(cx.waker().clone());
+            self.flag.woken.store(false, Ordering::Release);
+        }
+        let this = &mut *self;
+        this.fut
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&this.own))
+    }
+}
+
 enum Conn {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
@@ -645,14 +800,17 @@ macro_rules! drive {
                 Duration::from_millis(100)
             };
             tokio::select! {
+                // The connection first, and no random start: it is what
+                // woke this task nearly every time.
+                biased;
                 _ = $conn.as_mut() => break,
-                _ = drained(&mut $drain), if drain_started.is_none() => {
+                _ = WokenOnly::new(drained(&mut $drain)), if drain_started.is_none() => {
                     drain_started = Some(monotonic_ms());
                     if $is_h2 {
                         $conn.as_mut().graceful_shutdown();
                     }
                 }
-                _ = tokio::time::sleep(wait) => {
+                _ = WokenOnly::new(tokio::time::sleep(wait)) => {
                     let idle = $state.in_flight.load(Ordering::Acquire) == 0;
                     let now = monotonic_ms();
                     let idle_for = now.saturating_sub($state.last_active_ms.load(Ordering::Acquire));
@@ -685,29 +843,39 @@ async fn serve_connection<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let state = Arc::new(ConnState {
-        in_flight: Default::default(),
-        last_active_ms: AtomicU64::new(monotonic_ms()),
-        responded: Default::default(),
-        upgrade: Default::default(),
+    let ctx = Arc::new(ConnCtx {
+        state: ConnState {
+            in_flight: Default::default(),
+            last_active_ms: AtomicU64::new(monotonic_ms()),
+            responded: Default::default(),
+            upgrade: Default::default(),
+        },
+        raw: match &proto {
+            Proto::H1 { raw } => Some(raw.clone()),
+            Proto::H2(_) => None,
+        },
+        in_app: InAppRegistration::new(fd),
+        app: std::sync::Mutex::new(served.app),
+        addrs,
+        proxy,
+        setup: setup.clone(),
+        info: served.info,
+        access_log: served.access_log,
+        statsd: served.statsd,
+        drain: drain.clone(),
     });
-    let raw = match &proto {
-        Proto::H1 { raw } => Some(raw.clone()),
-        Proto::H2(_) => None,
-    };
     let service = {
-        let (state, setup, served, drain) =
-            (state.clone(), setup.clone(), served.clone(), drain.clone());
+        let ctx = ctx.clone();
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            let mut addrs = addrs;
+            let mut addrs = ctx.addrs;
             // The PROXY header, if any, came before the first request head.
-            addrs.proxy = proxy.as_ref().and_then(|p| p.get()).copied();
+            addrs.proxy = ctx.proxy.as_ref().and_then(|p| p.get()).copied();
             req.extensions_mut().insert(addrs);
             let is_h2 = req.version() == hyper::Version::HTTP_2;
             let refused = if is_h2 {
                 let peer = addrs.peer.map(|p| p.ip());
-                let trusted = setup.limits.trusts_forwarder(peer);
-                crate::http2::prepare(&mut req, &setup.limits, trusted)
+                let trusted = ctx.setup.limits.trusts_forwarder(peer);
+                crate::http2::prepare(&mut req, &ctx.setup.limits, trusted)
                     .inspect_err(|r| {
                         log::warning(&format!(
                             "Invalid request from ip={}: {}",
@@ -716,27 +884,33 @@ async fn serve_connection<I>(
                         ))
                     })
                     .err()
+                    .map(Box::new)
             } else {
                 None
             };
-            let (state, setup, served, drain, raw) = (
-                state.clone(),
-                setup.clone(),
-                served.clone(),
-                drain.clone(),
-                raw.clone(),
-            );
             // Only what the access log needs, and only when it is on.
-            let logged = served
+            // (Boxed, as the other rare parts below: the future is moved
+            // a few times per request, so its size is paid for.)
+            let logged = ctx
                 .access_log
                 .as_ref()
-                .map(|_| (access_record(&req, &addrs), std::time::Instant::now()));
+                .map(|_| Box::new((access_record(&req, &addrs), std::time::Instant::now())));
             // The same for the request hooks.
-            let hook_info = setup
+            let hook_info = ctx
+                .setup
                 .request_hooks
                 .as_ref()
                 .map(|_| Arc::new(RequestInfo::new(&req, Some(&addrs))));
+            // Without a pre_request hook the app is called now: its future
+            // is a pointer, where the request would make this one large.
+            // (Calling only makes the future: the app runs when awaited.)
+            let app_call = match (&refused, &hook_info) {
+                (None, None) => AppCall::Called(ctx.call_app(req)),
+                _ => AppCall::Later(Box::new(req)),
+            };
+            let ctx = ctx.clone();
             let fut = async move {
+                let (state, setup) = (&ctx.state, &ctx.setup);
                 if let Some(refusal) = refused {
                     return Ok(refusal.response());
                 }
@@ -744,7 +918,7 @@ async fn serve_connection<I>(
                 state.in_flight.fetch_add(1, Ordering::AcqRel);
                 let slot = setup.scoreboard.slot(setup.slot);
                 slot.in_flight.fetch_add(1, Ordering::AcqRel);
-                let nr = served.info.count_request();
+                let nr = ctx.info.count_request();
                 slot.requests.store(nr, Ordering::Release);
                 if nr == setup.max_requests {
                     log::info("Autorestarting worker after current request.");
@@ -760,12 +934,18 @@ async fn serve_connection<I>(
                 let hooks: Option<(Arc<RequestHooks>, Arc<RequestInfo>)> =
                     setup.request_hooks.clone().zip(hook_info);
                 let pre_ok = match hooks.clone() {
-                    Some((hooks, info)) => hooks.pre(&info, nr).await,
+                    Some((hooks, info)) => {
+                        Box::pin(async move { hooks.pre(&info, nr).await }).await
+                    }
                     None => true,
                 };
                 let mut resp = if pre_ok {
-                    let in_app = InApp::enter(fd);
-                    let resp = match served.app.oneshot(req).await {
+                    let in_app = ctx.in_app.enter();
+                    let called = match app_call {
+                        AppCall::Called(called) => called,
+                        AppCall::Later(req) => ctx.call_app(*req),
+                    };
+                    let resp = match called.await {
                         Ok(resp) => resp,
                         Err(never) => match never {},
                     };
@@ -804,7 +984,7 @@ async fn serve_connection<I>(
                 }
                 // A session after a switch stays in flight until it ends.
                 let mut upgrading = false;
-                if let (StatusCode::SWITCHING_PROTOCOLS, Some(raw)) = (resp.status(), &raw) {
+                if let (StatusCode::SWITCHING_PROTOCOLS, Some(raw)) = (resp.status(), &ctx.raw) {
                     // From the 101 on, the bytes on the wire are the new
                     // protocol's: the framer must not read them as HTTP.
                     raw.store(true, Ordering::Release);
@@ -816,34 +996,36 @@ async fn serve_connection<I>(
                         *pending = Some(session);
                         upgrading = true;
                     }
-                } else if *drain.borrow() && !is_h2 {
+                } else if !is_h2 && *ctx.drain.borrow() {
                     // (HTTP/2 drains by GOAWAY instead.)
                     resp.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
                 // With metrics on, one clock read serves the latency and
-                // the connection's idle clock.
-                let now_us = match started {
+                // the connection's idle clock; without, the coarse clock
+                // (idle deadlines are in seconds).
+                let now_ms = match started {
                     Some(started) => {
                         let now_us = monotonic_us();
                         let (status, micros) =
                             (resp.status().as_u16(), now_us.saturating_sub(started));
                         slot.record_response(status, micros);
-                        if let Some(batch) = &served.statsd {
+                        if let Some(batch) = &ctx.statsd {
                             batch.record(status, micros);
                         }
-                        now_us
+                        now_us / 1000
                     }
-                    None => monotonic_us(),
+                    None => crate::scoreboard::coarse_monotonic_ms(),
                 };
                 if !upgrading {
                     slot.in_flight.fetch_sub(1, Ordering::AcqRel);
                     state.in_flight.fetch_sub(1, Ordering::AcqRel);
                 }
-                state.last_active_ms.store(now_us / 1000, Ordering::Release);
+                state.last_active_ms.store(now_ms, Ordering::Release);
                 state.responded.store(true, Ordering::Release);
-                let resp = match (logged, &served.access_log) {
-                    (Some((mut record, started)), Some(access)) => {
+                let resp = match (logged, &ctx.access_log) {
+                    (Some(logged), Some(access)) => {
+                        let (mut record, started) = *logged;
                         record.status = resp.status().as_u16();
                         record.response_headers = header_list(resp.headers());
                         resp.map(|body| access.log_when_done(body, record, started).boxed_unsync())
@@ -855,6 +1037,7 @@ async fn serve_connection<I>(
             fut
         })
     };
+    let state = &ctx.state;
     match proto {
         Proto::H1 { .. } => {
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -878,7 +1061,7 @@ async fn serve_connection<I>(
             let conn = builder.serve_connection(io, service).with_upgrades();
             tokio::pin!(conn);
             drive!(conn, false, state, setup, drain);
-            run_upgraded(&state, &setup, drain.clone()).await
+            run_upgraded(state, &setup, drain.clone()).await
         }
         Proto::H2(h2) => {
             let conn = h2.builder().serve_connection(io, service);
