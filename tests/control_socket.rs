@@ -184,6 +184,26 @@ fn show_workers_is_the_live_worker_table() {
     assert_eq!(ctl(&socket, "show config")["workers"], 2);
 }
 
+/// The Prometheus text of a server started with `--metrics-bind`.
+fn metrics_text(server: &Server) -> String {
+    let port: u16 = {
+        let lines = server.stderr_lines.lock().unwrap();
+        lines
+            .iter()
+            .find_map(|l| {
+                let rest = l.split("Metrics at: http://127.0.0.1:").nth(1)?;
+                rest.split('/').next()?.parse().ok()
+            })
+            .expect("no Metrics at: line")
+    };
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+    text
+}
+
 /// nworkers_changed records whether it ran on the master's main thread.
 const MAIN_THREAD_CONF: &str = r#"
 exec(open("hooks.conf.py").read())
@@ -197,7 +217,10 @@ def nworkers_changed(server, new_value, old_value):
 fn worker_commands_change_the_workers() {
     let dir = scratch_dir("ctl-workers");
     std::fs::write(dir.join("main.conf.py"), MAIN_THREAD_CONF).unwrap();
-    let mut server = Server::start(&dir, &["-c", "main.conf.py"]);
+    let mut server = Server::start(
+        &dir,
+        &["-c", "main.conf.py", "--metrics-bind", "127.0.0.1:0"],
+    );
     let socket = server.control_socket();
     let master = server.pid();
     server.wait_until(|| settled(&server, 2));
@@ -247,6 +270,13 @@ fn worker_commands_change_the_workers() {
     assert_eq!(killed["killed"], victim);
     server.wait_until(|| settled(&server, 2) && !pids(&socket).contains(&victim));
     assert!(pids(&socket).contains(&two[1]));
+    // Counted under its own cause, not as a crash.
+    let metrics = metrics_text(&server);
+    assert!(
+        metrics.contains("rgunicorn_worker_restarts_total{cause=\"control\"} 1\n")
+            && metrics.contains("rgunicorn_worker_restarts_total{cause=\"crash\"} 0\n"),
+        "{metrics}"
+    );
     // Not a worker of this master: an error.
     let out = ctl_output(&socket, &format!("worker kill {master}"), false);
     assert_eq!(out.status.code(), Some(1));

@@ -157,6 +157,9 @@ impl Master<'_> {
                 if !w.terminated {
                     log::info(&format!("Worker (pid:{pid}) stopped by a control command"));
                     self.terminate(pid);
+                    if let Some(w) = self.workers.get_mut(&pid) {
+                        w.cause = Some(crate::metrics::RestartCause::Control);
+                    }
                 }
                 json!({"success": true, "killed": pid})
             }
