@@ -3,10 +3,13 @@
 //!
 //! ```text
 //! start: nworkers_changed -> on_starting -> signals -> listeners -> when_ready -> spawn
-//! loop:  wait for signals (<= 1 s) -> handle each -> reap -> murder silent
-//!        workers -> recycle by age and memory -> manage the worker count
-//!        -> retire the replaced
+//!        -> control socket
+//! loop:  wait for signals (<= 1 s) -> handle each -> answer control
+//!        commands -> reap -> murder silent workers -> recycle by age and
+//!        memory -> manage the worker count -> retire the replaced
 //! ```
+//!
+//! The control socket's commands are executed in `master/control.rs`.
 //!
 //! Where rgunicorn does better than gunicorn: a worker that must go (HUP,
 //! max_requests, max_worker_lifetime, max_worker_memory) is retired only

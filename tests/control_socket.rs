@@ -520,7 +520,29 @@ fn a_stalled_client_does_not_hold_the_master() {
             (id.into(), "ok".into())
         );
     }
-    drop((stalled, trickle));
+    // More clients than the master holds (16): the one idle longest goes,
+    // a new one is still answered.
+    let idle: Vec<UnixStream> = (0..20)
+        .map(|_| UnixStream::connect(&socket).unwrap())
+        .collect();
+    assert_eq!(ctl(&socket, "show stats")["pid"], server.pid());
+    drop(idle);
+    // The half-sent frame is dropped after 10 s.
+    let mut stalled = UnixStream::connect(&socket).unwrap();
+    stalled.write_all(&[0, 0]).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 1];
+    let read = std::io::Read::read(&mut stalled, &mut buf);
+    assert!(matches!(read, Ok(0)), "{read:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(15),
+        "{waited:?}"
+    );
+    drop((trickle, conn));
 }
 
 #[test]
