@@ -408,6 +408,28 @@ fn socket_mode_and_disabling() {
     assert_eq!(mode & 0o777, 0o660);
     drop(server);
 
+    // A relative path is taken from the working directory; missing
+    // parents are made, mode 0700.
+    let dir = scratch_dir("ctl-relative");
+    let server = Server::start(&dir, &["--control-socket", "run/ctl/app.ctl"]);
+    let socket = dir.join("run/ctl/app.ctl");
+    server.wait_until(|| socket.exists());
+    for parent in ["run", "run/ctl"] {
+        let mode = std::fs::metadata(dir.join(parent))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{parent}");
+    }
+    let out = Command::new(rgunicornc())
+        .current_dir(&dir)
+        .args(["-s", "run/ctl/app.ctl", "-j", "-c", "show stats"])
+        .output()
+        .unwrap();
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["pid"], server.pid());
+    drop(server);
+
     let dir = scratch_dir("ctl-none");
     let server = Server::start(&dir, &["--no-control-socket", "--log-level", "debug"]);
     server.wait_until(|| log_has(&server, "[DEBUG] Control socket disabled"));
