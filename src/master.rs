@@ -3,10 +3,13 @@
 //!
 //! ```text
 //! start: nworkers_changed -> on_starting -> signals -> listeners -> when_ready -> spawn
-//! loop:  wait for signals (<= 1 s) -> handle each -> reap -> murder silent
-//!        workers -> recycle by age and memory -> manage the worker count
-//!        -> retire the replaced
+//!        -> control socket
+//! loop:  wait for signals (<= 1 s) -> handle each -> answer control
+//!        commands -> reap -> murder silent workers -> recycle by age and
+//!        memory -> manage the worker count -> retire the replaced
 //! ```
+//!
+//! The control socket's commands are executed in `master/control.rs`.
 //!
 //! Where rgunicorn does better than gunicorn: a worker that must go (HUP,
 //! max_requests, max_worker_lifetime, max_worker_memory) is retired only
@@ -25,6 +28,7 @@ use pyo3::types::{PyDict, PyString};
 use pyconf::Config;
 
 use crate::app::AppFactory;
+use crate::control::server::ControlServer;
 use crate::hooks::{self, PyCfg, PyLogger, PyServer, PyWorker};
 use crate::log;
 use crate::metrics::{MasterMetrics, RestartCause};
@@ -34,6 +38,8 @@ use crate::process::{self, ChildKind, ExitKind, SignalPipe};
 use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
 use crate::sock::{self, BindOptions, Listener};
 use crate::worker::{self, SignalHooks, WorkerSetup};
+
+mod control;
 
 /// Exit statuses of a worker that halt the master (gunicorn's).
 pub const WORKER_BOOT_ERROR: i32 = 3;
@@ -121,6 +127,14 @@ pub struct Master<'py> {
     notify: Notifier,
     /// Prometheus exporter, statsd gauge, restarts by cause.
     metrics: MasterMetrics,
+    /// The control socket (`rgunicornc`, gunicorn's `gunicornc`), once
+    /// the first workers are spawned.
+    control: Option<ControlServer>,
+    /// For `show stats`: when this master started, workers it stopped,
+    /// HUPs handled.
+    started: Instant,
+    workers_killed: u64,
+    reloads: u64,
 }
 
 /// Errors that end the master the way gunicorn's would.
@@ -206,6 +220,10 @@ impl<'py> Master<'py> {
             http2: None,
             python_app: None,
             metrics: MasterMetrics::default(),
+            control: None,
+            started: Instant::now(),
+            workers_killed: 0,
+            reloads: 0,
         })
     }
 
@@ -364,6 +382,8 @@ impl<'py> Master<'py> {
     fn main_loop(&mut self) -> Result<Stop, String> {
         // The first workers start at once, not after the first wait.
         self.manage_workers()?;
+        // Then the control socket (gunicorn's order).
+        self.start_control();
         loop {
             self.maybe_promote();
             // Poll faster while something waits on a worker's state.
@@ -372,6 +392,7 @@ impl<'py> Master<'py> {
                     .workers
                     .values()
                     .any(|w| self.board.slot(w.slot).state() == SlotState::Booting);
+            let busy = busy || self.control.as_ref().is_some_and(ControlServer::has_output);
             let timeout = self.notify.cap_wait(
                 if busy {
                     Duration::from_millis(20)
@@ -380,11 +401,15 @@ impl<'py> Master<'py> {
                 }
                 .min(self.until_recycle_check()),
             );
+            let mut poll_fds = self.metrics.poll_fds();
+            if let Some(control) = &self.control {
+                poll_fds.extend(control.poll_fds());
+            }
             let signals = self
                 .signals
                 .as_ref()
                 .expect("installed")
-                .wait_also(timeout, &self.metrics.poll_fds());
+                .wait_also(timeout, &poll_fds);
             for sig in signals {
                 if sig == Signal::SIGCHLD {
                     log::debug("Handling signal: chld");
@@ -432,6 +457,7 @@ impl<'py> Master<'py> {
                     _ => {}
                 }
             }
+            self.serve_control();
             if let Some(stop) = self.reap_workers()? {
                 return Ok(stop);
             }
@@ -476,6 +502,7 @@ impl<'py> Master<'py> {
     fn reload(&mut self) -> Result<(), String> {
         let py = self.py;
         log::info(&format!("Hang up: {}", self.master_name));
+        self.reloads += 1;
         self.notify.reloading();
         let cfg = match crate::entry::load_config(py, &self.argv) {
             Ok(cfg) => cfg,
@@ -724,8 +751,14 @@ impl<'py> Master<'py> {
         let cfg = &self.cfg;
         let title = format!("rgunicorn: worker [{}]", self.proc_name);
         let metrics_fds = self.metrics.raw_fds();
+        let control_fds = self
+            .control
+            .as_ref()
+            .map(ControlServer::raw_fds)
+            .unwrap_or_default();
         let pid = process::fork_python(py, ChildKind::Worker, move || {
             crate::metrics::close_in_child(&metrics_fds);
+            crate::control::server::close_in_child(&control_fds);
             worker_main(py, cfg, &title, child_server, child_worker, setup)
         })
         .map_err(|e| format!("fork failed: {e}"))?;
@@ -904,6 +937,7 @@ impl<'py> Master<'py> {
     /// Send TERM (graceful stop) to one worker.
     fn terminate(&mut self, pid: i32) {
         if let Some(w) = self.workers.get_mut(&pid) {
+            self.workers_killed += 1;
             w.retiring = true;
             w.terminated = true;
             let _ = process::kill(Pid::from_raw(pid), Signal::SIGTERM);
@@ -1033,6 +1067,11 @@ impl<'py> Master<'py> {
     /// Stop all workers: TERM (graceful) or QUIT (quick), wait up to
     /// `graceful_timeout` reaping them, then SIGKILL what is left.
     fn stop(&mut self, graceful: bool) {
+        // The control socket first (gunicorn's order): no command is taken
+        // while the workers stop.
+        if let Some(control) = self.control.take() {
+            control.close();
+        }
         // A unix socket file stays while another master may use it (USR2
         // on either side, systemd, reuse_port), as in gunicorn.
         let unlink = self.reexec_pid == 0

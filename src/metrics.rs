@@ -46,10 +46,12 @@ pub enum RestartCause {
     MaxWorkerLifetime = 5,
     /// Above `max_worker_memory` 3 samples in a row.
     MaxWorkerMemory = 6,
+    /// `worker kill PID` on the control socket.
+    Control = 7,
 }
 
 impl RestartCause {
-    pub const ALL: [RestartCause; 7] = [
+    pub const ALL: [RestartCause; 8] = [
         RestartCause::Timeout,
         RestartCause::MaxRequests,
         RestartCause::Crash,
@@ -57,6 +59,7 @@ impl RestartCause {
         RestartCause::Ttou,
         RestartCause::MaxWorkerLifetime,
         RestartCause::MaxWorkerMemory,
+        RestartCause::Control,
     ];
 
     pub fn label(self) -> &'static str {
@@ -68,6 +71,7 @@ impl RestartCause {
             RestartCause::Ttou => "ttou",
             RestartCause::MaxWorkerLifetime => "max_worker_lifetime",
             RestartCause::MaxWorkerMemory => "max_worker_memory",
+            RestartCause::Control => "control",
         }
     }
 }
@@ -537,7 +541,7 @@ mod tests {
         let text = render(&Snapshot {
             totals,
             workers: 2,
-            restarts: [0, 0, 1, 0, 0, 0, 0],
+            restarts: [0, 0, 1, 0, 0, 0, 0, 0],
         });
         assert!(text.contains("rgunicorn_request_duration_seconds_bucket{le=\"0.005\"} 2\n"));
         assert!(text.contains("rgunicorn_request_duration_seconds_bucket{le=\"0.05\"} 3\n"));

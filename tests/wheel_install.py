@@ -5,9 +5,11 @@ install it into a fresh virtualenv with FastAPI, run
     rgunicorn 'examples.fastapi_app.main:create_app()' -c examples/gunicorn.conf.py
 
 from that venv with a bare PATH (no activation, no LD_LIBRARY_PATH), get a
-200, then HUP and USR2 (+ TERM to the old master) and still get 200s.
+200, read the worker table with the venv's `rgunicornc` console script,
+then HUP and USR2 (+ TERM to the old master) and still get 200s.
 Run by tests/run; stdlib only; every wait is bounded."""
 
+import json
 import os
 import shutil
 import signal
@@ -93,10 +95,12 @@ def main():
                     ignore=shutil.ignore_patterns("*.rs", "__pycache__"))
     port = free_port()
     env = {"PATH": "/usr/bin:/bin", "PORT": str(port), "WORKERS": "2"}
+    ctl = os.path.join(work, "ctl.sock")
     errlog = open(os.path.join(work, "server.log"), "w+")
     server = subprocess.Popen(
         [os.path.join(app_venv, "bin", "rgunicorn"),
-         "examples.fastapi_app.main:create_app()", "-c", "examples/gunicorn.conf.py"],
+         "examples.fastapi_app.main:create_app()", "-c", "examples/gunicorn.conf.py",
+         "--control-socket", ctl],
         cwd=work, env=env, stdout=errlog, stderr=subprocess.STDOUT)
     new_master = None
     try:
@@ -104,6 +108,17 @@ def main():
         status, body = get(port)
         assert body == '{"status":"healthy"}', body
         log(f"200 {body}")
+
+        # The rgunicornc console script: the worker table is the master's children.
+        def table():
+            out = subprocess.run(
+                [os.path.join(app_venv, "bin", "rgunicornc"), "-s", ctl, "-j", "-c", "show workers"],
+                env=env, capture_output=True, text=True)
+            return out.returncode, out.stdout
+        wait_for("rgunicornc show workers", lambda: table()[0] == 0
+                 and sorted(w["pid"] for w in json.loads(table()[1])["workers"])
+                 == sorted(children(server.pid)))
+        log("rgunicornc: the worker table")
 
         # HUP: a new generation of workers, 200s all along.
         before = set(children(server.pid))

@@ -1755,7 +1755,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "Unix socket path for control interface.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "control_socket_mode",
@@ -1768,7 +1768,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: PosInt,
         short: "Permission mode for control socket.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "control_socket_disable",
@@ -1781,7 +1781,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Disable control socket.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
 ];
 

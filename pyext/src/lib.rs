@@ -2,6 +2,8 @@
 //! Its `main()` is the `rgunicorn` console script: it runs the same master
 //! code as the cargo-built binary, inside the venv's own `python` process,
 //! so the interpreter, its `sys.prefix` and its packages are already right.
+//! Its `ctl_main()` is the `rgunicornc` console script (the control
+//! socket's client).
 
 use pyo3::prelude::*;
 
@@ -14,9 +16,19 @@ fn main(py: Python<'_>) -> PyResult<()> {
     std::process::exit(i32::from(code));
 }
 
+/// Entry point of the `rgunicornc` console script (the control socket's
+/// client): the same code as the cargo-built `rgunicornc`.
+#[pyfunction]
+fn ctl_main(py: Python<'_>) -> PyResult<()> {
+    let argv: Vec<String> = py.import("sys")?.getattr("argv")?.extract()?;
+    let code = py.detach(|| rgunicorn_core::control::client::main(argv));
+    std::process::exit(code);
+}
+
 #[pymodule]
 fn rgunicorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(main, m)?)?;
+    m.add_function(wrap_pyfunction!(ctl_main, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -50,18 +50,59 @@ impl Server {
         Server::start_program(&rgunicorn(), "rgunicorn:health", dir, extra_args)
     }
 
+    /// Started with its own control socket, `<dir>/gunicorn.ctl` (see
+    /// [`Server::control_socket`]), so that parallel tests do not meet at
+    /// the default path; `extra_args` may name another or
+    /// `--no-control-socket`.
     pub fn start_program(program: &Path, app: &str, dir: &Path, extra_args: &[&str]) -> Server {
+        // gunicorn (the reference, started next to rgunicorn in one test
+        // directory) gets its own.
+        let name = if program.ends_with("gunicorn") {
+            "gunicorn-ref.ctl"
+        } else {
+            "gunicorn.ctl"
+        };
+        let ctl = dir.join(name);
+        let mut args = vec!["--control-socket", ctl.to_str().unwrap()];
+        args.extend_from_slice(extra_args);
+        Server::spawn(program, app, dir, &args, &[])
+    }
+
+    /// [`Server::start`] without a control socket option: the default path
+    /// applies, from the environment as changed by `env` (`None` removes a
+    /// variable).
+    pub fn start_env(dir: &Path, extra_args: &[&str], env: &[(&str, Option<&str>)]) -> Server {
+        Server::spawn(&rgunicorn(), "rgunicorn:health", dir, extra_args, env)
+    }
+
+    /// The control socket [`Server::start`] gives it.
+    pub fn control_socket(&self) -> std::path::PathBuf {
+        self.hook_log.with_file_name("gunicorn.ctl")
+    }
+
+    fn spawn(
+        program: &Path,
+        app: &str,
+        dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> Server {
         let hook_log = dir.join("hooks.log");
         std::fs::write(dir.join("hooks.conf.py"), HOOKS_CONF).unwrap();
-        let mut child = Command::new(program)
-            .current_dir(dir)
+        let mut cmd = Command::new(program);
+        cmd.current_dir(dir)
             .args([app, "-c", "hooks.conf.py"])
             .args(extra_args)
             .env("HOOK_LOG", &hook_log)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let mut child = cmd.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         let stderr_lines = Arc::new(std::sync::Mutex::new(Vec::new()));
