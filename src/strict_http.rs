@@ -92,6 +92,9 @@ pub struct Limits {
     /// is streamed, and a late error closes the connection after hyper's
     /// view of the body ends early (see [`GatedIo`]). 0 disables holding.
     pub hold_limit: usize,
+    /// The two allow-lists parsed, on first use (the peer is checked per
+    /// connection and, for Python apps, per request).
+    pub parsed_allow: OnceLock<(Vec<AllowEntry>, Vec<AllowEntry>)>,
 }
 
 impl Default for Limits {
@@ -116,6 +119,7 @@ impl Default for Limits {
             proxy_protocol: ProxyProtocol::Off,
             proxy_allow_ips: vec!["127.0.0.1".into(), "::1".into()],
             hold_limit: 64 * 1024,
+            parsed_allow: OnceLock::new(),
         }
     }
 }
@@ -174,30 +178,62 @@ impl Limits {
     /// Whether `peer` may set the scheme and forwarder headers
     /// (`forwarded_allow_ips`). `None` (a UNIX socket) is trusted.
     pub fn trusts_forwarder(&self, peer: Option<IpAddr>) -> bool {
-        ip_allowed(&self.forwarded_allow_ips, peer)
+        entries_allow(&self.allow_lists().0, peer)
     }
 
     /// Whether `peer` may send a PROXY protocol header (`proxy_allow_ips`).
     pub fn trusts_proxy(&self, peer: Option<IpAddr>) -> bool {
-        ip_allowed(&self.proxy_allow_ips, peer)
+        entries_allow(&self.allow_lists().1, peer)
+    }
+
+    fn allow_lists(&self) -> &(Vec<AllowEntry>, Vec<AllowEntry>) {
+        self.parsed_allow.get_or_init(|| {
+            let parse = |l: &[String]| l.iter().filter_map(|e| AllowEntry::parse(e)).collect();
+            (
+                parse(&self.forwarded_allow_ips),
+                parse(&self.proxy_allow_ips),
+            )
+        })
+    }
+}
+
+/// One entry of an allow-list: `*`, or an address with a prefix length.
+#[derive(Clone, Copy, Debug)]
+pub enum AllowEntry {
+    Any,
+    Net(IpAddr, Option<u8>),
+}
+
+impl AllowEntry {
+    /// `None` for an entry that names no address (it never matches).
+    fn parse(entry: &str) -> Option<AllowEntry> {
+        let entry = entry.trim();
+        if entry == "*" {
+            return Some(AllowEntry::Any);
+        }
+        let (addr, prefix) = match entry.split_once('/') {
+            Some((a, p)) => (a, p.parse::<u8>().ok()),
+            None => (entry, None),
+        };
+        addr.parse::<IpAddr>()
+            .ok()
+            .map(|net| AllowEntry::Net(net, prefix))
     }
 }
 
 /// gunicorn's `_ip_in_allow_list`: `*`, an address, or a network
 /// (`ipaddress.ip_network`); `None` (not an IP peer) is always allowed.
 pub fn ip_allowed(list: &[String], peer: Option<IpAddr>) -> bool {
+    let entries: Vec<AllowEntry> = list.iter().filter_map(|e| AllowEntry::parse(e)).collect();
+    entries_allow(&entries, peer)
+}
+
+fn entries_allow(entries: &[AllowEntry], peer: Option<IpAddr>) -> bool {
     let Some(ip) = peer else { return true };
-    list.iter().any(|entry| {
-        let entry = entry.trim();
-        if entry == "*" {
-            return true;
-        }
-        let (addr, prefix) = match entry.split_once('/') {
-            Some((a, p)) => (a, p.parse::<u8>().ok()),
-            None => (entry, None),
-        };
-        let Ok(net) = addr.parse::<IpAddr>() else {
-            return false;
+    entries.iter().any(|&entry| {
+        let (net, prefix) = match entry {
+            AllowEntry::Any => return true,
+            AllowEntry::Net(net, prefix) => (net, prefix),
         };
         match (net, ip) {
             (IpAddr::V4(n), IpAddr::V4(i)) => {
