@@ -35,7 +35,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tower::util::BoxCloneService;
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 use crate::log;
 
@@ -222,32 +222,120 @@ where
     B::Error: Into<BoxError>,
 {
     Arc::new(move |worker| {
-        let app = make_app(worker);
-        BoxCloneService::new(tower::service_fn(move |req: Request<Incoming>| {
-            let app = app.clone();
-            async move {
-                let called = CatchUnwind {
-                    inner: app.oneshot(req),
+        BoxCloneService::new(AppService {
+            app: make_app(worker),
+            not_ready: None,
+        })
+    })
+}
+
+/// A Rust app as the worker calls it: its readiness passed through; an
+/// error or a panic (from `poll_ready`, `call` or its future) answered
+/// with gunicorn's 500 and logged; the body boxed. The app is called in
+/// place (no per-request clone, no `Oneshot`: its future is all that
+/// waits).
+#[derive(Clone)]
+struct AppService<S> {
+    app: S,
+    /// Why the app's `poll_ready` failed: the next call answers 500.
+    not_ready: Option<String>,
+}
+
+impl<S, R, B> Service<R> for AppService<S>
+where
+    S: Service<R, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = AppFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        let app = &mut self.app;
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| app.poll_ready(cx)));
+        match polled {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(Ok(()))) => Poll::Ready(Ok(())),
+            Ok(Poll::Ready(Err(e))) => {
+                let e: BoxError = e.into();
+                self.not_ready = Some(e.to_string());
+                Poll::Ready(Ok(()))
+            }
+            Err(panic) => {
+                self.not_ready = Some(format!("the app panicked: {}", panic_message(&panic)));
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        if let Some(e) = self.not_ready.take() {
+            log::error(&format!("Error handling request: {e}"));
+            return AppFuture::Done {
+                resp: Some(internal_error()),
+            };
+        }
+        let app = &mut self.app;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| app.call(req))) {
+            Ok(inner) => AppFuture::Running {
+                inner: CatchUnwind { inner },
+            },
+            Err(panic) => {
+                log::error(&format!(
+                    "Error handling request: the app panicked: {}",
+                    panic_message(&panic)
+                ));
+                AppFuture::Done {
+                    resp: Some(internal_error()),
                 }
-                .await;
-                Ok::<_, Infallible>(match called {
-                    Ok(Ok(resp)) => resp.map(|b| b.map_err(Into::into).boxed_unsync()),
-                    Ok(Err(e)) => {
-                        let e: BoxError = e.into();
-                        log::error(&format!("Error handling request: {e}"));
-                        internal_error()
-                    }
-                    Err(panic) => {
-                        log::error(&format!(
-                            "Error handling request: the app panicked: {}",
-                            panic_message(&panic)
-                        ));
-                        internal_error()
-                    }
-                })
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`AppService`]'s answer: the app's future, or the 500 already made.
+    #[project = AppFutureProj]
+    enum AppFuture<F> {
+        Running { #[pin] inner: CatchUnwind<F> },
+        Done { resp: Option<Response<ResponseBody>> },
+    }
+}
+
+impl<F, B, E> Future for AppFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let called = match self.project() {
+            AppFutureProj::Done { resp } => {
+                return Poll::Ready(Ok(resp.take().unwrap_or_else(internal_error)))
+            }
+            AppFutureProj::Running { inner } => std::task::ready!(inner.poll(cx)),
+        };
+        Poll::Ready(Ok(match called {
+            Ok(Ok(resp)) => resp.map(|b| b.map_err(Into::into).boxed_unsync()),
+            Ok(Err(e)) => {
+                let e: BoxError = e.into();
+                log::error(&format!("Error handling request: {e}"));
+                internal_error()
+            }
+            Err(panic) => {
+                log::error(&format!(
+                    "Error handling request: the app panicked: {}",
+                    panic_message(&panic)
+                ));
+                internal_error()
             }
         }))
-    })
+    }
 }
 
 /// A `Full` body, boxed.
@@ -368,5 +456,119 @@ impl<B> Drop for OnDone<B> {
         if let Some(done) = self.done.take() {
             done(self.sent);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Req = Request<()>;
+
+    fn ok_body(resp: Response<ResponseBody>) -> (u16, Bytes) {
+        let status = resp.status().as_u16();
+        let body = futures_util::FutureExt::now_or_never(resp.into_body().collect())
+            .expect("a whole body")
+            .expect("no error")
+            .to_bytes();
+        (status, body)
+    }
+
+    fn answer<S>(svc: S) -> (u16, Bytes)
+    where
+        S: Service<Req, Response = Response<Full<Bytes>>>,
+        S::Error: Into<BoxError>,
+    {
+        let mut app = AppService {
+            app: svc,
+            not_ready: None,
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(app.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        let fut = app.call(Request::new(()));
+        let resp = futures_util::FutureExt::now_or_never(fut)
+            .expect("ready")
+            .unwrap_or_else(|never| match never {});
+        ok_body(resp)
+    }
+
+    #[test]
+    fn answers_pass_through_and_failures_are_500() {
+        let ok = tower::service_fn(|_: Req| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hi"))))
+        });
+        assert_eq!(answer(ok), (200, Bytes::from_static(b"hi")));
+
+        let err = tower::service_fn(|_: Req| async {
+            Err::<Response<Full<Bytes>>, BoxError>("nope".into())
+        });
+        assert_eq!(answer(err).0, 500);
+
+        let panics_in_future = tower::service_fn(|_: Req| async {
+            if true {
+                panic!("in the future");
+            }
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+        });
+        assert_eq!(answer(panics_in_future).0, 500);
+    }
+
+    /// A service whose `poll_ready` or `call` fails as told.
+    #[derive(Clone)]
+    struct Faulty {
+        ready_error: bool,
+        ready_panic: bool,
+        call_panic: bool,
+    }
+
+    impl Service<Req> for Faulty {
+        type Response = Response<Full<Bytes>>;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<Self::Response, BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            if self.ready_panic {
+                panic!("in poll_ready");
+            }
+            if self.ready_error {
+                return Poll::Ready(Err("not ready".into()));
+            }
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Req) -> Self::Future {
+            if self.call_panic {
+                panic!("in call");
+            }
+            std::future::ready(Ok(Response::new(Full::new(Bytes::from_static(b"ok")))))
+        }
+    }
+
+    #[test]
+    fn readiness_and_call_failures_are_500_and_the_next_request_is_served() {
+        let faulty = |ready_error, ready_panic, call_panic| Faulty {
+            ready_error,
+            ready_panic,
+            call_panic,
+        };
+        assert_eq!(answer(faulty(false, false, false)).0, 200);
+        assert_eq!(answer(faulty(true, false, false)).0, 500);
+        assert_eq!(answer(faulty(false, true, false)).0, 500);
+        assert_eq!(answer(faulty(false, false, true)).0, 500);
+        // A failed readiness answers one request only.
+        let mut app = AppService {
+            app: faulty(true, false, false),
+            not_ready: None,
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(app.poll_ready(&mut cx).is_ready());
+        app.app.ready_error = false;
+        let first = futures_util::FutureExt::now_or_never(app.call(Request::new(())));
+        assert!(app.poll_ready(&mut cx).is_ready());
+        let second = futures_util::FutureExt::now_or_never(app.call(Request::new(())));
+        let status = |r: Option<Result<Response<ResponseBody>, Infallible>>| {
+            r.expect("ready").map(|r| r.status().as_u16()).unwrap_or(0)
+        };
+        assert_eq!((status(first), status(second)), (500, 200));
     }
 }
