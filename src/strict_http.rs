@@ -542,6 +542,8 @@ pub struct Framer {
     /// The incomplete head seen by the last full scan, so that bytes
     /// trickling in are not rescanned from the start each time.
     head_wait: Option<HeadWait>,
+    /// Tests: every head takes the full path ([`Self::plain_head`] off).
+    no_fast_path: bool,
 }
 
 /// What the last full scan of an incomplete head found.
@@ -761,6 +763,7 @@ impl Framer {
             proxy_info: (!proxy_off).then(Default::default),
             error: None,
             head_wait: None,
+            no_fast_path: false,
         }
     }
 
@@ -1156,7 +1159,14 @@ impl Framer {
                 }
             }
         }
-        self.head_wait = None;
+        // The fast path on a head's first look only (a head that trickles
+        // in is then scanned incrementally by the full path).
+        let first_look = self.head_wait.take().is_none();
+        if first_look && !self.no_fast_path {
+            if let Some(n) = self.plain_head(rest, out) {
+                return Ok(Step::Done(n));
+            }
+        }
         // RFC 9112 2.2: one empty line before the request line is ignored.
         let mut start = 0;
         if rest == b"\r" {
@@ -1293,6 +1303,117 @@ impl Framer {
             }
         }
         Ok(Step::Done(body_start))
+    }
+
+    /// The common request, without [`Self::head`]'s full parse: a whole
+    /// head whose canonical form is its own bytes and that no rule can
+    /// refuse or change: an upper-case method (not CONNECT), a plain
+    /// origin-form target, HTTP/1.0 or 1.1, and `Name: value` fields with
+    /// token names (no `_`), one space, no folding, no control bytes and
+    /// none of the fields that frame a body or that gunicorn checks
+    /// (Content-Length, Transfer-Encoding, Expect, a second Host or
+    /// Content-Type, the scheme headers of a trusted forwarder), within the
+    /// limits. Anything else (`None`) takes the full path, which gives the
+    /// same answer; a test compares the two on generated requests.
+    fn plain_head(&mut self, rest: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+        let l = &self.limits;
+        let sp = rest.iter().position(|&c| c == b' ')?;
+        let method = &rest[..sp];
+        if !(3..=20).contains(&method.len())
+            || !method.iter().all(u8::is_ascii_uppercase)
+            || method == b"CONNECT"
+        {
+            return None;
+        }
+        let after_method = &rest[sp + 1..];
+        let tlen = after_method.iter().position(|&c| c == b' ')?;
+        let target = &after_method[..tlen];
+        if target.first() != Some(&b'/')
+            || target.len() >= u16::MAX as usize - 1
+            || !target.iter().all(|&c| PLAIN_TARGET[c as usize])
+        {
+            return None;
+        }
+        let version_at = sp + 1 + tlen + 1;
+        let http10 = match rest.get(version_at..version_at + 10)? {
+            b"HTTP/1.1\r\n" => false,
+            b"HTTP/1.0\r\n" => true,
+            _ => return None,
+        };
+        let line_len = version_at + 8;
+        let limit = l.request_line_limit();
+        if limit > 0 && line_len > limit {
+            return None;
+        }
+        let max_fields = l.fields_limit();
+        let max_size = l.field_size_limit();
+        let mut pos = line_len + 2;
+        let mut fields = 0;
+        let (mut seen_host, mut seen_ct) = (false, false);
+        let mut connection: Option<&[u8]> = None;
+        loop {
+            let line_rest = rest.get(pos..)?;
+            if line_rest.starts_with(b"\r\n") {
+                pos += 2;
+                break;
+            }
+            if fields >= max_fields {
+                return None;
+            }
+            let colon = line_rest.iter().position(|&c| !TCHAR[c as usize])?;
+            let name = &line_rest[..colon];
+            if colon == 0 || line_rest[colon] != b':' || name.contains(&b'_') {
+                return None;
+            }
+            // ": " then a value that starts and ends with a visible byte.
+            let value_rest = line_rest.get(colon + 1..)?.strip_prefix(b" ")?;
+            let vlen = value_rest
+                .iter()
+                .position(|&c| (c < 0x20 && c != b'\t') || c == 0x7f)?;
+            let value = &value_rest[..vlen];
+            if !value_rest[vlen..].starts_with(b"\r\n")
+                || matches!(value.first(), None | Some(b' ' | b'\t'))
+                || matches!(value.last(), Some(b' ' | b'\t'))
+                || matches!(value_rest.get(vlen + 2), Some(b' ' | b'\t'))
+            {
+                return None;
+            }
+            let line_len = colon + 2 + vlen;
+            if line_len + 2 > max_size {
+                return None;
+            }
+            let is = |upper: &str| upper_eq(name, upper);
+            if is("CONTENT-LENGTH") || is("TRANSFER-ENCODING") || is("EXPECT") {
+                return None;
+            }
+            if is("HOST") {
+                if seen_host {
+                    return None;
+                }
+                seen_host = true;
+            } else if is("CONTENT-TYPE") {
+                if seen_ct {
+                    return None;
+                }
+                seen_ct = true;
+            } else if is("CONNECTION") {
+                connection = connection.or(Some(value));
+            } else if self.trusted_forwarder && l.secure_scheme_headers.iter().any(|(k, _)| is(k)) {
+                return None;
+            }
+            fields += 1;
+            pos += line_len + 2;
+        }
+        self.requests += 1;
+        self.close_after = match connection {
+            Some(v) if v.eq_ignore_ascii_case(b"close") => true,
+            Some(v) if v.eq_ignore_ascii_case(b"keep-alive") => false,
+            _ => http10,
+        };
+        out.extend_from_slice(&rest[..pos]);
+        self.heads_released += 1;
+        self.request_done(out);
+        Some(pos)
     }
 
     fn request_line<'a>(&self, line: &'a [u8]) -> Result<RequestLine<'a>, RequestError> {
@@ -2274,6 +2395,34 @@ mod tests {
         }
     }
 
+    #[test]
+    fn common_heads_take_the_fast_path() {
+        let limits = Arc::new(Limits::default());
+        let take = |head: &[u8]| {
+            let mut f = Framer::new(limits.clone(), Some(IpAddr::from([10, 0, 0, 1])));
+            let mut out = Vec::new();
+            f.plain_head(head, &mut out)
+                .map(|n| (n, out, f.close_after))
+        };
+        let wrk = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n";
+        assert_eq!(take(wrk), Some((wrk.len(), wrk.to_vec(), false)));
+        let browser = b"GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla/5.0 (X11)\r\nAccept: text/html,*/*;q=0.8\r\nConnection: close\r\n\r\n";
+        assert_eq!(take(browser), Some((browser.len(), browser.to_vec(), true)));
+        let http10 = b"HEAD / HTTP/1.0\r\n\r\nGET";
+        assert_eq!(take(http10), Some((19, http10[..19].to_vec(), true)));
+        for other in [
+            &b"GET /health HTTP/1.1\r\nHost: a\r\n"[..],
+            b"GET /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nX_Y: 1\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nHost:a\r\n\r\n",
+            b"GET /h#f HTTP/1.1\r\n\r\n",
+            b"get / HTTP/1.1\r\n\r\n",
+            b"\r\nGET / HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(take(other), None, "{}", String::from_utf8_lossy(other));
+        }
+    }
+
     /// Run the framer over `input` fed in pieces of `step` bytes, then EOF;
     /// returns the canonical output and the result.
     fn run_steps(
@@ -2281,7 +2430,18 @@ mod tests {
         input: &[u8],
         step: usize,
     ) -> (Vec<u8>, Framer, Option<RequestError>) {
+        run_steps_with(limits, input, step, false)
+    }
+
+    /// [`run_steps`], with the fast path off when `full_only`.
+    fn run_steps_with(
+        limits: &Arc<Limits>,
+        input: &[u8],
+        step: usize,
+        full_only: bool,
+    ) -> (Vec<u8>, Framer, Option<RequestError>) {
         let mut f = Framer::new(limits.clone(), Some(IpAddr::from([127, 0, 0, 1])));
+        f.no_fast_path = full_only;
         let mut out = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
         let mut fed = 0;
@@ -2580,6 +2740,96 @@ mod tests {
             }
         }
 
+        /// Both paths give the same bytes, error, count and state.
+        fn same_on_both_paths(
+            limits: &Limits,
+            input: &[u8],
+            step: usize,
+        ) -> Result<(), TestCaseError> {
+            let limits = Arc::new(limits.clone());
+            let (fast_out, fast, fast_err) = run_steps_with(&limits, input, step, false);
+            let (full_out, full, full_err) = run_steps_with(&limits, input, step, true);
+            prop_assert_eq!(fast_err, full_err);
+            prop_assert_eq!(fast_out, full_out);
+            prop_assert_eq!(
+                (
+                    fast.requests(),
+                    fast.heads_released(),
+                    fast.at_end(),
+                    fast.close_after
+                ),
+                (
+                    full.requests(),
+                    full.heads_released(),
+                    full.at_end(),
+                    full.close_after
+                )
+            );
+            Ok(())
+        }
+
+        /// Heads near the fast path's edges: plain fields, and now and then
+        /// a field it must leave to the full path.
+        fn plain_request() -> impl Strategy<Value = Vec<u8>> {
+            let method = prop::sample::select(vec![
+                "GET", "POST", "HEAD", "CONNECT", "get", "GETX", "AB", "OPTIONS",
+            ]);
+            let target = prop::sample::select(vec![
+                "/", "/health", "/a?b=c&d", "/%41b", "//x", "/a#f", "/\"q\"", "*", "/a b",
+            ]);
+            let version =
+                prop::sample::select(vec!["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/1.1 "]);
+            let name = prop::sample::select(vec![
+                "Host",
+                "host",
+                "X-A",
+                "Content-Type",
+                "Connection",
+                "Content-Length",
+                "Transfer-Encoding",
+                "Expect",
+                "X_U",
+                "X-Forwarded-Proto",
+                "Bad Name",
+                "",
+            ]);
+            let value = prop::sample::select(vec![
+                "v",
+                "close",
+                "Keep-Alive",
+                " lead",
+                "trail ",
+                "a\tb",
+                "",
+                "\x7f",
+                "5",
+                "https",
+                "\u{e9}",
+                "100-continue",
+                "chunked",
+            ]);
+            let sep = prop::sample::select(vec![": ", ":", " : ", ":  "]);
+            let headers = prop::collection::vec((name, sep, value, any::<bool>()), 0..5);
+            (method, target, version, headers, any::<bool>()).prop_map(|(m, t, v, hs, lead)| {
+                let mut r = Vec::new();
+                if lead {
+                    r.extend_from_slice(b"\r\n");
+                }
+                r.extend_from_slice(format!("{m} {t} {v}\r\n").as_bytes());
+                for (n, sep, val, fold) in hs {
+                    r.extend_from_slice(n.as_bytes());
+                    r.extend_from_slice(sep.as_bytes());
+                    r.extend(val.chars().map(|c| c as u32 as u8));
+                    r.extend_from_slice(b"\r\n");
+                    if fold {
+                        r.extend_from_slice(b" folded\r\n");
+                    }
+                }
+                r.extend_from_slice(b"\r\n");
+                r
+            })
+        }
+
         fn request() -> impl Strategy<Value = Vec<u8>> {
             let method =
                 prop::sample::select(vec!["GET", "POST", "PUT", "OPTIONS", "DELETE", "-X-"]);
@@ -2648,6 +2898,22 @@ mod tests {
                     input[at] = b;
                 }
                 let _ = framer_output(&input);
+            }
+
+            #[test]
+            fn the_fast_path_answers_as_the_full_path(
+                reqs in prop::collection::vec(prop_oneof![plain_request(), request()], 1..4),
+                step in prop_oneof![Just(usize::MAX / 2), 1usize..40],
+                tight in any::<bool>(),
+                casefold in any::<bool>(),
+            ) {
+                let mut limits = Limits { casefold_http_method: casefold, ..Limits::default() };
+                if tight {
+                    limits.limit_request_line = 24;
+                    limits.limit_request_fields = 2;
+                    limits.limit_request_field_size = 12;
+                }
+                same_on_both_paths(&limits, &reqs.concat(), step)?;
             }
 
             #[test]
