@@ -186,16 +186,7 @@ fn show_workers_is_the_live_worker_table() {
 
 /// The Prometheus text of a server started with `--metrics-bind`.
 fn metrics_text(server: &Server) -> String {
-    let port: u16 = {
-        let lines = server.stderr_lines.lock().unwrap();
-        lines
-            .iter()
-            .find_map(|l| {
-                let rest = l.split("Metrics at: http://127.0.0.1:").nth(1)?;
-                rest.split('/').next()?.parse().ok()
-            })
-            .expect("no Metrics at: line")
-    };
+    let port = server.metrics_port();
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();

@@ -13,18 +13,6 @@ use std::time::{Duration, Instant};
 use common::server::*;
 use common::*;
 
-/// The metrics port from the master's `Metrics at:` line.
-fn metrics_port(server: &Server) -> u16 {
-    let lines = server.stderr_lines.lock().unwrap();
-    lines
-        .iter()
-        .find_map(|l| {
-            let rest = l.split("Metrics at: http://127.0.0.1:").nth(1)?;
-            rest.split('/').next()?.parse().ok()
-        })
-        .expect("no Metrics at: line")
-}
-
 /// One scrape: every sample line as name{labels} -> value.
 fn scrape(port: u16) -> BTreeMap<String, f64> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -52,7 +40,7 @@ fn get(m: &BTreeMap<String, f64>, key: &str) -> f64 {
 fn prometheus_counters_move_with_traffic() {
     let dir = scratch_dir("metrics-prom");
     let server = Server::start(&dir, &["--metrics-bind", "127.0.0.1:0"]);
-    let port = metrics_port(&server);
+    let port = server.metrics_port();
     let before = scrape(port);
     assert_eq!(get(&before, "rgunicorn_workers"), 2.0);
 
@@ -167,7 +155,7 @@ fn prometheus_counts_max_requests_restarts() {
         &dir,
         &["--metrics-bind", "127.0.0.1:0", "--max-requests", "5"],
     );
-    let port = metrics_port(&server);
+    let port = server.metrics_port();
     // A client that connects and says nothing holds nothing up, nor does
     // one whose request arrives in pieces.
     let _silent = TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -200,6 +200,18 @@ impl Server {
         }
     }
 
+    /// The Prometheus port, from the master's `Metrics at:` line.
+    pub fn metrics_port(&self) -> u16 {
+        let lines = self.stderr_lines.lock().unwrap();
+        lines
+            .iter()
+            .find_map(|l| {
+                let rest = l.split("Metrics at: http://127.0.0.1:").nth(1)?;
+                rest.split('/').next()?.parse().ok()
+            })
+            .expect("no Metrics at: line")
+    }
+
     /// Worker pids alive now (children of the master).
     pub fn worker_pids(&self) -> Vec<i32> {
         let children =
