@@ -98,7 +98,10 @@ def run(argv, port, n):
                 time.sleep(0.2)
         send(port, n)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
         proc.wait(timeout=120)
     counts = sorted(totals(p) for p in glob.glob(os.path.join(out, "callgrind.out.*")))
     shutil.rmtree(out, ignore_errors=True)
@@ -124,7 +127,7 @@ def main():
     if not shutil.which("valgrind"):
         sys.exit("bench/instructions.py: needs valgrind (apt-get install -y valgrind)")
     servers = [("rgunicorn `rgunicorn:health`, 1 worker", RGUNICORN, True),
-               *((f"rgunicorn `{b}`", b, True) for b in args.binaries),
+               *((f"rgunicorn `{b}`", os.path.abspath(b), True) for b in args.binaries),
                ("bare hyper, 1 process", BARE_HYPER, False)]
     rows = []
     for label, binary, is_rg in servers:
