@@ -321,7 +321,9 @@ where
             AppFutureProj::Running { inner } => std::task::ready!(inner.poll(cx)),
         };
         Poll::Ready(Ok(match called {
-            Ok(Ok(resp)) => resp.map(|b| b.map_err(Into::into).boxed_unsync()),
+            Ok(Ok(resp)) => {
+                resp.map(|b| FlushBeforeError::new(b.map_err(Into::into)).boxed_unsync())
+            }
             Ok(Err(e)) => {
                 let e: BoxError = e.into();
                 log::error(&format!("Error handling request: {e}"));
@@ -335,6 +337,73 @@ where
                 internal_error()
             }
         }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body whose error, right after data, waits one turn:
+    /// hyper's HTTP/1 dispatcher drops what it has not written yet when a
+    /// body fails, so the data the app sent before failing would never
+    /// reach the client. Returning `Pending` once (woken at once) lets
+    /// hyper write it first; then the error cuts the connection, as from
+    /// gunicorn. Every app's response body goes through it (Rust apps,
+    /// WSGI and ASGI streams).
+    pub struct FlushBeforeError<B: http_body::Body> {
+        #[pin]
+        inner: B,
+        // Data went to hyper since it last had to wait.
+        sent_data: bool,
+        // The failure, held for that turn.
+        failed: Option<B::Error>,
+    }
+}
+
+impl<B: http_body::Body> FlushBeforeError<B> {
+    pub fn new(inner: B) -> Self {
+        FlushBeforeError {
+            inner,
+            sent_data: false,
+            failed: None,
+        }
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for FlushBeforeError<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) if *this.sent_data => {
+                *this.sent_data = false;
+                *this.failed = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Ready(frame) => {
+                *this.sent_data = matches!(frame, Some(Ok(_)));
+                Poll::Ready(frame)
+            }
+            Poll::Pending => {
+                *this.sent_data = false;
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -511,6 +580,57 @@ mod tests {
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
         });
         assert_eq!(answer(panics_in_future).0, 500);
+    }
+
+    /// Frames given in order, one per poll.
+    struct Frames(std::collections::VecDeque<Result<Bytes, BoxError>>);
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front().map(|r| r.map(http_body::Frame::data)))
+        }
+    }
+
+    #[test]
+    fn an_error_right_after_data_waits_one_turn() {
+        use http_body::Body;
+        let frames = [Ok(Bytes::from_static(b"a")), Err("boom".into())];
+        let mut body = std::pin::pin!(FlushBeforeError::new(Frames(frames.into())));
+        let woken = std::sync::Arc::new(WakeCount::default());
+        let waker = std::task::Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(
+            body.as_mut().poll_frame(&mut cx),
+            Poll::Ready(Some(Ok(_)))
+        ));
+        // hyper's turn to write "a"; the task is woken for the error.
+        assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+        assert_eq!(woken.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(matches!(
+            body.as_mut().poll_frame(&mut cx),
+            Poll::Ready(Some(Err(_)))
+        ));
+        // An error with no data before it is not held.
+        let mut first = std::pin::pin!(FlushBeforeError::new(Frames([Err("x".into())].into())));
+        assert!(matches!(
+            first.as_mut().poll_frame(&mut cx),
+            Poll::Ready(Some(Err(_)))
+        ));
+    }
+
+    #[derive(Default)]
+    struct WakeCount(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for WakeCount {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// A service whose `poll_ready` or `call` fails as told.

@@ -551,11 +551,7 @@ async fn pump(mut body: Incoming, shared: Arc<ReqShared>) {
 }
 
 /// A streamed response body: what the app sent, taken by hyper.
-struct AsgiBody {
-    shared: Arc<ReqShared>,
-    /// Data went to hyper since it last had to wait.
-    sent_data: bool,
-}
+struct AsgiBody(Arc<ReqShared>);
 
 impl http_body::Body for AsgiBody {
     type Data = Bytes;
@@ -565,8 +561,7 @@ impl http_body::Body for AsgiBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let shared = &this.shared;
+        let shared = &self.0;
         let Ok(mut st) = shared.st.lock() else {
             return Poll::Ready(Some(Err("poisoned".into())));
         };
@@ -580,17 +575,9 @@ impl http_body::Body for AsgiBody {
             if wake {
                 shared.bridge.post(Msg::Wake(shared.id));
             }
-            this.sent_data = true;
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         if st.out_abort {
-            if std::mem::take(&mut this.sent_data) {
-                // hyper drops what it has not written yet when a body
-                // fails: let it write first (one turn, woken at once), so
-                // the client gets what the app sent before the cut.
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
             return Poll::Ready(Some(Err(
                 "the ASGI app failed after the response started".into()
             )));
@@ -599,13 +586,12 @@ impl http_body::Body for AsgiBody {
             st.out_delivered = true;
             return Poll::Ready(None);
         }
-        this.sent_data = false;
         st.out_waker = Some(cx.waker().clone());
         Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
-        self.shared
+        self.0
             .st
             .lock()
             .map(|st| st.out_end && st.out.is_empty() && !st.out_abort)
@@ -616,13 +602,13 @@ impl http_body::Body for AsgiBody {
 impl Drop for AsgiBody {
     fn drop(&mut self) {
         let delivered = self
-            .shared
+            .0
             .st
             .lock()
             .map(|st| st.out_delivered || (st.out_end && st.out.is_empty()))
             .unwrap_or(true);
         if !delivered {
-            self.shared.disconnect();
+            self.0.disconnect();
         }
     }
 }
@@ -1240,11 +1226,7 @@ impl Http {
     fn open_stream(&mut self) {
         if let (Some(reply), Some((status, headers))) = (self.reply.take(), self.head.take()) {
             let mut resp = Response::new(
-                AsgiBody {
-                    shared: self.shared.clone(),
-                    sent_data: false,
-                }
-                .boxed_unsync(),
+                crate::app::FlushBeforeError::new(AsgiBody(self.shared.clone())).boxed_unsync(),
             );
             *resp.status_mut() = status;
             *resp.headers_mut() = headers;

@@ -401,15 +401,11 @@ impl<'py> Master<'py> {
                 }
                 .min(self.until_recycle_check()),
             );
-            let mut poll_fds = self.metrics.poll_fds();
-            if let Some(control) = &self.control {
-                poll_fds.extend(control.poll_fds());
-            }
             let signals = self
                 .signals
                 .as_ref()
                 .expect("installed")
-                .wait_also(timeout, &poll_fds);
+                .wait_also(timeout, &self.polled_fds());
             for sig in signals {
                 if sig == Signal::SIGCHLD {
                     log::debug("Handling signal: chld");
@@ -469,6 +465,17 @@ impl<'py> Master<'py> {
                 .turn(self.workers.values().map(|w| board.slot(w.slot)));
             self.notify_tick();
         }
+    }
+
+    /// The fds the loop waits on besides its signals: the metrics
+    /// exporter's and the control socket's (with their clients). A forked
+    /// worker closes them.
+    fn polled_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        let mut fds = self.metrics.poll_fds();
+        if let Some(control) = &self.control {
+            fds.extend(control.poll_fds());
+        }
+        fds
     }
 
     /// systemd: `READY=1` once a worker serves (at start) or the whole new
@@ -750,15 +757,13 @@ impl<'py> Master<'py> {
         let child_server = self.server.clone_ref(py);
         let cfg = &self.cfg;
         let title = format!("rgunicorn: worker [{}]", self.proc_name);
-        let metrics_fds = self.metrics.raw_fds();
-        let control_fds = self
-            .control
-            .as_ref()
-            .map(ControlServer::raw_fds)
-            .unwrap_or_default();
+        let master_fds: Vec<std::os::fd::RawFd> = self
+            .polled_fds()
+            .iter()
+            .map(std::os::fd::AsRawFd::as_raw_fd)
+            .collect();
         let pid = process::fork_python(py, ChildKind::Worker, move || {
-            crate::metrics::close_in_child(&metrics_fds);
-            crate::control::server::close_in_child(&control_fds);
+            process::close_master_fds(&master_fds);
             worker_main(py, cfg, &title, child_server, child_worker, setup)
         })
         .map_err(|e| format!("fork failed: {e}"))?;

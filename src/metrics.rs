@@ -487,16 +487,6 @@ impl Exporter {
     }
 }
 
-/// In a forked worker: close the master's exporter fds (see
-/// [`MasterMetrics::raw_fds`]).
-pub fn close_in_child(fds: &[std::os::fd::RawFd]) {
-    for &fd in fds {
-        // SAFETY: these fds belong to the master's Exporter, whose copy in
-        // this child is never used or dropped (a worker leaves with _exit).
-        unsafe { libc::close(fd) };
-    }
-}
-
 /// Write the response to one complete request head.
 fn answer(conn: &mut std::net::TcpStream, head: &[u8], snapshot: &impl Fn() -> Snapshot) {
     let line = String::from_utf8_lossy(head);
@@ -599,14 +589,6 @@ impl MasterMetrics {
 
     pub fn statsd_config(&self) -> Option<StatsdConfig> {
         self.statsd_cfg.clone()
-    }
-
-    /// The exporter's fds (listener, pending scrapes), which a forked
-    /// worker closes: a scrape connection must end when the master drops
-    /// it, and the port must not outlive the master in its workers.
-    pub fn raw_fds(&self) -> Vec<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
-        self.poll_fds().iter().map(|fd| fd.as_raw_fd()).collect()
     }
 
     /// Polled with the signal pipe.

@@ -223,6 +223,18 @@ pub fn exec_master(
 
 /// Leave the process at once (no atexit handlers, no Python finalisation:
 /// a worker must not run the master's cleanup).
+/// In a freshly forked worker: close the master's own fds that the worker
+/// must not hold (the metrics exporter's and the control socket's, with
+/// their client connections: a client's connection must end when the
+/// master drops it, and a port must not outlive the master).
+pub fn close_master_fds(fds: &[std::os::fd::RawFd]) {
+    for &fd in fds {
+        // SAFETY: these fds belong to master objects whose copies in this
+        // child are never used or dropped (a worker leaves with _exit).
+        unsafe { libc::close(fd) };
+    }
+}
+
 pub fn exit_now(code: i32) -> ! {
     use std::io::Write;
     let _ = std::io::stdout().flush();

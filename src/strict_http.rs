@@ -223,11 +223,6 @@ impl AllowEntry {
 
 /// gunicorn's `_ip_in_allow_list`: `*`, an address, or a network
 /// (`ipaddress.ip_network`); `None` (not an IP peer) is always allowed.
-pub fn ip_allowed(list: &[String], peer: Option<IpAddr>) -> bool {
-    let entries: Vec<AllowEntry> = list.iter().filter_map(|e| AllowEntry::parse(e)).collect();
-    entries_allow(&entries, peer)
-}
-
 fn entries_allow(entries: &[AllowEntry], peer: Option<IpAddr>) -> bool {
     let Some(ip) = peer else { return true };
     entries.iter().any(|&entry| {
@@ -2421,6 +2416,12 @@ mod tests {
         ] {
             assert_eq!(take(other), None, "{}", String::from_utf8_lossy(other));
         }
+    }
+
+    /// An allow-list as the config gives it, checked for `peer`.
+    fn ip_allowed(list: &[String], peer: Option<IpAddr>) -> bool {
+        let entries: Vec<AllowEntry> = list.iter().filter_map(|e| AllowEntry::parse(e)).collect();
+        entries_allow(&entries, peer)
     }
 
     /// Run the framer over `input` fed in pieces of `step` bytes, then EOF;

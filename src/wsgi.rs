@@ -885,12 +885,10 @@ impl Shared {
                     } else {
                         let (tx, rx) = mpsc::channel(RESPONSE_CHANNEL);
                         (
-                            StreamBody {
+                            crate::app::FlushBeforeError::new(StreamBody {
                                 first: Some(data),
                                 rx,
-                                sent_data: false,
-                                failed: None,
-                            }
+                            })
                             .boxed_unsync(),
                             Some(tx),
                         )
@@ -990,10 +988,6 @@ impl Shared {
 struct StreamBody {
     first: Option<Bytes>,
     rx: mpsc::Receiver<Result<Bytes, BoxError>>,
-    /// Data went to hyper since it last had to wait.
-    sent_data: bool,
-    /// The app's failure, held for one turn (see `poll_frame`).
-    failed: Option<BoxError>,
 }
 
 impl http_body::Body for StreamBody {
@@ -1004,34 +998,12 @@ impl http_body::Body for StreamBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(e) = self.failed.take() {
-            return Poll::Ready(Some(Err(e)));
-        }
         if let Some(first) = self.first.take().filter(|f| !f.is_empty()) {
-            self.sent_data = true;
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(Err(e))) if self.sent_data => {
-                // The app failed right after sending data: hyper drops
-                // what it has not written yet when a body fails, so let it
-                // write first (one turn, woken at once). The client gets
-                // what was sent before the connection is cut, as from
-                // gunicorn.
-                self.sent_data = false;
-                self.failed = Some(e);
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-            Poll::Ready(item) => {
-                self.sent_data = matches!(item, Some(Ok(_)));
-                Poll::Ready(item.map(|r| r.map(Frame::data)))
-            }
-            Poll::Pending => {
-                self.sent_data = false;
-                Poll::Pending
-            }
-        }
+        self.rx
+            .poll_recv(cx)
+            .map(|item| item.map(|r| r.map(Frame::data)))
     }
 }
 

@@ -92,6 +92,17 @@ fn parse_args(argv: &[String]) -> Parsed {
     })
 }
 
+/// Why a command got no answer data.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The connection failed (the client reconnects once).
+    #[error("{0}")]
+    Connection(String),
+    /// The server answered with an error (the connection is still good).
+    #[error("{0}")]
+    Server(String),
+}
+
 /// A connection to a control socket.
 pub struct Client {
     stream: UnixStream,
@@ -99,41 +110,46 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn connect(path: &Path) -> Result<Client, String> {
-        let stream = UnixStream::connect(path)
-            .map_err(|e| format!("Failed to connect to {}: {e}", path.display()))?;
+    pub fn connect(path: &Path) -> Result<Client, SendError> {
+        let stream = UnixStream::connect(path).map_err(|e| {
+            SendError::Connection(format!("Failed to connect to {}: {e}", path.display()))
+        })?;
         let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
         let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
         Ok(Client { stream, next_id: 0 })
     }
 
     /// Send one command; the answer's `data`, or its `error`.
-    pub fn send(&mut self, command: &str) -> Result<Value, String> {
+    pub fn send(&mut self, command: &str) -> Result<Value, SendError> {
+        let conn = |what: &str, e: &dyn std::fmt::Display| {
+            SendError::Connection(format!("Failed to {what}: {e}"))
+        };
         self.next_id += 1;
         let req = json!({"id": self.next_id, "command": command, "args": []});
         self.stream
             .write_all(&encode(&req))
-            .map_err(|e| format!("Failed to send command: {e}"))?;
+            .map_err(|e| conn("send command", &e))?;
         let mut len = [0u8; 4];
         self.stream
             .read_exact(&mut len)
-            .map_err(|e| format!("Failed to read response: {e}"))?;
+            .map_err(|e| conn("read response", &e))?;
         let len = u32::from_be_bytes(len) as usize;
         if len > MAX_MESSAGE {
-            return Err(format!("Message too large: {len}"));
+            return Err(SendError::Connection(format!("Message too large: {len}")));
         }
         let mut payload = vec![0u8; len];
         self.stream
             .read_exact(&mut payload)
-            .map_err(|e| format!("Failed to read response: {e}"))?;
-        let resp: Value =
-            serde_json::from_slice(&payload).map_err(|e| format!("Invalid JSON: {e}"))?;
+            .map_err(|e| conn("read response", &e))?;
+        let resp: Value = serde_json::from_slice(&payload)
+            .map_err(|e| SendError::Connection(format!("Invalid JSON: {e}")))?;
         if resp.get("status").and_then(Value::as_str) == Some("error") {
-            return Err(resp
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("Unknown error")
-                .to_string());
+            return Err(SendError::Server(
+                resp.get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Unknown error")
+                    .to_string(),
+            ));
         }
         Ok(resp.get("data").cloned().unwrap_or(Value::Null))
     }
@@ -198,8 +214,7 @@ fn interactive(opts: &Options) -> i32 {
                 println!("Error: {e}");
                 // A server error leaves the connection usable; a broken one
                 // is tried once more.
-                if client.stream.take_error().ok().flatten().is_some() || e.starts_with("Failed to")
-                {
+                if let SendError::Connection(_) = e {
                     match Client::connect(&opts.socket) {
                         Ok(c) => client = c,
                         Err(_) => {

@@ -10,7 +10,7 @@
 //! them.
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -108,11 +108,6 @@ impl ControlServer {
         std::iter::once(self.listener.as_fd())
             .chain(self.conns.iter().map(|c| c.stream.as_fd()))
             .collect()
-    }
-
-    /// The same fds, which a forked worker closes.
-    pub fn raw_fds(&self) -> Vec<RawFd> {
-        self.poll_fds().iter().map(|fd| fd.as_raw_fd()).collect()
     }
 
     /// An answer waits for its client to read: the loop polls again soon.
@@ -227,15 +222,5 @@ impl Conn {
         } else {
             idle < IDLE
         }
-    }
-}
-
-/// In a forked worker: close the master's control fds (the listener and
-/// the clients): a client's connection must end when the master drops it.
-pub fn close_in_child(fds: &[RawFd]) {
-    for &fd in fds {
-        // SAFETY: these fds belong to the master's ControlServer, whose copy
-        // in this child is never used or dropped (a worker leaves with _exit).
-        unsafe { libc::close(fd) };
     }
 }
