@@ -628,6 +628,45 @@ static TCHAR: [bool; 256] = alnum_and(b"!#$%&'*+-.^_`|~");
 /// they are (RFC 3986 `pchar`, `/` and `?`; not `#`).
 static PLAIN_TARGET: [bool; 256] = alnum_and(b"-._~!$&'()*+,;=:@/%?");
 
+/// Byte classes of [`Framer::plain_head`]'s fast path, in one table.
+const UPPER: u8 = 1;
+/// [`PLAIN_TARGET`].
+const TARGET: u8 = 2;
+/// A `tchar` other than `_` (gunicorn refuses `_` in names by default, and
+/// the full path knows the setting).
+const NAME: u8 = 4;
+/// Visible: 0x21-0x7e and obs-text 0x80-0xff.
+const VISIBLE: u8 = 8;
+/// A value byte: visible, SP or HTAB (not [`bad_value_byte`]).
+const VALUE: u8 = 16;
+
+static PLAIN: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        let mut k = 0;
+        if b.is_ascii_uppercase() {
+            k |= UPPER;
+        }
+        if PLAIN_TARGET[c] {
+            k |= TARGET;
+        }
+        if TCHAR[c] && b != b'_' {
+            k |= NAME;
+        }
+        if (b > 0x20 && b < 0x7f) || b >= 0x80 {
+            k |= VISIBLE | VALUE;
+        }
+        if b == b' ' || b == b'\t' {
+            k |= VALUE;
+        }
+        t[c] = k;
+        c += 1;
+    }
+    t
+};
+
 fn is_tchar(c: u8) -> bool {
     TCHAR[c as usize]
 }
@@ -796,6 +835,34 @@ impl Framer {
         matches!(self.state, State::Closed | State::Ended | State::Failed)
     }
 
+    /// Whether [`Self::plain_heads_in_place`] may run now: between
+    /// requests, with nothing buffered or pending.
+    pub fn in_place_ready(&self) -> bool {
+        self.state == State::Head
+            && self.proxy_done
+            && self.head_wait.is_none()
+            && self.held.is_none()
+            && self.error.is_none()
+            && !self.no_fast_path
+    }
+
+    /// The zero-copy form of [`Self::advance`] for fresh socket bytes,
+    /// when [`Self::in_place_ready`]: consumes the whole requests at the
+    /// start of `input` that the fast path takes (their canonical form is
+    /// their own bytes) and returns their length, so those bytes can go to
+    /// hyper where they already are. The rest, if any, must then go through
+    /// [`Self::advance`].
+    pub fn plain_heads_in_place(&mut self, input: &[u8]) -> usize {
+        let mut pos = 0;
+        while self.state == State::Head && pos < input.len() {
+            match self.plain_head(&input[pos..]) {
+                Some(n) => pos += n,
+                None => break,
+            }
+        }
+        pos
+    }
+
     /// Whether a request head has been given to hyper whose body is not
     /// complete (so hyper is inside a request right now).
     pub fn mid_request(&self) -> bool {
@@ -854,6 +921,11 @@ impl Framer {
 
     fn request_done(&mut self, out: &mut Vec<u8>) {
         self.flush_held(out);
+        self.request_done_unheld();
+    }
+
+    /// [`Self::request_done`] for a request that was not held.
+    fn request_done_unheld(&mut self) {
         self.partial_released = false;
         self.state = if self.close_after {
             State::Closed
@@ -1158,7 +1230,8 @@ impl Framer {
         // in is then scanned incrementally by the full path).
         let first_look = self.head_wait.take().is_none();
         if first_look && !self.no_fast_path {
-            if let Some(n) = self.plain_head(rest, out) {
+            if let Some(n) = self.plain_head(rest) {
+                out.extend_from_slice(&rest[..n]);
                 return Ok(Step::Done(n));
             }
         }
@@ -1310,29 +1383,42 @@ impl Framer {
     /// Content-Type, the scheme headers of a trusted forwarder), within the
     /// limits. Anything else (`None`) takes the full path, which gives the
     /// same answer; a test compares the two on generated requests.
-    fn plain_head(&mut self, rest: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    /// Returns the head's length; the caller forwards those bytes as they
+    /// are.
+    fn plain_head(&mut self, rest: &[u8]) -> Option<usize> {
+        // One pass, one table lookup per byte (see `PLAIN`): this runs for
+        // nearly every request, so it is written for the byte loop.
         let l = &self.limits;
-        let sp = rest.iter().position(|&c| c == b' ')?;
-        let method = &rest[..sp];
-        if !(3..=20).contains(&method.len())
-            || !method.iter().all(u8::is_ascii_uppercase)
-            || method == b"CONNECT"
-        {
+        let class = |i: usize| rest.get(i).map_or(0, |&c| PLAIN[c as usize]);
+        // The end of the run of `kind` bytes from `from` (an iterator: no
+        // bounds check per byte).
+        let span = |from: usize, kind: u8| {
+            let r = rest.get(from..).unwrap_or_default();
+            from + r
+                .iter()
+                .position(|&c| PLAIN[c as usize] & kind == 0)
+                .unwrap_or(r.len())
+        };
+        let mut i = span(0, UPPER);
+        if !(3..=20).contains(&i) || rest.get(i) != Some(&b' ') || &rest[..i] == b"CONNECT" {
             return None;
         }
-        let after_method = &rest[sp + 1..];
-        let tlen = after_method.iter().position(|&c| c == b' ')?;
-        let target = &after_method[..tlen];
-        if target.first() != Some(&b'/')
-            || target.len() >= u16::MAX as usize - 1
-            || !target.iter().all(|&c| PLAIN_TARGET[c as usize])
-        {
+        let target_at = i + 1;
+        if rest.get(target_at) != Some(&b'/') {
             return None;
         }
-        let version_at = sp + 1 + tlen + 1;
-        let http10 = match rest.get(version_at..version_at + 10)? {
-            b"HTTP/1.1\r\n" => false,
-            b"HTTP/1.0\r\n" => true,
+        i = span(target_at + 1, TARGET);
+        if rest.get(i) != Some(&b' ') || i - target_at >= u16::MAX as usize - 1 {
+            return None;
+        }
+        let version_at = i + 1;
+        let version = rest.get(version_at..version_at + 10)?;
+        if version[8..] != *b"\r\n" {
+            return None;
+        }
+        let http10 = match u64::from_le_bytes(version[..8].try_into().ok()?) {
+            v if v == u64::from_le_bytes(*b"HTTP/1.1") => false,
+            v if v == u64::from_le_bytes(*b"HTTP/1.0") => true,
             _ => return None,
         };
         let line_len = version_at + 8;
@@ -1347,57 +1433,62 @@ impl Framer {
         let (mut seen_host, mut seen_ct) = (false, false);
         let mut connection: Option<&[u8]> = None;
         loop {
-            let line_rest = rest.get(pos..)?;
-            if line_rest.starts_with(b"\r\n") {
-                pos += 2;
-                break;
+            if class(pos) & NAME == 0 {
+                // Not a field name: the end of the head, or another path.
+                if rest.get(pos..pos + 2)? == b"\r\n" {
+                    pos += 2;
+                    break;
+                }
+                return None;
             }
             if fields >= max_fields {
                 return None;
             }
-            let colon = line_rest.iter().position(|&c| !TCHAR[c as usize])?;
-            let name = &line_rest[..colon];
-            if colon == 0 || line_rest[colon] != b':' || name.contains(&b'_') {
+            let colon = span(pos + 1, NAME);
+            // ": " then a value that starts and ends with a visible byte.
+            if rest.get(colon..colon + 2)? != b": " || class(colon + 2) & VISIBLE == 0 {
                 return None;
             }
-            // ": " then a value that starts and ends with a visible byte.
-            let value_rest = line_rest.get(colon + 1..)?.strip_prefix(b" ")?;
-            let vlen = value_rest
-                .iter()
-                .position(|&c| (c < 0x20 && c != b'\t') || c == 0x7f)?;
-            let value = &value_rest[..vlen];
-            if !value_rest[vlen..].starts_with(b"\r\n")
-                || matches!(value.first(), None | Some(b' ' | b'\t'))
-                || matches!(value.last(), Some(b' ' | b'\t'))
-                || matches!(value_rest.get(vlen + 2), Some(b' ' | b'\t'))
+            let value_at = colon + 2;
+            let end = span(value_at + 1, VALUE);
+            if rest.get(end..end + 2)? != b"\r\n"
+                || class(end - 1) & VISIBLE == 0
+                || matches!(rest.get(end + 2), Some(b' ' | b'\t'))
             {
                 return None;
             }
-            let line_len = colon + 2 + vlen;
+            let line_len = end - pos;
             if line_len + 2 > max_size {
                 return None;
             }
+            let name = &rest[pos..colon];
             let is = |upper: &str| upper_eq(name, upper);
-            if is("CONTENT-LENGTH") || is("TRANSFER-ENCODING") || is("EXPECT") {
-                return None;
-            }
-            if is("HOST") {
-                if seen_host {
-                    return None;
+            match name.len() {
+                4 if is("HOST") => {
+                    if seen_host {
+                        return None;
+                    }
+                    seen_host = true;
                 }
-                seen_host = true;
-            } else if is("CONTENT-TYPE") {
-                if seen_ct {
-                    return None;
+                6 if is("EXPECT") => return None,
+                10 if is("CONNECTION") => connection = connection.or(Some(&rest[value_at..end])),
+                12 if is("CONTENT-TYPE") => {
+                    if seen_ct {
+                        return None;
+                    }
+                    seen_ct = true;
                 }
-                seen_ct = true;
-            } else if is("CONNECTION") {
-                connection = connection.or(Some(value));
-            } else if self.trusted_forwarder && l.secure_scheme_headers.iter().any(|(k, _)| is(k)) {
-                return None;
+                14 if is("CONTENT-LENGTH") => return None,
+                17 if is("TRANSFER-ENCODING") => return None,
+                _ if self.trusted_forwarder
+                    && l.secure_scheme_headers.iter().any(|(k, _)| is(k)) =>
+                {
+                    return None
+                }
+                _ => {}
             }
             fields += 1;
-            pos += line_len + 2;
+            pos = end + 2;
         }
         self.requests += 1;
         self.close_after = match connection {
@@ -1405,9 +1496,8 @@ impl Framer {
             Some(v) if v.eq_ignore_ascii_case(b"keep-alive") => false,
             _ => http10,
         };
-        out.extend_from_slice(&rest[..pos]);
         self.heads_released += 1;
-        self.request_done(out);
+        self.request_done_unheld();
         Some(pos)
     }
 
@@ -1975,7 +2065,9 @@ pub struct GatedIo<T> {
     /// Validated bytes for hyper, from `out_pos` on.
     outbuf: Vec<u8>,
     out_pos: usize,
-    scratch: Box<[u8]>,
+    /// The read buffer of the slow path, allocated on first use (the
+    /// common read goes straight into hyper's buffer).
+    scratch: Vec<u8>,
     sock_eof: bool,
     error: Option<RequestError>,
     /// The error arrived while hyper was inside a request.
@@ -1997,7 +2089,7 @@ impl<T> GatedIo<T> {
             inbuf: Vec::new(),
             outbuf: Vec::new(),
             out_pos: 0,
-            scratch: vec![0u8; 16 * 1024].into_boxed_slice(),
+            scratch: Vec::new(),
             sock_eof: false,
             error: None,
             error_mid_request: false,
@@ -2143,8 +2235,43 @@ impl<T: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Read for GatedIo<
             if this.framer.at_end() {
                 return Poll::Ready(Ok(()));
             }
+            if this.inbuf.is_empty() && this.framer.in_place_ready() {
+                // The common case: read straight into hyper's buffer and
+                // leave there the whole plain requests at its start (no
+                // copy); anything else is copied out and framed as usual.
+                // SAFETY: the slice is only written by the read below (which
+                // initializes what it reports), never de-initialized.
+                let space = unsafe { buf.as_mut() };
+                let mut rb = hyper::rt::ReadBuf::uninit(space);
+                ready!(Pin::new(&mut this.inner).poll_read(cx, rb.unfilled()))?;
+                let got = rb.filled();
+                let n = got.len();
+                if n == 0 {
+                    this.sock_eof = true;
+                    this.run_framer();
+                } else {
+                    let verbatim = this.framer.plain_heads_in_place(got);
+                    if verbatim < n {
+                        this.inbuf.extend_from_slice(&got[verbatim..]);
+                        this.run_framer();
+                    }
+                    if verbatim > 0 {
+                        // SAFETY: the read initialized `n >= verbatim` bytes
+                        // at the cursor's start.
+                        unsafe { buf.advance(verbatim) };
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                if this.sock_eof && this.outbuf.is_empty() && this.error.is_none() {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
             // More from the socket.
             let n = {
+                if this.scratch.is_empty() {
+                    this.scratch = vec![0u8; 16 * 1024];
+                }
                 let mut rb = hyper::rt::ReadBuf::new(&mut this.scratch[..]);
                 ready!(Pin::new(&mut this.inner).poll_read(cx, rb.unfilled()))?;
                 rb.filled().len()
@@ -2395,9 +2522,8 @@ mod tests {
         let limits = Arc::new(Limits::default());
         let take = |head: &[u8]| {
             let mut f = Framer::new(limits.clone(), Some(IpAddr::from([10, 0, 0, 1])));
-            let mut out = Vec::new();
-            f.plain_head(head, &mut out)
-                .map(|n| (n, out, f.close_after))
+            f.plain_head(head)
+                .map(|n| (n, head[..n].to_vec(), f.close_after))
         };
         let wrk = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n";
         assert_eq!(take(wrk), Some((wrk.len(), wrk.to_vec(), false)));
