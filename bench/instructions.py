@@ -119,6 +119,64 @@ def per_request(make_argv):
     return grown / (N2 - N1)
 
 
+def descendants(pid):
+    """`pid` and every process below it."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return found
+
+
+def cpu_ticks(pids):
+    """(user, system) clock ticks of `pids`, summed."""
+    user = system = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            user, system = user + int(fields[11]), system + int(fields[12])
+        except OSError:
+            pass
+    return user, system
+
+
+def user_share(argv, port):
+    """The share of user time in the server's CPU time under `wrk -c16`
+    for 5 s (natively, after a 1 s warm-up): how much of a request's CPU
+    the counted instructions stand for (the rest is the kernel's)."""
+    if not shutil.which("wrk"):
+        return None
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}/health"
+        subprocess.run(["wrk", "-t1", "-c16", "-d1s", url], capture_output=True)
+        pids = descendants(proc.pid)
+        u0, s0 = cpu_ticks(pids)
+        subprocess.run(["wrk", "-t1", "-c16", "-d5s", url], capture_output=True)
+        u1, s1 = cpu_ticks(pids)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    total = (u1 - u0) + (s1 - s0)
+    return (u1 - u0) / total if total else None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--label", default="", help="what the rgunicorn builds are, for the table")
@@ -140,8 +198,11 @@ def main():
                 return [binary, "--bind", f"127.0.0.1:{port}", "--layout", "processes",
                         "--workers", "1"]
         count = per_request(make)
-        rows.append((label, count))
-        print(f"{label}: {count:,.0f} instructions per request", flush=True)
+        port = free_port()
+        share = user_share(make(port), port)
+        rows.append((label, count, share))
+        shown = "n/a" if share is None else f"{share:.0%}"
+        print(f"{label}: {count:,.0f} instructions per request, user share {shown}", flush=True)
     bare = rows[-1][1]
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
@@ -150,8 +211,21 @@ def main():
              f"Commit {commit}. {args.label}".rstrip(), "",
              f"User-space instructions executed by the worker per `GET /health` "
              f"(callgrind; {N2} minus {N1} keep-alive requests over {CONNS} connections).", "",
-             "| server | instructions per request | / bare hyper |", "|---|---:|---:|"]
-    lines += [f"| {label} | {count:,.0f} | {count / bare:.2f}x |" for label, count in rows]
+             "The user share is the user part of the server's CPU time (user + system, "
+             "`/proc/PID/stat`) natively under `wrk -t1 -c16` for 5 s: the part of a "
+             "request's CPU these instructions stand for; the rest is the kernel's.", "",
+             "| server | instructions per request | / bare hyper | user share of CPU |",
+             "|---|---:|---:|---:|"]
+    lines += [f"| {label} | {count:,.0f} | {count / bare:.2f}x | "
+              f"{'n/a' if share is None else f'{share:.0%}'} |" for label, count, share in rows]
+    first, share = rows[0][1], rows[0][2]
+    for label, count, _ in rows[1:-1]:
+        extra = (first - count) / first
+        line = (f"\nrgunicorn minus {label}: {first - count:,.0f} instructions per request, "
+                f"{extra:.1%} of rgunicorn's user-space work")
+        if share is not None:
+            line += f"; at its user share of {share:.0%}, about {extra * share:.1%} of its CPU"
+        lines.append(line + ".")
     path = os.path.join(ROOT, "bench", "results", f"{stamp}-instructions.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
