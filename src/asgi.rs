@@ -18,8 +18,10 @@
 //! both filled on the asyncio thread; request bodies come the other way
 //! through the same per-request buffer, filled by a tokio pump task.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -37,6 +39,7 @@ use hyper::body::Incoming;
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use tokio::sync::{oneshot, Notify};
 use tower::util::BoxCloneService;
@@ -61,10 +64,17 @@ const OUT_HIGH_WATER: usize = 256 * 1024;
 const OUT_LOW_WATER: usize = 64 * 1024;
 /// How often the asyncio loop proves it turns (seconds).
 const BEAT_EVERY: f64 = 0.5;
+/// The `(host, port)` tuples of addresses kept for the next requests
+/// (slots, chosen by port: a power of two).
+const ADDR_SLOTS: usize = 256;
+/// The capacity `Ctx::live` starts with.
+const LIVE_ROOM: usize = 256;
+/// The most messages the spare queue keeps room for.
+const SPARE_MAX: usize = 1024;
 /// How long a worker waits for the lifespan shutdown.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 
-/// The Python half: the loop, the lifespan protocol, the task wrapper.
+/// The Python half: the loop, the lifespan protocol, the websocket task.
 const GLUE: &std::ffi::CStr = cr#"
 import asyncio
 import collections.abc
@@ -112,14 +122,8 @@ async def wait(fut):
     return await fut
 
 
-async def run_http(app, scope, proto):
-    """The task of one request; its outcome goes to proto."""
-    try:
-        result = await app(scope, proto.receive, proto.send)
-    except BaseException:
-        proto.failed(traceback.format_exc())
-    else:
-        proto.done(result)
+def format_exception(typ, exc, tb):
+    return "".join(traceback.format_exception(typ, exc, tb))
 
 
 class ClientDisconnected(OSError):
@@ -619,7 +623,8 @@ impl Drop for AsgiBody {
 /// What the asyncio thread keeps between callbacks (only it touches this).
 struct Ctx {
     app: Py<PyAny>,
-    run_http: Py<PyAny>,
+    /// The glue's `format_exception`, for an app that raised.
+    format_exception: Py<PyAny>,
     wait: Py<PyAny>,
     create_task: Py<PyAny>,
     create_future: Py<PyAny>,
@@ -636,9 +641,37 @@ struct Ctx {
     client_disconnected: Py<PyAny>,
     limits: Arc<Limits>,
     /// Requests and websockets whose app is running, by id.
-    live: HashMap<u64, Live>,
-    /// Responses started (headers sent by the app) but with no body yet.
+    live: HashMap<u64, Live, BuildHasherDefault<IdHasher>>,
+    /// Responses started (headers sent by the app) but with no body yet,
+    /// by a task other than the request's own (its own flushes them).
     pending_heads: Vec<u64>,
+    /// [`Ctx::addr_tuple`]'s, in slots by port.
+    addr_slots: Vec<Option<(std::net::SocketAddr, Py<PyAny>)>>,
+    /// An HTTP scope's keys in uvicorn's order, with None values: a copy
+    /// has its keys already (no inserts, no resize), `build_scope` sets
+    /// the values.
+    http_scope: Py<PyDict>,
+}
+
+/// Hashes the ids of requests (sequential numbers, never chosen by a
+/// client) with one multiplication: SipHash is for keys an attacker picks.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: spreads the bits to the top, where the table
+        // takes its tags from.
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// A request or websocket whose app is running.
@@ -695,6 +728,8 @@ fn asyncio_thread(
         };
         let setup = || -> PyResult<(Bound<'_, PyAny>, Option<Bound<'_, PyAny>>)> {
             glue.getattr("register")?.call1((py.get_type::<Ready>(),))?;
+            glue.getattr("register")?
+                .call1((py.get_type::<HttpTask>(),))?;
             let warn = Py::new(py, LogFn(log::Level::Warning))?;
             let (lp, kind): (Bound<'_, PyAny>, String) = glue
                 .getattr("new_loop")?
@@ -708,6 +743,7 @@ fn asyncio_thread(
                 Pump {
                     bridge: bridge.clone(),
                     rx: wake_rx,
+                    spare: Mutex::new(Vec::new()),
                 },
             )?;
             let fd = pump.borrow(py).rx.as_raw_fd();
@@ -765,7 +801,7 @@ fn asyncio_thread(
             ws_asgi.set_item("spec_version", "2.4")?;
             Ok(Ctx {
                 app: app.clone_ref(py),
-                run_http: glue.getattr("run_http")?.unbind(),
+                format_exception: glue.getattr("format_exception")?.unbind(),
                 wait: glue.getattr("wait")?.unbind(),
                 create_task: lp.getattr("create_task")?.unbind(),
                 create_future: lp.getattr("create_future")?.unbind(),
@@ -779,8 +815,19 @@ fn asyncio_thread(
                 run_ws: glue.getattr("run_ws")?.unbind(),
                 client_disconnected: glue.getattr("ClientDisconnected")?.unbind(),
                 limits: settings.limits.clone(),
-                live: HashMap::new(),
+                // Room to spare: removals leave tombstones, and a full
+                // table rehashes (a small one, every few requests).
+                live: HashMap::with_capacity_and_hasher(LIVE_ROOM, Default::default()),
                 pending_heads: Vec::new(),
+                addr_slots: (0..ADDR_SLOTS).map(|_| None).collect(),
+                http_scope: {
+                    let d = PyDict::new(py);
+                    for k in HTTP_SCOPE_KEYS {
+                        // Interned, as `build_scope`'s keys: found by identity.
+                        d.set_item(PyString::intern(py, k), py.None())?;
+                    }
+                    d.unbind()
+                },
             })
         })();
         match ctx {
@@ -815,6 +862,9 @@ fn asyncio_thread(
 struct Pump {
     bridge: Arc<Bridge>,
     rx: UnixStream,
+    /// An empty queue, swapped in for the one taken: the queue keeps an
+    /// allocation instead of growing from nothing for each batch.
+    spare: Mutex<Vec<Msg>>,
 }
 
 #[pymethods]
@@ -823,11 +873,16 @@ impl Pump {
         let mut buf = [0u8; 64];
         while matches!((&self.rx).read(&mut buf), Ok(n) if n > 0) {}
         self.bridge.notified.store(false, Ordering::Release);
-        let batch = match self.bridge.queue.lock() {
-            Ok(mut q) => std::mem::take(&mut *q),
+        let mut batch = self
+            .spare
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        match self.bridge.queue.lock() {
+            Ok(mut q) => std::mem::swap(&mut *q, &mut batch),
             Err(_) => return Ok(()),
-        };
-        for msg in batch {
+        }
+        for msg in batch.drain(..) {
             match msg {
                 Msg::Request(job) => start_request(py, job),
                 Msg::WebSocket(job) => websocket::start(py, job),
@@ -842,6 +897,12 @@ impl Pump {
                 // queue), so stop now and run the lifespan shutdown.
                 Msg::Shutdown => stop_loop(py),
             }
+        }
+        if batch.capacity() > SPARE_MAX {
+            batch.shrink_to(SPARE_MAX);
+        }
+        if let Ok(mut s) = self.spare.lock() {
+            *s = batch;
         }
         Ok(())
     }
@@ -942,8 +1003,243 @@ impl Ready {
     }
 }
 
+/// The task of one request, stepped by asyncio's Task as a coroutine (it
+/// is registered as one): the first step calls the app, each step passes
+/// on to the app's coroutine, and the outcome goes straight to [`Http`].
+/// A Python wrapper coroutine would cost a frame per request, and the
+/// loop callback that sent a started response's head, a loop turn.
+#[pyclass(module = "rgunicorn")]
+struct HttpTask {
+    http: Py<Http>,
+    /// The app's scope, until the first step calls it.
+    scope: Option<Py<PyDict>>,
+    /// The app's coroutine, until it ends.
+    coro: Option<Py<PyAny>>,
+}
+
+/// What one step of the app's coroutine gave.
+enum Step {
+    Yield(Py<PyAny>),
+    Return(Py<PyAny>),
+    Raise(PyErr),
+}
+
+impl HttpTask {
+    /// Send `value` into the app's coroutine, or throw `exc` into it.
+    fn advance(
+        &mut self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        exc: Option<Throw<'_>>,
+    ) -> Step {
+        let coro = match &self.coro {
+            Some(c) => c.bind(py).clone(),
+            None => {
+                let Some(scope) = self.scope.take() else {
+                    return Step::Raise(PyRuntimeError::new_err("the request's task is over"));
+                };
+                if let Some(t) = exc {
+                    // Thrown in before the app started: it never runs.
+                    return Step::Raise(t.into_err());
+                }
+                let http = self.http.bind(py);
+                let called = (|| {
+                    let (app, wait) = with_ctx(|c| (c.app.clone_ref(py), c.wait.clone_ref(py)))
+                        .ok_or_else(|| PyRuntimeError::new_err("the ASGI loop is gone"))?;
+                    let receive = http.getattr(intern!(py, "receive"))?;
+                    let send = http.getattr(intern!(py, "send"))?;
+                    let aw = app.bind(py).call1((scope, receive, send))?;
+                    // SAFETY: the GIL is held and `aw` is a live object.
+                    if unsafe { pyo3::ffi::PyCoro_CheckExact(aw.as_ptr()) } != 0 {
+                        Ok(aw)
+                    } else {
+                        // Any other awaitable: stepped through a coroutine
+                        // that awaits it, as `await` would.
+                        wait.bind(py).call1((aw,))
+                    }
+                })();
+                match called {
+                    Ok(c) => {
+                        self.coro = Some(c.clone().unbind());
+                        c
+                    }
+                    Err(e) => return Step::Raise(e),
+                }
+            }
+        };
+        if let Some(t) = exc {
+            let r = match (t.val, t.tb) {
+                (None, None) => coro.call_method1(intern!(py, "throw"), (t.typ,)),
+                (val, tb) => coro.call_method1(intern!(py, "throw"), (t.typ, val, tb)),
+            };
+            return match r {
+                Ok(v) => Step::Yield(v.unbind()),
+                Err(e) if e.is_instance_of::<PyStopIteration>(py) => Step::Return(
+                    e.value(py)
+                        .getattr(intern!(py, "value"))
+                        .map(Bound::unbind)
+                        .unwrap_or_else(|_| py.None()),
+                ),
+                Err(e) => Step::Raise(e),
+            };
+        }
+        let mut result: *mut pyo3::ffi::PyObject = std::ptr::null_mut();
+        // SAFETY: the GIL is held, `coro` and `value` are live objects and
+        // `result` is a valid place for the new reference PyIter_Send puts
+        // there (NULL when it fails).
+        let status = unsafe { pyo3::ffi::PyIter_Send(coro.as_ptr(), value.as_ptr(), &mut result) };
+        match status {
+            pyo3::ffi::PySendResult::PYGEN_ERROR => Step::Raise(PyErr::fetch(py)),
+            // SAFETY: on NEXT and RETURN `result` is a new reference.
+            pyo3::ffi::PySendResult::PYGEN_NEXT => {
+                Step::Yield(unsafe { Bound::from_owned_ptr(py, result) }.unbind())
+            }
+            // SAFETY: as above.
+            pyo3::ffi::PySendResult::PYGEN_RETURN => {
+                Step::Return(unsafe { Bound::from_owned_ptr(py, result) }.unbind())
+            }
+        }
+    }
+
+    /// One step of the task: what the Task awaits next, or None at the end.
+    fn step(
+        &mut self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        exc: Option<Throw<'_>>,
+    ) -> Option<Py<PyAny>> {
+        if self.coro.is_none() && self.scope.is_none() {
+            return None;
+        }
+        self.http.bind(py).borrow_mut().in_step = true;
+        let step = self.advance(py, value, exc);
+        let mut http = self.http.bind(py).borrow_mut();
+        http.in_step = false;
+        match step {
+            Step::Yield(v) => {
+                // The app awaits something else: a started response's head
+                // goes to hyper now (an SSE stream's head before its events).
+                if http.head.is_some() {
+                    http.open_stream();
+                }
+                return Some(v);
+            }
+            Step::Return(result) => http.done(result.into_bound(py)),
+            Step::Raise(e) => {
+                let tb = with_ctx(|c| c.format_exception.clone_ref(py))
+                    .and_then(|f| {
+                        // The traceback apart: in 3.11 an exception not yet
+                        // caught by Python code has no __traceback__.
+                        f.bind(py)
+                            .call1((e.get_type(py), e.value(py), e.traceback(py)))
+                            .ok()
+                    })
+                    .and_then(|t| t.extract::<String>().ok())
+                    .unwrap_or_else(|| e.to_string());
+                http.failed(&tb);
+            }
+        }
+        self.coro = None;
+        None
+    }
+}
+
+/// What `throw` got.
+struct Throw<'py> {
+    typ: Bound<'py, PyAny>,
+    val: Option<Bound<'py, PyAny>>,
+    tb: Option<Bound<'py, PyAny>>,
+}
+
+impl Throw<'_> {
+    fn into_err(self) -> PyErr {
+        match self.val {
+            Some(v) if !v.is_none() => PyErr::from_value(v),
+            _ => PyErr::from_value(self.typ),
+        }
+    }
+}
+
+#[pymethods]
+impl HttpTask {
+    /// For asyncio's repr of the Task (not borrowing: the Task's repr may
+    /// be asked for during its step).
+    #[getter]
+    fn __name__(_slf: &Bound<'_, Self>) -> &'static str {
+        "HttpTask"
+    }
+    #[getter]
+    fn __qualname__(_slf: &Bound<'_, Self>) -> &'static str {
+        "HttpTask"
+    }
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+    fn __next__(&mut self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.step(py, &py.None().into_bound(py), None)
+    }
+    fn send(&mut self, value: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        self.step(value.py(), &value, None)
+            .ok_or_else(|| PyStopIteration::new_err(()))
+    }
+    #[pyo3(signature = (typ, val=None, tb=None))]
+    fn throw(
+        &mut self,
+        typ: Bound<'_, PyAny>,
+        val: Option<Bound<'_, PyAny>>,
+        tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = typ.py();
+        let exc = Throw { typ, val, tb };
+        if self.coro.is_none() && self.scope.is_none() {
+            // Over already: as a finished coroutine, raise it here.
+            return Err(exc.into_err());
+        }
+        self.step(py, &py.None().into_bound(py), Some(exc))
+            .ok_or_else(|| PyStopIteration::new_err(()))
+    }
+    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
+        let live = self.scope.take().is_some() | self.coro.is_some();
+        let closed = match self.coro.take() {
+            Some(coro) => coro.bind(py).call_method0(intern!(py, "close")).map(drop),
+            None => Ok(()),
+        };
+        if live {
+            // Closed before the app returned (the loop is going away): the
+            // request ends as if the app had raised.
+            self.http.bind(py).borrow_mut().failed("GeneratorExit");
+        }
+        closed
+    }
+}
+
 fn ready(py: Python<'_>, value: Option<Py<PyAny>>) -> PyResult<Bound<'_, PyAny>> {
-    Ok(Bound::new(py, Ready(value))?.into_any())
+    // A Ready with no value has no state (every method leaves it empty):
+    // one serves every `send`.
+    static NONE: PyOnceLock<Py<Ready>> = PyOnceLock::new();
+    match value {
+        None => Ok(NONE
+            .get_or_try_init(py, || Py::new(py, Ready(None)))?
+            .bind(py)
+            .clone()
+            .into_any()),
+        Some(v) => Ok(Bound::new(py, Ready(Some(v)))?.into_any()),
+    }
+}
+
+/// `message[key]`, or None when it has no such key (or fails to give
+/// it). A dict is asked directly: no KeyError made and dropped.
+fn optional_item<'py>(
+    message: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyString>,
+) -> Option<Bound<'py, PyAny>> {
+    match message.cast_exact::<PyDict>() {
+        Ok(d) => d.get_item(key).ok().flatten(),
+        Err(_) => message.get_item(key).ok(),
+    }
 }
 
 /// Start the app for one request (asyncio thread, GIL held).
@@ -968,13 +1264,18 @@ fn start_request(py: Python<'_>, job: Job) {
                 request_complete: false,
                 recv_waiter: None,
                 send_waiter: None,
+                in_step: false,
             },
         )?;
-        let coro = c
-            .run_http
-            .bind(py)
-            .call1((c.app.bind(py), scope, http.bind(py)))?;
-        c.create_task.bind(py).call1((coro,))?;
+        let task = Py::new(
+            py,
+            HttpTask {
+                http: http.clone_ref(py),
+                scope: Some(scope.unbind()),
+                coro: None,
+            },
+        )?;
+        c.create_task.bind(py).call1((task,))?;
         c.live.insert(id, Live::Http(http));
         Ok(())
     });
@@ -982,6 +1283,51 @@ fn start_request(py: Python<'_>, job: Job) {
         crate::hooks::log_exception(py, "Exception in ASGI application", &e);
     }
 }
+
+/// The scope's `client`: the connection's, or an X-Forwarded-For host.
+enum Client {
+    Addr(std::net::SocketAddr),
+    Forwarded(String),
+}
+
+impl Ctx {
+    /// `(host, port)` for a socket address, made once per address: the
+    /// server's is the same for every request, a client's for each request
+    /// of its connection (tuples are immutable, so sharing them is unseen).
+    fn addr_tuple<'py>(
+        &mut self,
+        py: Python<'py>,
+        a: std::net::SocketAddr,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        // One slot per port (no hashing; another address evicts).
+        let slot = &mut self.addr_slots[usize::from(a.port()) & (ADDR_SLOTS - 1)];
+        if let Some((addr, t)) = slot {
+            if *addr == a {
+                return Ok(t.bind(py).clone());
+            }
+        }
+        let t = (a.ip().to_string(), a.port()).into_pyobject(py)?.into_any();
+        *slot = Some((a, t.clone().unbind()));
+        Ok(t)
+    }
+}
+
+/// The keys of an HTTP scope, in the order `build_scope` sets them.
+const HTTP_SCOPE_KEYS: [&str; 13] = [
+    "type",
+    "asgi",
+    "http_version",
+    "server",
+    "client",
+    "scheme",
+    "root_path",
+    "headers",
+    "state",
+    "method",
+    "path",
+    "raw_path",
+    "query_string",
+];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ScopeType {
@@ -994,12 +1340,16 @@ enum ScopeType {
 /// `websocket.http.response` extension.
 fn build_scope<'py>(
     py: Python<'py>,
-    c: &Ctx,
+    c: &mut Ctx,
     parts: &http::request::Parts,
     ty: ScopeType,
 ) -> PyResult<Bound<'py, PyDict>> {
     let ws = ty == ScopeType::WebSocket;
-    let scope = PyDict::new(py);
+    let scope = if ws {
+        PyDict::new(py)
+    } else {
+        c.http_scope.bind(py).copy()?
+    };
     if ws {
         scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
         scope.set_item(intern!(py, "asgi"), c.ws_asgi_version.bind(py).copy()?)?;
@@ -1021,7 +1371,7 @@ fn build_scope<'py>(
         .copied()
         .unwrap_or_default();
     let server = match addrs.server {
-        Some(a) => (a.ip().to_string(), a.port()).into_pyobject(py)?.into_any(),
+        Some(a) => c.addr_tuple(py, a)?,
         None => py.None().into_bound(py),
     };
     scope.set_item(intern!(py, "server"), server)?;
@@ -1029,14 +1379,13 @@ fn build_scope<'py>(
     let trusted = c.limits.trusts_forwarder(peer.map(|a| a.ip()));
     // A PROXY protocol header names the client (gunicorn's asgi worker);
     // forwarded headers are trusted, or not, by the socket's peer.
-    let mut client = addrs.client().map(|a| (a.ip().to_string(), a.port()));
-    let mut scheme = match (ws, addrs.tls) {
+    let mut client = addrs.client().map(Client::Addr);
+    let mut scheme = Cow::Borrowed(match (ws, addrs.tls) {
         (false, false) => "http",
         (false, true) => "https",
         (true, false) => "ws",
         (true, true) => "wss",
-    }
-    .to_string();
+    });
     if trusted {
         if let Some(proto) = parts
             .headers
@@ -1046,7 +1395,7 @@ fn build_scope<'py>(
             // As uvicorn's proxy headers: a websocket's http(s) is ws(s).
             let p = proto.trim().to_ascii_lowercase();
             if matches!(p.as_str(), "http" | "https" | "ws" | "wss") {
-                scheme = if ws { p.replace("http", "ws") } else { p };
+                scheme = Cow::Owned(if ws { p.replace("http", "ws") } else { p });
             }
         }
         if let Some(fwd) = parts
@@ -1065,15 +1414,20 @@ fn build_scope<'py>(
                 })
                 .or(hosts.first());
             if let Some(h) = pick.filter(|h| !h.is_empty()) {
-                client = Some((h.to_string(), 0));
+                client = Some(Client::Forwarded(h.to_string()));
             }
         }
     }
     match client {
-        Some(cl) => scope.set_item(intern!(py, "client"), cl)?,
+        Some(Client::Addr(a)) => scope.set_item(intern!(py, "client"), c.addr_tuple(py, a)?)?,
+        Some(Client::Forwarded(h)) => scope.set_item(intern!(py, "client"), (h, 0))?,
         None => scope.set_item(intern!(py, "client"), py.None())?,
     }
-    scope.set_item(intern!(py, "scheme"), scheme)?;
+    match scheme {
+        Cow::Borrowed("http") => scope.set_item(intern!(py, "scheme"), intern!(py, "http"))?,
+        Cow::Borrowed("https") => scope.set_item(intern!(py, "scheme"), intern!(py, "https"))?,
+        other => scope.set_item(intern!(py, "scheme"), other.as_ref())?,
+    }
     scope.set_item(intern!(py, "root_path"), c.root_path.bind(py))?;
     let headers = PyList::empty(py);
     for (name, value) in parts.headers.iter() {
@@ -1101,16 +1455,24 @@ fn build_scope<'py>(
         extensions.set_item("websocket.http.response", PyDict::new(py))?;
         scope.set_item(intern!(py, "extensions"), extensions)?;
     } else {
-        scope.set_item(intern!(py, "method"), parts.method.as_str())?;
+        let method = match parts.method {
+            http::Method::GET => intern!(py, "GET").clone(),
+            http::Method::POST => intern!(py, "POST").clone(),
+            http::Method::HEAD => intern!(py, "HEAD").clone(),
+            _ => PyString::new(py, parts.method.as_str()),
+        };
+        scope.set_item(intern!(py, "method"), method)?;
     }
     let raw = parts.uri.path().as_bytes();
+    let decoded;
     let path = if raw.contains(&b'%') {
-        String::from_utf8_lossy(&crate::text::percent_decode(raw)).into_owned()
+        decoded = crate::text::percent_decode(raw);
+        String::from_utf8_lossy(&decoded)
     } else {
-        String::from_utf8_lossy(raw).into_owned()
+        String::from_utf8_lossy(raw)
     };
     if c.root_path_str.is_empty() {
-        scope.set_item(intern!(py, "path"), path)?;
+        scope.set_item(intern!(py, "path"), path.as_ref())?;
         scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw))?;
     } else {
         scope.set_item(intern!(py, "path"), format!("{}{path}", c.root_path_str))?;
@@ -1140,6 +1502,8 @@ struct Http {
     request_complete: bool,
     recv_waiter: Option<Py<PyAny>>,
     send_waiter: Option<Py<PyAny>>,
+    /// Its [`HttpTask`] is taking a step (a `send` is the app's own).
+    in_step: bool,
 }
 
 impl Http {
@@ -1362,8 +1726,12 @@ impl Http {
             let headers = message_headers(&message)?;
             me.response_started = true;
             me.head = Some((status, headers));
-            // Sent with the first body message, or at the loop's next turn
-            // if the app awaits something else first.
+            // Sent with the first body message, or when the app awaits
+            // something else first: its task hands the head over when the
+            // step ends; sent from another task, at the loop's next turn.
+            if me.in_step {
+                return ready(py, None);
+            }
             let id = me.shared.id;
             let schedule = with_ctx(|c| {
                 c.pending_heads.push(id);
@@ -1387,11 +1755,11 @@ impl Http {
                 "Expected ASGI message 'http.response.body', but got '{kind}'."
             )));
         }
-        let more = match message.get_item(intern!(py, "more_body")) {
-            Ok(m) => m.is_truthy()?,
-            Err(_) => false,
+        let more = match optional_item(&message, intern!(py, "more_body")) {
+            Some(m) => m.is_truthy()?,
+            None => false,
         };
-        let body_obj = message.get_item(intern!(py, "body")).ok();
+        let body_obj = optional_item(&message, intern!(py, "body"));
         let owned;
         let data: &[u8] = match &body_obj {
             None => b"",
@@ -1467,7 +1835,7 @@ impl Http {
 fn message_headers(message: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
     let py = message.py();
     let mut headers = HeaderMap::new();
-    if let Ok(hs) = message.get_item(intern!(py, "headers")) {
+    if let Some(hs) = optional_item(message, intern!(py, "headers")) {
         for item in hs.try_iter()? {
             let item = item?;
             let name = item.get_item(0)?;
