@@ -713,6 +713,7 @@ fn asyncio_thread(
     beat: LoopBeat,
     started: std_mpsc::Sender<bool>,
 ) {
+    crate::process::set_thread_role(crate::process::ThreadRole::App);
     Python::attach(|py| {
         let boot = |e: PyErr| {
             crate::hooks::log_exception(py, "Exception in worker process", &e);

@@ -752,6 +752,7 @@ impl<'py> Master<'py> {
             http2: self.http2.clone(),
             metrics: self.metrics.enabled(),
             statsd: self.metrics.statsd_config(),
+            python_app: self.python_app.is_some(),
         };
         let child_worker = worker.clone_ref(py);
         let child_server = self.server.clone_ref(py);

@@ -1,6 +1,7 @@
 //! Everything unsafe about processes, in one place: the master's signal
 //! self-pipe, fork with CPython's fork protocol, the reset of signal
-//! handling in a child, process groups, and exec for USR2.
+//! handling in a child, process groups, exec for USR2, and the scheduling
+//! policy of a worker's threads.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -408,4 +409,36 @@ pub fn set_owner(uid: u32, gid: u32, initgroups: bool) -> Result<(), String> {
         nix::unistd::setuid(Uid::from_raw(uid)).map_err(|e| format!("setuid({uid}): {e}"))?;
     }
     Ok(())
+}
+
+/// Which side of a Python app's worker the calling thread is on, for its
+/// scheduling policy (the thread's own: Linux applies it per thread, and a
+/// new thread inherits its creator's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThreadRole {
+    /// A tokio thread of a worker serving a Python app: `SCHED_BATCH`, so
+    /// that its wake-ups (a request in, a response out) do not preempt the
+    /// thread running the app, which holds the GIL; the Python thread runs
+    /// on to its next wait and the I/O thread then takes every response of
+    /// that stretch at once. With a free core it runs at once all the same.
+    Io,
+    /// A thread running Python app code: the normal `SCHED_OTHER`.
+    App,
+}
+
+/// Set the calling thread's scheduling policy for `role`. Unprivileged
+/// (neither policy has a priority); a failure (a seccomp filter) only
+/// leaves the default policy, so it is logged at debug level.
+pub fn set_thread_role(role: ThreadRole) {
+    let policy = match role {
+        ThreadRole::Io => libc::SCHED_BATCH,
+        ThreadRole::App => libc::SCHED_OTHER,
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 names the calling thread; `param` is a valid
+    // sched_param that outlives the call, which only reads it.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+        let err = std::io::Error::last_os_error();
+        crate::log::debug(&format!("sched_setscheduler({role:?}): {err}"));
+    }
 }

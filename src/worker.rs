@@ -77,6 +77,9 @@ pub struct WorkerSetup {
     pub metrics: bool,
     /// gunicorn's per-request statsd metrics, sent by this worker.
     pub statsd: Option<crate::metrics::StatsdConfig>,
+    /// The app is the user's Python app (its threads and the I/O threads
+    /// get their [`crate::process::ThreadRole`]).
+    pub python_app: bool,
 }
 
 /// The worker's app and what it knows of its worker.
@@ -117,12 +120,23 @@ pub fn serve(setup: WorkerSetup, hooks: SignalHooks) -> std::io::Result<u64> {
     std::thread::Builder::new()
         .name("rgunicorn-signals".into())
         .spawn(move || signal_thread(sigset, events_tx, hooks))?;
+    let python_app = setup.python_app;
+    if python_app {
+        // This thread runs the runtime (current_thread) and spawns the
+        // Python threads (which set their own role).
+        crate::process::set_thread_role(crate::process::ThreadRole::Io);
+    }
     let runtime = match setup.runtime_threads {
         0 | 1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,
         n => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n)
+            .on_thread_start(move || {
+                if python_app {
+                    crate::process::set_thread_role(crate::process::ThreadRole::Io);
+                }
+            })
             .enable_all()
             .build()?,
     };

@@ -440,6 +440,7 @@ fn pump(mut body: Incoming) -> mpsc::Receiver<BodyChunk> {
 /// waits for the next request. With `beat`, it beats while idle and after
 /// each request, never during one.
 fn app_thread(app: &WsgiApp, jobs: &Mutex<std_mpsc::Receiver<Job>>, beat: Option<LoopBeat>) {
+    crate::process::set_thread_role(crate::process::ThreadRole::App);
     Python::attach(|py| loop {
         let job = py.detach(|| loop {
             let Ok(rx) = jobs.lock() else { return None };
