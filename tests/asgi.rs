@@ -523,6 +523,52 @@ fn a_blocked_event_loop_is_killed_after_timeout() {
     });
 }
 
+#[test]
+fn asyncio_and_anyio_task_semantics_as_under_uvicorn() {
+    // The request's task is asyncio's Task around rgunicorn's own stepping
+    // object (no wrapper coroutine): cancel scopes, task groups, the
+    // current task, context variables and a response sent by a child task
+    // must behave as under gunicorn + UvicornWorker.
+    let dir = scratch_dir("asgi-tasks");
+    std::fs::copy(
+        repo().join("tests/apps/asgi_tasks.py"),
+        dir.join("asgi_tasks.py"),
+    )
+    .unwrap();
+    let args = [
+        "asgi_tasks:app",
+        "-b",
+        "127.0.0.1:0",
+        "-w",
+        "1",
+        "-k",
+        UVICORN_WORKER,
+    ];
+    let ours = Proc::spawn(&rgunicorn(), &dir, &args, &[]);
+    let theirs = Proc::spawn(&venv().join("bin/gunicorn"), &dir, &args, &[]);
+    ours.wait_ready();
+    theirs.wait_ready();
+    let expected = [
+        ("/timeout", r#"{"timed_out": true}"#),
+        ("/shield", r#"{"cancelled_caught": true}"#),
+        ("/group", r#"{"done": [0, 1, 2]}"#),
+        ("/cancel-group", r#"{"cancel_called": true}"#),
+        (
+            "/own-task",
+            r#"{"anyio_id": true, "cancelling": 0, "same_task": true, "var": "this request"}"#,
+        ),
+        ("/self-cancel", r#"{"caught": true}"#),
+        ("/child-sends", r#"{"from": "child"}"#),
+    ];
+    for (path, body) in expected {
+        let a = get(ours.port, path).unwrap();
+        let b = get(theirs.port, path).unwrap();
+        assert_eq!(a, (200, body.to_string()), "{path} under rgunicorn");
+        assert_eq!(a, b, "{path}: rgunicorn vs gunicorn + UvicornWorker");
+    }
+    assert!(!ours.log_has("Traceback"), "no error logged");
+}
+
 /// The three health routes: (status, body) each.
 fn health_routes(port: u16) -> Vec<(u16, String)> {
     ["/health", "/health/worker", "/health/ready"]
