@@ -144,17 +144,22 @@ def alive(pid):
         return False
 
 
-def cpu_ticks(pids):
-    """utime + stime, in clock ticks (1/100 s), summed over pids."""
-    total = 0
+def cpu_ticks_split(pids):
+    """(utime, stime), in clock ticks (1/100 s), summed over pids."""
+    user = system = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            user, system = user + int(fields[11]), system + int(fields[12])
         except (OSError, IndexError, ValueError):
             pass
-    return total
+    return user, system
+
+
+def cpu_ticks(pids):
+    """utime + stime, in clock ticks (1/100 s), summed over pids."""
+    return sum(cpu_ticks_split(pids))
 
 
 def memory_kib(pids):

@@ -38,6 +38,7 @@ Binaries are looked up in $CARGO_TARGET_DIR (default target/) unless
 """
 
 import argparse
+import bench  # bench/bench.py: the harness's /proc helpers
 import datetime
 import glob
 import os
@@ -284,11 +285,8 @@ def python_rows(args):
                 print(f"    {n:12,.0f}  {obj}")
             for fn, n in sorted(functions.items(), key=lambda o: -abs(o[1]))[:args.objects]:
                 print(f"    {n:12,.0f}  {fn}")
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    lines = [f"# Instructions per request, Python ASGI servers, {stamp}", "",
-             f"Commit {commit}. {args.label}".rstrip(), "",
+    stamp, lines = results_header("Instructions per request, Python ASGI servers", args.label)
+    lines += [
              f"User-space instructions executed by the worker per request, all its threads "
              f"(callgrind; {PY_N2} minus {PY_N1} keep-alive requests over {CONNS} connections, "
              f"1 worker), split by shared object (server: the server's "
@@ -304,31 +302,12 @@ def python_rows(args):
     print(f"results: {os.path.relpath(path, ROOT)}")
 
 
-def descendants(pid):
-    """`pid` and every process below it."""
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        try:
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                todo += [int(c) for c in f.read().split()]
-        except OSError:
-            pass
-    return found
-
-
-def cpu_ticks(pids):
-    """(user, system) clock ticks of `pids`, summed."""
-    user = system = 0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            user, system = user + int(fields[11]), system + int(fields[12])
-        except OSError:
-            pass
-    return user, system
+def results_header(title, label):
+    """(timestamp, the first lines of a results file)."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    return stamp, [f"# {title}, {stamp}", "", f"Commit {commit}. {label}".rstrip(), ""]
 
 
 def user_share(argv, port):
@@ -351,10 +330,10 @@ def user_share(argv, port):
                 time.sleep(0.05)
         url = f"http://127.0.0.1:{port}/health"
         subprocess.run(["wrk", "-t1", "-c16", "-d1s", url], capture_output=True)
-        pids = descendants(proc.pid)
-        u0, s0 = cpu_ticks(pids)
+        pids = [proc.pid, *bench.descendants(proc.pid)]
+        u0, s0 = bench.cpu_ticks_split(pids)
         subprocess.run(["wrk", "-t1", "-c16", "-d5s", url], capture_output=True)
-        u1, s1 = cpu_ticks(pids)
+        u1, s1 = bench.cpu_ticks_split(pids)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
@@ -399,11 +378,8 @@ def main():
         shown = "n/a" if share is None else f"{share:.0%}"
         print(f"{label}: {count:,.0f} instructions per request, user share {shown}", flush=True)
     bare = rows[-1][1]
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    lines = [f"# Instructions per request, {stamp}", "",
-             f"Commit {commit}. {args.label}".rstrip(), "",
+    stamp, lines = results_header("Instructions per request", args.label)
+    lines += [
              f"User-space instructions executed by the worker per `GET /health` "
              f"(callgrind; {N2} minus {N1} keep-alive requests over {CONNS} connections).", "",
              "The user share is the user part of the server's CPU time (user + system, "

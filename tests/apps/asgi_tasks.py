@@ -87,13 +87,7 @@ ROUTES = {"/timeout": timeout, "/shield": shield, "/group": group,
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return  # nothing to start: a lifespan app may just return
     path = scope["path"]
     if path == "/child-sends":
         # The whole response from another task (its head too).
