@@ -268,13 +268,18 @@ fn worker_commands_change_the_workers() {
             && metrics.contains("rgunicorn_worker_restarts_total{cause=\"crash\"} 0\n"),
         "{metrics}"
     );
-    // Not a worker of this master: an error.
-    let out = ctl_output(&socket, &format!("worker kill {master}"), false);
-    assert_eq!(out.status.code(), Some(1));
+    // Not a worker of this master, and the dirty commands (no dirty
+    // arbiter): answered, with `success: false`, as gunicorn does.
     assert_eq!(
-        text(&out.stderr).trim(),
-        format!("Error: Worker {master} not found")
+        ctl(&socket, &format!("worker kill {master}")),
+        serde_json::json!({"success": false, "error": format!("Worker {master} not found")})
     );
+    for cmd in ["dirty add", "dirty remove 2"] {
+        assert_eq!(
+            ctl(&socket, cmd),
+            serde_json::json!({"success": false, "error": "Dirty arbiter not running"})
+        );
+    }
 
     // reload: every worker replaced.
     let before = pids(&socket);

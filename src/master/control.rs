@@ -150,9 +150,14 @@ impl Master<'_> {
                 json!({"removed": old - new, "previous": old, "total": new})
             }
             Command::WorkerKill(pid) => {
-                let pid = i32::try_from(pid).map_err(|_| format!("Worker {pid} not found"))?;
+                // As gunicorn: not a worker is an answer, not a failed command.
+                let not_found =
+                    || json!({"success": false, "error": format!("Worker {pid} not found")});
+                let Ok(pid) = i32::try_from(pid) else {
+                    return Ok(not_found());
+                };
                 let Some(w) = self.workers.get(&pid) else {
-                    return Err(format!("Worker {pid} not found"));
+                    return Ok(not_found());
                 };
                 if !w.terminated {
                     log::info(&format!("Worker (pid:{pid}) stopped by a control command"));
@@ -163,7 +168,7 @@ impl Master<'_> {
                 }
                 json!({"success": true, "killed": pid})
             }
-            Command::Dirty => return Err("Dirty arbiter not running".into()),
+            Command::Dirty => json!({"success": false, "error": "Dirty arbiter not running"}),
             Command::Reload => {
                 signal_self(Signal::SIGHUP);
                 json!({"status": "reloading"})
