@@ -62,10 +62,17 @@ N1, N2, CONNS = 2000, 12000, 4
 PY_N1, PY_N2 = 300, 1500
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def wait_served(proc, port, path, timeout):
+    """Whether the server answered `path` within `timeout` seconds (False
+    as soon as the process is gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30).read()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
 
 
 def send(port, total, path="/health"):
@@ -163,15 +170,8 @@ def run(argv, port, n, path="/health", env=None, timeout=120, split=False):
                             cwd=out, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"{argv[0]} did not serve")
-                time.sleep(0.5)
+        if not wait_served(proc, port, path, timeout):
+            raise RuntimeError(f"{argv[0]} did not serve")
         send(port, n, path)
     finally:
         try:
@@ -183,15 +183,15 @@ def run(argv, port, n, path="/health", env=None, timeout=120, split=False):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        # Children exit after the process valgrind started: wait for
-        # their dumps to be written (a dump's `totals:` line comes last).
-        time.sleep(1)
-        for _ in range(int(timeout)):
+        # Children exit after the process valgrind started: wait until the
+        # whole group is gone, so that every dump is written.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             try:
                 os.killpg(proc.pid, 0)
             except ProcessLookupError:
                 break
-            time.sleep(1)
+            time.sleep(0.1)
     files = sorted(glob.glob(os.path.join(out, "callgrind.out.*")), key=pid_of)
     procs = [(pid_of(p), totals(p), by_object(p) if split else ({}, {})) for p in files]
     shutil.rmtree(out, ignore_errors=True)
@@ -203,9 +203,9 @@ def per_request(make_argv, n1=N1, n2=N2, **kw):
     most: the worker. Processes of the two runs are paired in the order
     they started. Returns (per request, {object: per request},
     {function: per request})."""
-    port = free_port()
+    port = bench.free_port()
     a = run(make_argv(port), port, n1, **kw)
-    port = free_port()
+    port = bench.free_port()
     b = run(make_argv(port), port, n2, **kw)
     if len(a) == len(b):
         x, y = max(zip(a, b), key=lambda xy: xy[1][1] - xy[0][1])
@@ -296,7 +296,11 @@ def python_rows(args):
              "|---|---:|" + "---:|" * len(PY_SPLIT)]
     lines += [f"| {label} | {count:,.0f} | " + " | ".join(f"{split[k]:,.0f}" for k in PY_SPLIT) + " |"
               for label, count, split in rows]
-    path = os.path.join(ROOT, "bench", "results", f"{stamp}-instructions-python.md")
+    write_results(f"{stamp}-instructions-python.md", lines)
+
+
+def write_results(name, lines):
+    path = os.path.join(ROOT, "bench", "results", name)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"results: {os.path.relpath(path, ROOT)}")
@@ -319,15 +323,8 @@ def user_share(argv, port):
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    return None
-                time.sleep(0.05)
+        if not wait_served(proc, port, "/health", 30):
+            return None
         url = f"http://127.0.0.1:{port}/health"
         subprocess.run(["wrk", "-t1", "-c16", "-d1s", url], capture_output=True)
         pids = [proc.pid, *bench.descendants(proc.pid)]
@@ -372,7 +369,7 @@ def main():
                 return [binary, "--bind", f"127.0.0.1:{port}", "--layout", "processes",
                         "--workers", "1"]
         count = per_request(make)[0]
-        port = free_port()
+        port = bench.free_port()
         share = user_share(make(port), port)
         rows.append((label, count, share))
         shown = "n/a" if share is None else f"{share:.0%}"
@@ -397,10 +394,7 @@ def main():
         if share is not None:
             line += f"; at its user share of {share:.0%}, about {extra * share:.1%} of its CPU"
         lines.append(line + ".")
-    path = os.path.join(ROOT, "bench", "results", f"{stamp}-instructions.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"results: {os.path.relpath(path, ROOT)}")
+    write_results(f"{stamp}-instructions.md", lines)
 
 
 if __name__ == "__main__":

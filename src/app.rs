@@ -264,7 +264,7 @@ where
                 Poll::Ready(Ok(()))
             }
             Err(panic) => {
-                self.not_ready = Some(format!("the app panicked: {}", panic_message(&panic)));
+                self.not_ready = Some(panicked(&panic));
                 Poll::Ready(Ok(()))
             }
         }
@@ -272,10 +272,8 @@ where
 
     fn call(&mut self, req: R) -> Self::Future {
         if let Some(e) = self.not_ready.take() {
-            log::error(&format!("Error handling request: {e}"));
-            return AppFuture::Done {
-                resp: Some(internal_error()),
-            };
+            log_failure(&e);
+            return AppFuture::Failed;
         }
         let app = &mut self.app;
         match std::panic::catch_unwind(AssertUnwindSafe(|| app.call(req))) {
@@ -283,24 +281,29 @@ where
                 inner: CatchUnwind { inner },
             },
             Err(panic) => {
-                log::error(&format!(
-                    "Error handling request: the app panicked: {}",
-                    panic_message(&panic)
-                ));
-                AppFuture::Done {
-                    resp: Some(internal_error()),
-                }
+                log_failure(&panicked(&panic));
+                AppFuture::Failed
             }
         }
     }
 }
 
+/// gunicorn's log line for a request the app failed (answered 500).
+fn log_failure(why: &dyn std::fmt::Display) {
+    log::error(&format!("Error handling request: {why}"));
+}
+
+fn panicked(panic: &Box<dyn std::any::Any + Send>) -> String {
+    format!("the app panicked: {}", panic_message(panic))
+}
+
 pin_project_lite::pin_project! {
-    /// [`AppService`]'s answer: the app's future, or the 500 already made.
+    /// [`AppService`]'s answer: the app's future, or a 500 (the failure
+    /// already logged).
     #[project = AppFutureProj]
     enum AppFuture<F> {
         Running { #[pin] inner: CatchUnwind<F> },
-        Done { resp: Option<Response<ResponseBody>> },
+        Failed,
     }
 }
 
@@ -315,9 +318,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let called = match self.project() {
-            AppFutureProj::Done { resp } => {
-                return Poll::Ready(Ok(resp.take().unwrap_or_else(internal_error)))
-            }
+            AppFutureProj::Failed => return Poll::Ready(Ok(internal_error())),
             AppFutureProj::Running { inner } => std::task::ready!(inner.poll(cx)),
         };
         Poll::Ready(Ok(match called {
@@ -326,14 +327,11 @@ where
             }
             Ok(Err(e)) => {
                 let e: BoxError = e.into();
-                log::error(&format!("Error handling request: {e}"));
+                log_failure(&e);
                 internal_error()
             }
             Err(panic) => {
-                log::error(&format!(
-                    "Error handling request: the app panicked: {}",
-                    panic_message(&panic)
-                ));
+                log_failure(&panicked(&panic));
                 internal_error()
             }
         }))

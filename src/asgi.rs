@@ -21,7 +21,6 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -641,7 +640,7 @@ struct Ctx {
     client_disconnected: Py<PyAny>,
     limits: Arc<Limits>,
     /// Requests and websockets whose app is running, by id.
-    live: HashMap<u64, Live, BuildHasherDefault<IdHasher>>,
+    live: HashMap<u64, Live>,
     /// Responses started (headers sent by the app) but with no body yet,
     /// by a task other than the request's own (its own flushes them).
     pending_heads: Vec<u64>,
@@ -651,27 +650,6 @@ struct Ctx {
     /// has its keys already (no inserts, no resize), `build_scope` sets
     /// the values.
     http_scope: Py<PyDict>,
-}
-
-/// Hashes the ids of requests (sequential numbers, never chosen by a
-/// client) with one multiplication: SipHash is for keys an attacker picks.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing: spreads the bits to the top, where the table
-        // takes its tags from.
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
 }
 
 /// A request or websocket whose app is running.
@@ -818,7 +796,7 @@ fn asyncio_thread(
                 limits: settings.limits.clone(),
                 // Room to spare: removals leave tombstones, and a full
                 // table rehashes (a small one, every few requests).
-                live: HashMap::with_capacity_and_hasher(LIVE_ROOM, Default::default()),
+                live: HashMap::with_capacity(LIVE_ROOM),
                 pending_heads: Vec::new(),
                 addr_slots: (0..ADDR_SLOTS).map(|_| None).collect(),
                 http_scope: {

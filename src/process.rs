@@ -222,8 +222,6 @@ pub fn exec_master(
     }
 }
 
-/// Leave the process at once (no atexit handlers, no Python finalisation:
-/// a worker must not run the master's cleanup).
 /// In a freshly forked worker: close the master's own fds that the worker
 /// must not hold (the metrics exporter's and the control socket's, with
 /// their client connections: a client's connection must end when the
@@ -236,6 +234,8 @@ pub fn close_master_fds(fds: &[std::os::fd::RawFd]) {
     }
 }
 
+/// Leave the process at once (no atexit handlers, no Python finalisation:
+/// a worker must not run the master's cleanup).
 pub fn exit_now(code: i32) -> ! {
     use std::io::Write;
     let _ = std::io::stdout().flush();

@@ -184,17 +184,6 @@ fn show_workers_is_the_live_worker_table() {
     assert_eq!(ctl(&socket, "show config")["workers"], 2);
 }
 
-/// The Prometheus text of a server started with `--metrics-bind`.
-fn metrics_text(server: &Server) -> String {
-    let port = server.metrics_port();
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut s, &mut text).unwrap();
-    text
-}
-
 /// nworkers_changed records whether it ran on the master's main thread.
 const MAIN_THREAD_CONF: &str = r#"
 exec(open("hooks.conf.py").read())
@@ -262,7 +251,7 @@ fn worker_commands_change_the_workers() {
     server.wait_until(|| settled(&server, 2) && !pids(&socket).contains(&victim));
     assert!(pids(&socket).contains(&two[1]));
     // Counted under its own cause, not as a crash.
-    let metrics = metrics_text(&server);
+    let metrics = server.metrics_response();
     assert!(
         metrics.contains("rgunicorn_worker_restarts_total{cause=\"control\"} 1\n")
             && metrics.contains("rgunicorn_worker_restarts_total{cause=\"crash\"} 0\n"),

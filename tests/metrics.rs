@@ -15,11 +15,7 @@ use common::*;
 
 /// One scrape: every sample line as name{labels} -> value.
 fn scrape(port: u16) -> BTreeMap<String, f64> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    let text = metrics_response(port);
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.contains("Content-Type: text/plain; version=0.0.4"));
     let body = text.split("\r\n\r\n").nth(1).unwrap();

@@ -212,6 +212,11 @@ impl Server {
             .expect("no Metrics at: line")
     }
 
+    /// One `GET /metrics` on the Prometheus port: the whole response.
+    pub fn metrics_response(&self) -> String {
+        metrics_response(self.metrics_port())
+    }
+
     /// Worker pids alive now (children of the master).
     pub fn worker_pids(&self) -> Vec<i32> {
         let children =
@@ -445,4 +450,15 @@ pub fn thread_names(pid: i32) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// One `GET /metrics` on `port`: the whole response (the exporter closes
+/// the connection after it).
+pub fn metrics_response(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
 }
