@@ -2921,6 +2921,18 @@ mod tests {
             panic!("no EOF from the gate");
         }
 
+        /// The default limits, or limits small enough for generated
+        /// requests to cross them.
+        fn limits_for(tight: bool) -> Limits {
+            let mut limits = Limits::default();
+            if tight {
+                limits.limit_request_line = 24;
+                limits.limit_request_fields = 2;
+                limits.limit_request_field_size = 12;
+            }
+            limits
+        }
+
         /// Both paths give the same bytes, error, count and state.
         fn same_on_both_paths(
             limits: &Limits,
@@ -3037,6 +3049,15 @@ mod tests {
             })
         }
 
+        /// One to three requests of any of the kinds above, back to back.
+        fn pipelined() -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec(
+                prop_oneof![common_request(), plain_request(), request()],
+                1..4,
+            )
+            .prop_map(|reqs| reqs.concat())
+        }
+
         fn request() -> impl Strategy<Value = Vec<u8>> {
             let method =
                 prop::sample::select(vec!["GET", "POST", "PUT", "OPTIONS", "DELETE", "-X-"]);
@@ -3109,29 +3130,18 @@ mod tests {
 
             #[test]
             fn the_fast_path_answers_as_the_full_path(
-                reqs in prop::collection::vec(
-                    prop_oneof![common_request(), plain_request(), request()],
-                    1..4,
-                ),
+                input in pipelined(),
                 step in prop_oneof![Just(usize::MAX / 2), 1usize..40],
                 tight in any::<bool>(),
                 casefold in any::<bool>(),
             ) {
-                let mut limits = Limits { casefold_http_method: casefold, ..Limits::default() };
-                if tight {
-                    limits.limit_request_line = 24;
-                    limits.limit_request_fields = 2;
-                    limits.limit_request_field_size = 12;
-                }
-                same_on_both_paths(&limits, &reqs.concat(), step)?;
+                let limits = Limits { casefold_http_method: casefold, ..limits_for(tight) };
+                same_on_both_paths(&limits, &input, step)?;
             }
 
             #[test]
             fn the_gate_gives_hyper_what_the_full_path_gives(
-                reqs in prop::collection::vec(
-                    prop_oneof![common_request(), plain_request(), request()],
-                    1..4,
-                ),
+                input in pipelined(),
                 step in prop_oneof![Just(usize::MAX / 2), 1usize..40],
                 room in prop_oneof![Just(8192usize), 0usize..64],
                 tight in any::<bool>(),
@@ -3142,14 +3152,7 @@ mod tests {
                 // (hyper's buffer holds a whole piece: with tight limits,
                 // which error comes first depends on the pieces, as in
                 // gunicorn).
-                let mut limits = Limits::default();
-                if tight {
-                    limits.limit_request_line = 24;
-                    limits.limit_request_fields = 2;
-                    limits.limit_request_field_size = 12;
-                }
-                let limits = Arc::new(limits);
-                let input = reqs.concat();
+                let limits = Arc::new(limits_for(tight));
                 let step = step.min(input.len());
                 let (gated, gated_err) = read_through_gate(&limits, &input, step, step + room);
                 let (full, _, full_err) = run_steps_with(&limits, &input, step, true);
