@@ -100,6 +100,12 @@ pub fn load_config(py: Python<'_>, argv: &[String]) -> Result<Config, u8> {
 /// line a USR2 upgrade executes.
 fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> anyhow::Result<u8> {
     Python::attach(|py| {
+        // CPython 3.10-3.12 take whichever thread first imports `threading`
+        // for the main thread, and fork keeps the forking thread as the
+        // child's. Imported first on a worker's asyncio thread, it would
+        // make uvloop (and asyncio's signal code) believe it runs on the
+        // main thread, and uvloop's set_wakeup_fd then fails every worker.
+        py.import("threading")?;
         let cfg = match load_config(py, &argv) {
             Ok(cfg) => cfg,
             Err(code) => return Ok(code),

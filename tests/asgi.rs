@@ -987,3 +987,52 @@ fn the_server_pings_an_open_websocket_as_uvicorn_does() {
     ws.send(Message::text("still here")).unwrap();
     assert_eq!(ws_next(&mut ws), Message::text("still here"));
 }
+
+/// uvloop with an app module that imports nothing, in a venv whose
+/// start-up does not import `threading` (no .pth file does): CPython
+/// 3.10-3.12 take the first thread to import `threading` for the main
+/// thread, so before the master imported it, the worker's asyncio thread
+/// became "main" and uvloop's set_wakeup_fd failed every worker.
+#[test]
+fn uvloop_serves_an_app_that_imports_nothing() {
+    let dir = scratch_dir("asgi-uvloop-bare");
+    let isolated = dir.join("venv");
+    let made = Command::new(venv().join("bin/python"))
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&isolated)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // The scenario needs an interpreter that starts without `threading`.
+    let preloaded = Command::new(isolated.join("bin/python"))
+        .args(["-c", "import sys; print('threading' in sys.modules)"])
+        .output()
+        .unwrap();
+    assert_eq!(common::text(&preloaded.stdout).trim(), "False");
+    // A binary in a venv's bin/ runs with that venv, as its python would.
+    let binary = isolated.join("bin/rgunicorn");
+    std::fs::copy(rgunicorn(), &binary).unwrap();
+    std::fs::write(
+        dir.join("bare.py"),
+        "async def app(scope, receive, send):\n\
+         \x20   if scope['type'] != 'http':\n\
+         \x20       return\n\
+         \x20   await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n\
+         \x20   await send({'type': 'http.response.body', 'body': b'bare'})\n",
+    )
+    .unwrap();
+    for class in [None, Some(UVICORN_WORKER)] {
+        let mut args = vec!["bare:app", "-b", "127.0.0.1:0", "--log-level", "debug"];
+        if let Some(class) = class {
+            args.extend(["-k", class]);
+        }
+        let mut p = Proc::spawn(&binary, &dir, &args, &[]);
+        wait_for("a worker to answer", Duration::from_secs(30), || {
+            get(p.port, "/").is_ok_and(|(s, _)| s == 200) || p.log_has("Worker failed to boot")
+        });
+        assert_eq!(get(p.port, "/").unwrap(), (200, "bare".to_string()));
+        assert!(p.log_has("Using uvloop event loop"), "{class:?}");
+        p.signal("TERM");
+        assert_eq!(p.wait_exit(Duration::from_secs(20)), 0);
+    }
+}
