@@ -130,6 +130,8 @@ fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> 
         }
         add_pythonpath(py, &cfg)?;
         let mut python_app = None;
+        // A UvicornWorker class's `timeout_keep_alive` over `keepalive`.
+        let mut keepalive = None;
         let app = match (rust_app, cfg.app_uri.as_deref()) {
             (Some(app), uri) => {
                 crate::log::info(&format!(
@@ -147,13 +149,15 @@ fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> 
             // imported in each worker after fork.
             (None, Some(uri)) => {
                 python_app = Some(uri.to_string());
-                crate::wsgi::app_factory(py, &cfg, uri)?
+                let class = crate::worker_class::resolve(py, &cfg)?;
+                keepalive = class.keepalive();
+                crate::wsgi::app_factory(py, &cfg, uri, &class)?
             }
             (None, None) => {
                 anyhow::bail!("PasteDeploy applications (--paste) are not supported by rgunicorn")
             }
         };
-        serve(py, argv, reexec, cfg, app, python_app.as_deref())
+        serve(py, argv, reexec, cfg, app, python_app.as_deref(), keepalive)
     })
 }
 
@@ -165,10 +169,13 @@ pub fn serve(
     cfg: Config,
     app: AppFactory,
     python_app: Option<&str>,
+    keepalive: Option<std::time::Duration>,
 ) -> anyhow::Result<u8> {
     use crate::master::{Master, MasterError};
     let python_app = python_app.map(str::to_string);
-    let master = Master::new(py, argv, reexec, cfg, app)?.with_python_app(python_app);
+    let master = Master::new(py, argv, reexec, cfg, app)?
+        .with_python_app(python_app)
+        .with_keepalive(keepalive);
     match master.run() {
         Ok(code) => Ok(code),
         Err(MasterError::Startup(msg)) => {

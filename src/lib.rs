@@ -28,6 +28,7 @@ pub mod strict_http;
 pub mod text;
 pub mod tls;
 pub mod worker;
+pub mod worker_class;
 pub mod wsgi;
 
 pub use pyconf;

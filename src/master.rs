@@ -113,6 +113,9 @@ pub struct Master<'py> {
     /// APP_MODULE when the app is a Python one (imported here with
     /// `preload_app`).
     python_app: Option<String>,
+    /// A UvicornWorker class's `timeout_keep_alive`, which replaces
+    /// `keepalive`.
+    keepalive_override: Option<Duration>,
     /// The environment before `raw_env` was exported (restored on HUP).
     env_orig: std::collections::HashMap<std::ffi::OsString, std::ffi::OsString>,
     /// TLS for every connection (`certfile`/`keyfile`), built at start and
@@ -219,12 +222,19 @@ impl<'py> Master<'py> {
             tls: None,
             http2: None,
             python_app: None,
+            keepalive_override: None,
             metrics: MasterMetrics::default(),
             control: None,
             started: Instant::now(),
             workers_killed: 0,
             reloads: 0,
         })
+    }
+
+    /// A worker class's keep-alive over the `keepalive` setting.
+    pub fn with_keepalive(mut self, keepalive: Option<Duration>) -> Self {
+        self.keepalive_override = keepalive;
+        self
     }
 
     /// The app is the Python app `uri` (so `preload_app` imports it here).
@@ -727,7 +737,9 @@ impl<'py> Master<'py> {
             scoreboard: self.board.clone(),
             listener_fds: self.listeners.iter().map(|l| l.fd()).collect(),
             max_requests,
-            keepalive: Duration::from_secs(self.cfg.int(py, "keepalive").max(0) as u64),
+            keepalive: self.keepalive_override.unwrap_or_else(|| {
+                Duration::from_secs(self.cfg.int(py, "keepalive").max(0) as u64)
+            }),
             runtime_threads: self.cfg.int(py, "runtime_threads").max(1) as usize,
             header_read_timeout: Duration::from_secs(
                 self.cfg.int(py, "header_read_timeout").max(1) as u64,
