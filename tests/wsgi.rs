@@ -884,8 +884,7 @@ fn worker_class_that_cannot_be_loaded_fails_as_in_gunicorn() {
         // The exception's last line: what went wrong.
         let cause = |s: &str| {
             s.lines()
-                .filter(|l| l.contains("Error: ") && !l.starts_with("Error: "))
-                .last()
+                .rfind(|l| l.contains("Error: ") && !l.starts_with("Error: "))
                 .unwrap_or("")
                 .to_string()
         };
