@@ -689,7 +689,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Dict,
         short: "A dictionary containing headers and values that the front-end proxy",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "forwarded_allow_ips",
@@ -702,7 +702,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: AddrList,
         short: "Front-end's IP addresses or networks from which allowed to handle",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "accesslog",
