@@ -298,6 +298,9 @@ struct ConnCtx {
     state: ConnState,
     /// The gate's protocol switch (HTTP/1 only).
     raw: Option<Arc<AtomicBool>>,
+    /// Requests come through a [`GatedIo`], which shows hyper a CONNECT
+    /// under another name ([`crate::strict_http::restore_method`]).
+    gated: bool,
     in_app: InAppRegistration,
     /// This connection's own handle on the app, called in place when it
     /// is ready (rather than a clone per request).
@@ -596,6 +599,7 @@ async fn serve_stream<S>(
                 let io = TokioIo::new(stream);
                 let proto = Proto::H1 {
                     raw: Default::default(),
+                    gated: false,
                 };
                 return serve_connection(io, fd, proto, addrs, None, setup, served, drain).await;
             }
@@ -604,6 +608,7 @@ async fn serve_stream<S>(
             let proxy = io.proxy_info_sink();
             let proto = Proto::H1 {
                 raw: io.raw_switch(),
+                gated: true,
             };
             serve_connection(io, fd, proto, addrs, proxy, setup, served, drain).await
         }
@@ -634,6 +639,7 @@ async fn serve_stream<S>(
             let proxy = io.proxy_info_sink();
             let proto = Proto::H1 {
                 raw: io.raw_switch(),
+                gated: true,
             };
             // No fd: on abort the signal thread can't answer inside TLS.
             serve_connection(io, -1, proto, addrs, proxy, setup, served, drain).await
@@ -644,9 +650,12 @@ async fn serve_stream<S>(
 /// The protocol a connection speaks.
 enum Proto {
     /// `raw` is the framer's switch to pass bytes through untouched once
-    /// the app switches protocols ([`GatedIo::raw_switch`]).
+    /// the app switches protocols ([`GatedIo::raw_switch`]); `gated` says
+    /// that a [`GatedIo`] frames the connection (all but the
+    /// benchmark-only ungated build).
     H1 {
         raw: Arc<AtomicBool>,
+        gated: bool,
     },
     H2(H2Settings),
 }
@@ -865,9 +874,10 @@ async fn serve_connection<I>(
             upgrade: Default::default(),
         },
         raw: match &proto {
-            Proto::H1 { raw } => Some(raw.clone()),
+            Proto::H1 { raw, .. } => Some(raw.clone()),
             Proto::H2(_) => None,
         },
+        gated: matches!(proto, Proto::H1 { gated: true, .. }),
         in_app: InAppRegistration::new(fd),
         app: std::sync::Mutex::new(served.app),
         addrs,
@@ -881,6 +891,7 @@ async fn serve_connection<I>(
     let service = {
         let ctx = ctx.clone();
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            let connect = ctx.gated && crate::strict_http::restore_method(&mut req);
             let mut addrs = ctx.addrs;
             // The PROXY header, if any, came before the first request head.
             addrs.proxy = ctx.proxy.as_ref().and_then(|p| p.get()).copied();
@@ -1010,7 +1021,8 @@ async fn serve_connection<I>(
                         *pending = Some(session);
                         upgrading = true;
                     }
-                } else if !is_h2 && *ctx.drain.borrow() {
+                } else if connect || (!is_h2 && *ctx.drain.borrow()) {
+                    // gunicorn closes after a CONNECT, whatever the answer.
                     // (HTTP/2 drains by GOAWAY instead.)
                     resp.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
