@@ -548,6 +548,9 @@ impl<'py> Master<'py> {
         ) {
             log::error(&format!("can't reopen the error log: {e}"));
         }
+        if let Err(e) = crate::pylog::setup(py, &self.cfg) {
+            log::error(&format!("can't set up logging: {e:#}"));
+        }
         self.chown_error_log();
         // New certificates are taken on HUP; a broken set keeps the old one.
         match crate::tls::from_config(py, &self.cfg) {
@@ -756,9 +759,9 @@ impl<'py> Master<'py> {
                 &self.cfg,
                 worker.clone_ref(py),
             ),
-            access_log: self.cfg.string(py, "accesslog").map(|target| {
+            access_log: crate::pylog::access_log_enabled(py, &self.cfg).then(|| {
                 let format = self.cfg.string(py, "access_log_format").unwrap_or_default();
-                (target, format)
+                (self.cfg.string(py, "accesslog"), format)
             }),
             tls: self.tls.clone(),
             http2: self.http2.clone(),

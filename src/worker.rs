@@ -65,8 +65,10 @@ pub struct WorkerSetup {
     pub limits: Arc<Limits>,
     /// `pre_request` / `post_request`, when the config sets either.
     pub request_hooks: Option<Arc<RequestHooks>>,
-    /// `accesslog` target and `access_log_format`, when the log is on.
-    pub access_log: Option<(String, String)>,
+    /// `accesslog` target and `access_log_format`, when the log is on
+    /// (gunicorn's `access_log_enabled`); no target: a `logconfig*`
+    /// setting turned it on, and Python's logging writes it.
+    pub access_log: Option<(Option<String>, String)>,
     /// TLS on every connection (`certfile`/`keyfile` set), its rustls
     /// config built and checked by the master before fork.
     pub tls: Option<crate::tls::Tls>,
@@ -365,10 +367,13 @@ async fn serve_async(
     let info = WorkerInfo::new();
     // Built inside the runtime, so an app may start tasks or pools here.
     let access_log = match &setup.access_log {
-        Some((target, format)) => match AccessLog::start(target, format) {
+        Some((target, format)) => match AccessLog::start(target.as_deref(), format) {
             Ok(log) => Some(log),
             Err(e) => {
-                log::error(&format!("can't open the access log {target}: {e}"));
+                log::error(&format!(
+                    "can't open the access log {}: {e}",
+                    target.as_deref().unwrap_or("-")
+                ));
                 None
             }
         },
@@ -397,7 +402,12 @@ async fn serve_async(
         }
     };
     let served = Served {
-        app: (setup.app)(&info),
+        app: {
+            let app = (setup.app)(&info);
+            // The app's import may have changed Python's log handlers.
+            log::refresh_routing();
+            app
+        },
         info,
         access_log,
         statsd: statsd.as_ref().map(|(b, _)| b.clone()),

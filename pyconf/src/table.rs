@@ -806,7 +806,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "The log config file to use.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "logconfig_dict",
@@ -819,7 +819,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Dict,
         short: "The log config dictionary to use, using the standard Python",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "logconfig_json",
@@ -832,7 +832,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "The log config to read config from a JSON file",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "syslog_addr",
