@@ -54,6 +54,8 @@ pub struct Record {
 enum Message {
     Record(Box<Record>),
     Reopen,
+    /// Answered once every record before it is written.
+    Flush(mpsc::Sender<()>),
 }
 
 /// The worker's handle to its access-log writer.
@@ -95,6 +97,9 @@ impl AccessLog {
                                 out.reopen();
                             }
                         }
+                        Message::Flush(done) => {
+                            let _ = done.send(());
+                        }
                     }
                 }
             })?;
@@ -103,6 +108,15 @@ impl AccessLog {
 
     pub fn log(&self, record: Record) {
         let _ = self.tx.send(Message::Record(Box::new(record)));
+    }
+
+    /// Wait (at most `within`) until the records logged so far are
+    /// written: a worker that exits must not lose its last lines.
+    pub fn flush(&self, within: Duration) {
+        let (done, wait) = mpsc::channel();
+        if self.tx.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(within);
+        }
     }
 
     /// USR1: reopen the file (after logrotate moved it).

@@ -476,6 +476,9 @@ async fn serve_async(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     flush_statsd();
+    if let Some(access) = &served.access_log {
+        access.flush(Duration::from_secs(2));
+    }
     Ok(served.info.requests_served())
 }
 
