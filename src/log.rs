@@ -76,7 +76,8 @@ pub fn configure(errorlog: Option<&str>, level: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reopen the log files (USR1, after logrotate moved them).
+/// Reopen the log files (USR1, after logrotate moved them), and those of
+/// the Python side.
 pub fn reopen() {
     for sink in [&SINK, &ACCESS_SINK] {
         let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
@@ -85,6 +86,9 @@ pub fn reopen() {
                 sink.file = Some(f);
             }
         }
+    }
+    if let Some(reopen) = REOPEN.get() {
+        reopen();
     }
 }
 
@@ -97,12 +101,15 @@ static ROUTED: AtomicBool = AtomicBool::new(false);
 /// Recomputes whether lines are routed (after code may have changed the
 /// handlers: a hook, the app's import).
 static REFRESH: OnceLock<fn()> = OnceLock::new();
+/// Reopens the Python side's files on USR1.
+static REOPEN: OnceLock<fn()> = OnceLock::new();
 
-/// Install the route and the refresh (once per process image; inherited
-/// across fork).
-pub fn set_route(route: Route, refresh: fn()) {
+/// Install the route, the refresh and the reopen of the Python side (once
+/// per process image; inherited across fork).
+pub fn set_route(route: Route, refresh: fn(), reopen: fn()) {
     let _ = ROUTE.set(route);
     let _ = REFRESH.set(refresh);
+    let _ = REOPEN.set(reopen);
 }
 
 /// Whether lines go through the route from now on.
