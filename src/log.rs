@@ -196,6 +196,13 @@ pub fn strftime(format: &str) -> String {
 /// Log a line; warnings and worse are counted for statsd's
 /// `gunicorn.log.*` counters (whatever `loglevel` lets through, as gunicorn).
 pub fn log(level: Level, msg: &str) {
+    count(level);
+    write(level, msg)
+}
+
+/// Count a line of `level` for statsd's `gunicorn.log.*` (warnings and
+/// worse), as gunicorn's statsd logger counts its calls.
+pub fn count(level: Level) {
     let counted = match level {
         Level::Critical => Some(0),
         Level::Error => Some(1),
@@ -205,7 +212,6 @@ pub fn log(level: Level, msg: &str) {
     if let Some(i) = counted {
         crate::metrics::LOG_COUNTS[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    write(level, msg)
 }
 
 /// An exception with its traceback: counted as `gunicorn.log.exception`
