@@ -56,9 +56,10 @@ fn logger<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
     py.import("logging")?.call_method1("getLogger", (name,))
 }
 
-/// `logging.getLogger("gunicorn.error").<method>(msg, *args, **kwargs)`:
-/// gunicorn's Logger methods call its error logger, so `extra=`, `%`
-/// arguments and handlers set by `logconfig_dict` apply as they do there.
+/// `logging.getLogger("gunicorn.error").<method>(msg, *args, **kwargs)`
+/// (or the custom `logger_class`'s method): gunicorn's Logger methods call
+/// its error logger, so `extra=`, `%` arguments and handlers set by
+/// `logconfig_dict` apply as they do there.
 fn error_logger(
     py: Python<'_>,
     method: &str,
@@ -68,7 +69,7 @@ fn error_logger(
 ) -> PyResult<()> {
     let mut all = vec![msg.clone()];
     all.extend(args.iter());
-    logger(py, "gunicorn.error")?
+    crate::pylog::error_logger(py)?
         .getattr(method)?
         .call(PyTuple::new(py, all)?, kwargs)?;
     Ok(())
@@ -131,7 +132,7 @@ macro_rules! level_methods {
                 log::count(level);
                 let mut all = vec![lvl.into_pyobject(py)?.into_any(), msg.clone()];
                 all.extend(args.iter());
-                logger(py, "gunicorn.error")?
+                crate::pylog::error_logger(py)?
                     .getattr("log")?
                     .call(PyTuple::new(py, all)?, kwargs)?;
                 Ok(())

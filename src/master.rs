@@ -181,6 +181,10 @@ impl<'py> Master<'py> {
             &start_cwd,
         )
         .map_err(|e| startup(e.to_string()))?;
+        // gunicorn's arbiter makes its logger first: a custom logger_class.
+        let view = server.borrow(py).cfg(py);
+        crate::pylog::install_logger_class(py, &cfg, view.bind(py))
+            .map_err(|e| startup(format!("{e:#}")))?;
         let limits = Arc::new(crate::strict_http::Limits::from_config(py, &cfg));
         // Before systemd's variables leave the environment (a USR2 master
         // gets them), and before anything is forked.
@@ -572,6 +576,10 @@ impl<'py> Master<'py> {
                 self.proc_name.push_str(".2");
             }
             server.proc_name = self.proc_name.clone();
+        }
+        let view = self.server.borrow(py).cfg(py);
+        if let Err(e) = crate::pylog::install_logger_class(py, &self.cfg, view.bind(py)) {
+            log::error(&format!("can't set up logger_class: {e:#}"));
         }
         let old = self.num_workers;
         self.set_num_workers(self.cfg.int(py, "workers").max(1) as usize, Some(old))

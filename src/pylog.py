@@ -296,6 +296,8 @@ def routing():
     """(error, access): whether gunicorn.error / gunicorn.access handle
     records otherwise than the handlers setup installed, so that
     rgunicorn's own lines must go through Python's logging."""
+    if _installed.get("logger") is not None:
+        return (True, True)
     error_log = logging.getLogger("gunicorn.error")
     access_log = logging.getLogger("gunicorn.access")
     eh = _installed.get("error")
@@ -322,10 +324,101 @@ def routing():
 
 
 def route_error(level, msg):
+    if _installed.get("logger") is not None:
+        return route_error_logger(level, msg)
     logging.getLogger("gunicorn.error").log(level, msg)
 
 
 def route_access(fmt, atoms):
+    if _installed.get("logger") is not None:
+        return route_access_logger(fmt, atoms)
     # gunicorn's Logger.access: the format is the message, the atoms its
     # arguments (a mapping, for %(name)s).
     logging.getLogger("gunicorn.access").info(fmt, SafeAtoms(atoms))
+
+
+# logger_class: gunicorn's glogging.Logger and its statsd subclass are what
+# rgunicorn's own logging does; any other class is instantiated and used.
+NATIVE_LOGGERS = ("gunicorn.glogging.Logger", "gunicorn.instrument.statsd.Statsd")
+
+
+def install_logger_class(uri, cfg):
+    """gunicorn's `cfg.logger_class(cfg)`, unless it is a class rgunicorn
+    does natively; True when a custom logger is in use."""
+    _installed["logger"] = None
+    name = uri if isinstance(uri, str) else "%s.%s" % (uri.__module__, uri.__qualname__)
+    if name in ("simple",) + NATIVE_LOGGERS:
+        return False
+    try:
+        import gunicorn.glogging  # noqa: F401
+    except ImportError:
+        raise RuntimeError(
+            "logger_class %r needs gunicorn installed in this environment: "
+            "a logger class derives from gunicorn.glogging.Logger" % name
+        )
+    klass = cfg.logger_class
+    if "%s.%s" % (klass.__module__, klass.__qualname__) in NATIVE_LOGGERS:
+        return False
+    if hasattr(klass, "install"):
+        klass.install()
+    _installed["logger"] = klass(cfg)
+    return True
+
+
+def custom_logger():
+    return _installed.get("logger")
+
+
+def error_logger():
+    """Where hook lines go: the custom logger, else gunicorn.error."""
+    return _installed.get("logger") or logging.getLogger("gunicorn.error")
+
+
+_LEVEL_METHODS = {10: "debug", 20: "info", 30: "warning", 40: "error", 50: "critical"}
+
+
+def route_error_logger(level, msg):
+    getattr(_installed["logger"], _LEVEL_METHODS.get(level, "info"))(msg)
+
+
+class _Response:
+    """The parts of gunicorn's Response that Logger.atoms reads."""
+
+    def __init__(self, status, headers, sent):
+        self.status = status
+        self.headers = headers
+        self.sent = sent
+
+
+class _Request:
+    def __init__(self, headers):
+        self.headers = headers
+
+
+def route_access_logger(fmt, atoms):
+    """A record to the custom logger's access(resp, req, environ,
+    request_time), with objects shaped as gunicorn's."""
+    import datetime
+
+    req_headers = [(k[1:-2].upper(), v) for k, v in atoms.items() if k.endswith("}i")]
+    resp_headers = [(k[1:-2], v) for k, v in atoms.items() if k.endswith("}o")]
+    environ = {
+        "REQUEST_METHOD": atoms["m"],
+        "RAW_URI": atoms["{raw_uri}e"],
+        "PATH_INFO": atoms["U"],
+        "QUERY_STRING": atoms["q"],
+        "SERVER_PROTOCOL": atoms["H"],
+        "REMOTE_ADDR": atoms["h"],
+    }
+    for name, value in req_headers:
+        key = "HTTP_" + name.replace("-", "_")
+        environ[key] = environ[key] + "," + value if key in environ else value
+    # gunicorn's Response.status is the status line's text ("200 OK").
+    try:
+        import http
+        status = "%d %s" % (atoms["s"], http.HTTPStatus(atoms["s"]).phrase)
+    except ValueError:
+        status = str(atoms["s"])
+    resp = _Response(status, resp_headers, atoms["B"])
+    request_time = datetime.timedelta(microseconds=atoms["D"])
+    _installed["logger"].access(resp, _Request(req_headers), environ, request_time)

@@ -111,6 +111,44 @@ pub fn setup(py: Python<'_>, cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `logger_class`: a class other than gunicorn's own (which rgunicorn's
+/// logging is) is instantiated with the hooks' `cfg` view, as gunicorn's
+/// arbiter does, and from then on every line and access record goes to it
+/// (`info()`..., `access(resp, req, environ, request_time)`).
+pub fn install_logger_class(
+    py: Python<'_>,
+    cfg: &Config,
+    view: &Bound<'_, PyAny>,
+) -> anyhow::Result<()> {
+    let installed = glue(py)?
+        .getattr("install_logger_class")?
+        .call1((cfg.get(py, "logger_class"), view));
+    if let Err(e) = installed {
+        if e.is_instance_of::<pyo3::exceptions::PyRuntimeError>(py) {
+            anyhow::bail!("{}", e.value(py));
+        }
+        anyhow::bail!(pyconf::config::format_traceback(py, &e));
+    }
+    refresh(py);
+    Ok(())
+}
+
+/// What hooks' `server.log` methods call: the custom logger of
+/// `logger_class`, else the `gunicorn.error` logger.
+pub fn error_logger(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    glue(py)?.getattr("error_logger")?.call0()
+}
+
+/// A custom `logger_class` is in use.
+fn custom_logger(py: Python<'_>) -> bool {
+    MODULE.get(py).is_some_and(|m| {
+        m.bind(py)
+            .getattr("custom_logger")
+            .and_then(|f| f.call0())
+            .is_ok_and(|l| !l.is_none())
+    })
+}
+
 /// Under a UvicornWorker class: uvicorn's loggers as its worker sets them.
 pub fn uvicorn_loggers(py: Python<'_>) -> PyResult<()> {
     glue(py)?.getattr("uvicorn_loggers")?.call0()?;
@@ -125,6 +163,8 @@ pub fn access_log_enabled(py: Python<'_>, cfg: &Config) -> bool {
             .iter()
             .any(|name| cfg.get(py, name).is_truthy().unwrap_or(false))
         || (cfg.bool(py, "syslog") && !cfg.bool(py, "disable_redirect_access_to_syslog"))
+        // Its access() decides, as gunicorn's worker always calls it.
+        || custom_logger(py)
 }
 
 /// Look at the handlers again: route rgunicorn's lines through Python's

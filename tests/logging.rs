@@ -444,3 +444,41 @@ fn print_under_capture_output() {
         "{landed:?}"
     );
 }
+
+const CUSTOM_LOGGER: &str = r#"
+from gunicorn.glogging import Logger
+
+class MarkedLogger(Logger):
+    def info(self, msg, *args, **kwargs):
+        super().info("marker-custom " + msg, *args, **kwargs)
+
+    def access(self, resp, req, environ, request_time):
+        self.access_log.info(
+            "marker-access %s %s %s %s %s",
+            environ["REQUEST_METHOD"], environ["RAW_URI"], resp.status,
+            dict(req.headers).get("USER-AGENT"), request_time.seconds,
+        )
+"#;
+
+#[test]
+fn custom_logger_class_overriding_access() {
+    let files = [("app.py", WSGI_APP), ("mylogger.py", CUSTOM_LOGGER)];
+    let args = [
+        "--logger-class",
+        "mylogger.MarkedLogger",
+        "--access-logfile",
+        "-",
+    ];
+    let landed = same_as_gunicorn(&files, "app:app", &args, "marker-access");
+    assert!(
+        landed
+            .stdout
+            .iter()
+            .any(|l| l == "marker-access GET /log N OK logtest/N N"),
+        "{landed:?}"
+    );
+    // The custom info() gets rgunicorn's own lines too (start-up lines
+    // name each server, so a worker's exit is compared).
+    let landed = same_as_gunicorn(&files, "app:app", &args, "marker-custom Worker exiting");
+    assert_eq!(landed.stderr.len(), 1, "{landed:?}");
+}

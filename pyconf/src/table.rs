@@ -793,7 +793,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Class,
         short: "The logger you want to use to log events in Gunicorn.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "logconfig",

@@ -264,8 +264,9 @@ impl PyCfg {
     }
 
     /// As `worker_class`: gunicorn's `logger_class` property when gunicorn
-    /// is installed (without the class's `install()`), else the name.
-    /// rgunicorn's logging does not go through that class.
+    /// is installed (without the class's `install()`), else the name. A
+    /// class other than gunicorn's own is what rgunicorn's logging uses
+    /// (`crate::pylog::install_logger_class`).
     #[getter]
     fn logger_class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let mut uri = self.value(py, "logger_class")?;
