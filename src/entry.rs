@@ -130,6 +130,7 @@ fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> 
             cfg.string(py, "errorlog").as_deref(),
             &cfg.string(py, "loglevel").unwrap_or_default(),
         );
+        crate::pylog::setup(py, &cfg)?;
         for (name, reason) in cfg.unsupported_in_use(py) {
             crate::log::warning(&match reason {
                 None => format!(
@@ -161,6 +162,9 @@ fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> 
                 python_app = Some(uri.to_string());
                 let class = crate::worker_class::resolve(py, &cfg)?;
                 keepalive = class.keepalive();
+                if class.is_uvicorn() {
+                    crate::pylog::uvicorn_loggers(py)?;
+                }
                 crate::wsgi::app_factory(py, &cfg, uri, &class)?
             }
             (None, None) => {

@@ -20,6 +20,7 @@ pub mod notify;
 pub mod pidfile;
 pub mod process;
 pub mod pyapp;
+pub mod pylog;
 pub mod python;
 pub mod request_hooks;
 pub mod scoreboard;

@@ -49,7 +49,10 @@ pub struct WorkerSetup {
     pub slot: usize,
     pub scoreboard: Arc<Scoreboard>,
     pub listener_fds: Vec<RawFd>,
-    pub max_requests: u64,
+    /// Requests after which this worker asks for its replacement
+    /// (`u64::MAX`: never); shared with the hooks' `worker.max_requests`,
+    /// so a hook running in this worker may change it.
+    pub max_requests: Arc<AtomicU64>,
     pub keepalive: Duration,
     /// Threads of the worker's tokio runtime (`runtime_threads`).
     pub runtime_threads: usize,
@@ -65,8 +68,10 @@ pub struct WorkerSetup {
     pub limits: Arc<Limits>,
     /// `pre_request` / `post_request`, when the config sets either.
     pub request_hooks: Option<Arc<RequestHooks>>,
-    /// `accesslog` target and `access_log_format`, when the log is on.
-    pub access_log: Option<(String, String)>,
+    /// `accesslog` target and `access_log_format`, when the log is on
+    /// (gunicorn's `access_log_enabled`); no target: a `logconfig*`
+    /// setting turned it on, and Python's logging writes it.
+    pub access_log: Option<(Option<String>, String)>,
     /// TLS on every connection (`certfile`/`keyfile` set), its rustls
     /// config built and checked by the master before fork.
     pub tls: Option<crate::tls::Tls>,
@@ -300,6 +305,9 @@ struct ConnCtx {
     state: ConnState,
     /// The gate's protocol switch (HTTP/1 only).
     raw: Option<Arc<AtomicBool>>,
+    /// Requests come through a [`GatedIo`], which shows hyper a CONNECT
+    /// under another name ([`crate::strict_http::restore_method`]).
+    gated: bool,
     in_app: InAppRegistration,
     /// This connection's own handle on the app, called in place when it
     /// is ready (rather than a clone per request).
@@ -456,10 +464,13 @@ async fn serve_async(
     let info = WorkerInfo::new();
     // Built inside the runtime, so an app may start tasks or pools here.
     let access_log = match &setup.access_log {
-        Some((target, format)) => match AccessLog::start(target, format) {
+        Some((target, format)) => match AccessLog::start(target.as_deref(), format) {
             Ok(log) => Some(log),
             Err(e) => {
-                log::error(&format!("can't open the access log {target}: {e}"));
+                log::error(&format!(
+                    "can't open the access log {}: {e}",
+                    target.as_deref().unwrap_or("-")
+                ));
                 None
             }
         },
@@ -492,7 +503,12 @@ async fn serve_async(
         }
     };
     let served = Served {
-        app: (setup.app)(&info),
+        app: {
+            let app = (setup.app)(&info);
+            // The app's import may have changed Python's log handlers.
+            log::refresh_routing();
+            app
+        },
         info,
         access_log,
         statsd: statsd.as_ref().map(|(b, _)| b.clone()),
@@ -556,12 +572,16 @@ async fn serve_async(
     // Drain: stop accepting, let connections finish, bounded by graceful_timeout.
     slot().set_state(SlotState::Draining);
     let _ = drain_tx.send(true);
+    crate::hooks::release_listener_copies();
     let deadline = tokio::time::Instant::now() + setup.graceful_timeout;
     while slot().connections.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
         slot().beat();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     flush_statsd();
+    if let Some(access) = &served.access_log {
+        access.flush(Duration::from_secs(2));
+    }
     Ok(served.info.requests_served())
 }
 
@@ -705,6 +725,7 @@ async fn serve_stream<S>(
                 let io = TokioIo::new(stream);
                 let proto = Proto::H1 {
                     raw: Default::default(),
+                    gated: false,
                 };
                 return serve_connection(io, fd, proto, addrs, None, setup, served, drain).await;
             }
@@ -713,6 +734,7 @@ async fn serve_stream<S>(
             let proxy = io.proxy_info_sink();
             let proto = Proto::H1 {
                 raw: io.raw_switch(),
+                gated: true,
             };
             serve_connection(io, fd, proto, addrs, proxy, setup, served, drain).await
         }
@@ -743,6 +765,7 @@ async fn serve_stream<S>(
             let proxy = io.proxy_info_sink();
             let proto = Proto::H1 {
                 raw: io.raw_switch(),
+                gated: true,
             };
             // No fd: on abort the signal thread can't answer inside TLS.
             serve_connection(io, -1, proto, addrs, proxy, setup, served, drain).await
@@ -753,9 +776,12 @@ async fn serve_stream<S>(
 /// The protocol a connection speaks.
 enum Proto {
     /// `raw` is the framer's switch to pass bytes through untouched once
-    /// the app switches protocols ([`GatedIo::raw_switch`]).
+    /// the app switches protocols ([`GatedIo::raw_switch`]); `gated` says
+    /// that a [`GatedIo`] frames the connection (all but the
+    /// benchmark-only ungated build).
     H1 {
         raw: Arc<AtomicBool>,
+        gated: bool,
     },
     H2(H2Settings),
 }
@@ -1102,9 +1128,10 @@ async fn serve_connection<I>(
             reclaim: Default::default(),
         },
         raw: match &proto {
-            Proto::H1 { raw } => Some(raw.clone()),
+            Proto::H1 { raw, .. } => Some(raw.clone()),
             Proto::H2(_) => None,
         },
+        gated: matches!(proto, Proto::H1 { gated: true, .. }),
         in_app: InAppRegistration::new(fd),
         app: std::sync::Mutex::new(served.app),
         addrs,
@@ -1118,6 +1145,7 @@ async fn serve_connection<I>(
     let service = {
         let ctx = ctx.clone();
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            let connect = ctx.gated && crate::strict_http::restore_method(&mut req);
             let mut addrs = ctx.addrs;
             // The PROXY header, if any, came before the first request head.
             addrs.proxy = ctx.proxy.as_ref().and_then(|p| p.get()).copied();
@@ -1171,14 +1199,15 @@ async fn serve_connection<I>(
                 slot.in_flight.fetch_add(1, Ordering::AcqRel);
                 let nr = ctx.info.count_request();
                 slot.requests.store(nr, Ordering::Release);
-                if nr == setup.max_requests {
+                // `>=`, as gunicorn: a hook may lower the threshold below
+                // the count; the state change makes it happen once.
+                if nr >= setup.max_requests.load(Ordering::Relaxed)
+                    && slot.transition(SlotState::Serving, SlotState::WantsRetire)
+                {
                     log::info("Autorestarting worker after current request.");
                     // The master starts a replacement, then sends TERM.
-                    if slot.state() == SlotState::Serving {
-                        slot.set_state(SlotState::WantsRetire);
-                        // Wake the master now rather than at its next poll.
-                        crate::process::wake_master();
-                    }
+                    // Wake the master now rather than at its next poll.
+                    crate::process::wake_master();
                 }
                 // Owned, not borrowed from `setup`: a borrow held across the
                 // awaits below defeats the Send proof hyper's HTTP/2 executor needs.
@@ -1247,7 +1276,8 @@ async fn serve_connection<I>(
                         *pending = Some(session);
                         upgrading = true;
                     }
-                } else if !is_h2 && *ctx.drain.borrow() {
+                } else if connect || (!is_h2 && *ctx.drain.borrow()) {
+                    // gunicorn closes after a CONNECT, whatever the answer.
                     // (HTTP/2 drains by GOAWAY instead.)
                     resp.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));

@@ -42,6 +42,11 @@ pub struct WorkerClass {
 }
 
 impl WorkerClass {
+    /// One of uvicorn's worker classes (or a subclass).
+    pub fn is_uvicorn(&self) -> bool {
+        matches!(self.interface, Interface::Asgi(Some(_)))
+    }
+
     /// The class's `timeout_keep_alive`, which replaces `keepalive` (as
     /// uvicorn's worker lets CONFIG_KWARGS override the setting).
     pub fn keepalive(&self) -> Option<Duration> {

@@ -2,7 +2,8 @@
 //! ways, `http.disconnect`, lifespan (startup, shutdown on TERM, a failed
 //! startup exits 3), the scope key by key against uvicorn's, an exception
 //! (500, the worker lives; after the start, the connection is closed), a
-//! blocked asyncio loop killed after `timeout`, and the migration guide's
+//! CONNECT answered whole and the connection closed after it, a blocked
+//! asyncio loop killed after `timeout`, and the migration guide's
 //! FastAPI example under rgunicorn and under gunicorn 27.0.1 +
 //! UvicornWorker with `examples/gunicorn.conf.py`; websockets (echo, close
 //! codes both ways, subprotocols, refusals, errors, the size limit, TERM
@@ -457,6 +458,25 @@ fn a_proxy_protocol_header_names_the_scope_client() {
         .unwrap_or_default()
         .replace(char::is_whitespace, "");
     assert_eq!(client, r#"["198.51.100.7",4711]"#);
+}
+
+/// A 2xx to CONNECT is sent whole, as gunicorn sends it (hyper alone
+/// would make it a tunnel: no Content-Length, no body), and the connection
+/// is closed after it, as gunicorn closes it.
+#[test]
+fn a_connect_is_answered_as_any_request_then_closed() {
+    let (p, _log) = raw_app("asgi-connect", &["-w", "1"], &[]);
+    p.wait_ready();
+    // No `Connection: close` and no half-close: the server ends it.
+    let (status, head, body) = request(
+        p.port,
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!((status, body.as_str()), (200, "CONNECT answered"), "{head}");
+    let fields: Vec<String> = head.lines().skip(1).map(str::to_ascii_lowercase).collect();
+    assert!(fields.iter().any(|f| f == "content-length: 16"), "{head}");
+    assert!(fields.iter().any(|f| f == "connection: close"), "{head}");
 }
 
 #[test]

@@ -1,0 +1,240 @@
+//! Python's `logging` wired as gunicorn wires it, in the master (at start
+//! and on each HUP; workers inherit it across fork):
+//!
+//! - `gunicorn.error` and `gunicorn.access` get gunicorn's levels,
+//!   `propagate = False` and handlers that write through rgunicorn's own
+//!   error and access logs ([`crate::log`]), so that code copying their
+//!   handlers (`app.logger.handlers = logging.getLogger("gunicorn.error")
+//!   .handlers`) logs where gunicorn's would;
+//! - `logconfig_dict`, `logconfig_json` and `logconfig` are applied as
+//!   gunicorn applies them (its `CONFIG_DEFAULTS` merged);
+//! - `capture_output` (stdout and stderr into the `errorlog` file) and
+//!   syslog (`syslog_addr` over UDP, TCP or a unix socket) as gunicorn's
+//!   handlers, with gunicorn's format; USR1 reopens Python's file handlers
+//!   as gunicorn's `reopen_files` does;
+//! - under a UvicornWorker class, `uvicorn.error`/`uvicorn.access` take
+//!   those handlers, as UvicornWorker's constructor does.
+//!
+//! When `gunicorn.error` or `gunicorn.access` end up handled otherwise than
+//! as set up here (by those settings, or by code: a hook, the app), the
+//! error lines and access records rgunicorn writes itself go through
+//! Python's logging too, so that a JSON pipeline keeps parsing. That is
+//! checked after each hook and after the app's import ([`refresh`]);
+//! otherwise the Rust paths write directly, as before. The Python half is
+//! `pylog.py`.
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyDict;
+
+use pyconf::Config;
+
+use crate::access_log::{self, Value};
+use crate::log::{self, Level};
+
+const GLUE: &str = include_str!("pylog.py");
+
+static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+
+fn glue(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    MODULE
+        .get_or_try_init(py, || {
+            let code = std::ffi::CString::new(GLUE).expect("no NUL in pylog.py");
+            PyModule::from_code(py, &code, c"rgunicorn_logging.py", c"rgunicorn_logging")
+                .map(Bound::unbind)
+        })
+        .map(|m| m.bind(py))
+}
+
+/// `gunicorn.error`'s handler writes here.
+#[pyfunction]
+fn write_error(line: &str) {
+    log::write_line(line);
+}
+
+/// `gunicorn.access`'s handler writes here.
+#[pyfunction]
+fn write_access(line: &str) {
+    log::write_access_line(line);
+}
+
+/// Set Python's logging up from `cfg` (at start and on HUP), as gunicorn's
+/// `Logger.setup`; `Err` is gunicorn's RuntimeError text (a bad
+/// `logconfig_dict`, a missing `logconfig` file).
+pub fn setup(py: Python<'_>, cfg: &Config) -> anyhow::Result<()> {
+    log::configure_access(cfg.string(py, "accesslog").as_deref())?;
+    let glue = glue(py)?;
+    let errorlog = cfg.string(py, "errorlog");
+    // gunicorn captures output only into an error log file.
+    let capture = errorlog.filter(|path| path != "-" && cfg.bool(py, "capture_output"));
+    let syslog = if cfg.bool(py, "syslog") {
+        let proc_name = cfg
+            .string(py, "proc_name")
+            .or_else(|| cfg.string(py, "default_proc_name"))
+            .unwrap_or_default();
+        let s = PyDict::new(py);
+        s.set_item("addr", cfg.string(py, "syslog_addr").unwrap_or_default())?;
+        s.set_item(
+            "facility",
+            cfg.string(py, "syslog_facility").unwrap_or_default(),
+        )?;
+        s.set_item(
+            "prefix",
+            cfg.string(py, "syslog_prefix")
+                .unwrap_or_else(|| proc_name.replace(':', ".")),
+        )?;
+        s.set_item("access", !cfg.bool(py, "disable_redirect_access_to_syslog"))?;
+        Some(s)
+    } else {
+        None
+    };
+    let args = (
+        cfg.string(py, "loglevel").unwrap_or_default(),
+        cfg.string(py, "accesslog"),
+        cfg.get(py, "logconfig_dict"),
+        cfg.get(py, "logconfig_json"),
+        cfg.get(py, "logconfig"),
+        wrap_pyfunction!(write_error, py)?,
+        wrap_pyfunction!(write_access, py)?,
+        capture,
+        syslog,
+    );
+    if let Err(e) = glue.getattr("setup")?.call1(args) {
+        if e.is_instance_of::<pyo3::exceptions::PyRuntimeError>(py) {
+            anyhow::bail!("{}", e.value(py));
+        }
+        anyhow::bail!(pyconf::config::format_traceback(py, &e));
+    }
+    log::set_route(route_error, refresh_attached, reopen_attached);
+    access_log::set_route(route_access);
+    refresh(py);
+    Ok(())
+}
+
+/// `logger_class`: a class other than gunicorn's own (which rgunicorn's
+/// logging is) is instantiated with the hooks' `cfg` view, as gunicorn's
+/// arbiter does, and from then on every line and access record goes to it
+/// (`info()`..., `access(resp, req, environ, request_time)`).
+pub fn install_logger_class(
+    py: Python<'_>,
+    cfg: &Config,
+    view: &Bound<'_, PyAny>,
+) -> anyhow::Result<()> {
+    let installed = glue(py)?
+        .getattr("install_logger_class")?
+        .call1((cfg.get(py, "logger_class"), view));
+    if let Err(e) = installed {
+        if e.is_instance_of::<pyo3::exceptions::PyRuntimeError>(py) {
+            anyhow::bail!("{}", e.value(py));
+        }
+        anyhow::bail!(pyconf::config::format_traceback(py, &e));
+    }
+    refresh(py);
+    Ok(())
+}
+
+/// What hooks' `server.log` methods call: the custom logger of
+/// `logger_class`, else the `gunicorn.error` logger.
+pub fn error_logger(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    glue(py)?.getattr("error_logger")?.call0()
+}
+
+/// A custom `logger_class` is in use.
+fn custom_logger(py: Python<'_>) -> bool {
+    MODULE.get(py).is_some_and(|m| {
+        m.bind(py)
+            .getattr("custom_logger")
+            .and_then(|f| f.call0())
+            .is_ok_and(|l| !l.is_none())
+    })
+}
+
+/// Under a UvicornWorker class: uvicorn's loggers as its worker sets them.
+pub fn uvicorn_loggers(py: Python<'_>) -> PyResult<()> {
+    glue(py)?.getattr("uvicorn_loggers")?.call0()?;
+    Ok(())
+}
+
+/// gunicorn's `access_log_enabled`: `accesslog`, any `logconfig*`
+/// setting, or syslog with access lines.
+pub fn access_log_enabled(py: Python<'_>, cfg: &Config) -> bool {
+    cfg.string(py, "accesslog").is_some()
+        || ["logconfig", "logconfig_dict", "logconfig_json"]
+            .iter()
+            .any(|name| cfg.get(py, name).is_truthy().unwrap_or(false))
+        || (cfg.bool(py, "syslog") && !cfg.bool(py, "disable_redirect_access_to_syslog"))
+        // Its access() decides, as gunicorn's worker always calls it.
+        || custom_logger(py)
+}
+
+/// Look at the handlers again: route rgunicorn's lines through Python's
+/// logging if they were changed. Cheap: a few attribute reads.
+pub fn refresh(py: Python<'_>) {
+    let Some(glue) = MODULE.get(py) else {
+        return;
+    };
+    let routing = glue
+        .bind(py)
+        .getattr("routing")
+        .and_then(|f| f.call0())
+        .and_then(|r| r.extract::<(bool, bool)>());
+    if let Ok((error, access)) = routing {
+        log::set_routed(error);
+        access_log::set_routed(access);
+    }
+}
+
+fn refresh_attached() {
+    Python::attach(refresh);
+}
+
+/// USR1, as gunicorn's `reopen_files`: the captured output and Python's
+/// file handlers (rgunicorn's own files are reopened by [`log::reopen`]).
+fn reopen_attached() {
+    Python::attach(|py| {
+        if let Some(glue) = MODULE.get(py) {
+            if let Err(e) = glue
+                .bind(py)
+                .getattr("reopen_files")
+                .and_then(|f| f.call0())
+            {
+                crate::hooks::log_exception(py, "Error reopening log files", &e);
+            }
+        }
+    });
+}
+
+fn route_error(level: Level, msg: &str) -> bool {
+    Python::attach(|py| {
+        let Some(glue) = MODULE.get(py) else {
+            return false;
+        };
+        glue.bind(py)
+            .getattr("route_error")
+            .and_then(|f| f.call1((level as i32, msg)))
+            .is_ok()
+    })
+}
+
+fn route_access(format: &str, atoms: Vec<(String, Value)>) -> bool {
+    Python::attach(|py| {
+        let Some(glue) = MODULE.get(py) else {
+            return false;
+        };
+        let dict = PyDict::new(py);
+        for (key, value) in atoms {
+            let set = match value {
+                Value::Str(s) => dict.set_item(key, s),
+                Value::Int(n) => dict.set_item(key, n),
+                Value::None => dict.set_item(key, py.None()),
+            };
+            if set.is_err() {
+                return false;
+            }
+        }
+        glue.bind(py)
+            .getattr("route_access")
+            .and_then(|f| f.call1((format, dict)))
+            .is_ok()
+    })
+}
