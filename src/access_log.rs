@@ -3,11 +3,35 @@
 //! `{header}i`, `{header}o`, `{var}e`), with gunicorn's escaping (`"` ->
 //! `\"`) and `-` for a missing atom, written to `accesslog` (`-` =
 //! stdout, or a file) by a writer thread of the worker, so formatting and
-//! file I/O stay off the request path. Off unless `accesslog` is set.
+//! file I/O stay off the request path. Off unless `accesslog` is set (or
+//! a `logconfig*` setting, as gunicorn's `access_log_enabled`).
+//!
+//! When Python's logging has other handlers for `gunicorn.access`, each
+//! record goes to them instead, as gunicorn's `Logger.access` sends it:
+//! `info(access_log_format, atoms)`, so a formatter sees `%(message)s` and
+//! the atoms in `record.args` (a [`Route`] the Python side installs).
 
 use std::io::Write;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
+
+/// Sends a record through Python's logging: the format and gunicorn's
+/// atoms; `false` when it could not (the line is then written here).
+pub type Route = fn(&str, Vec<(String, Value)>) -> bool;
+
+static ROUTE: OnceLock<Route> = OnceLock::new();
+static ROUTED: AtomicBool = AtomicBool::new(false);
+
+/// Install the route (once per process image; inherited across fork).
+pub fn set_route(route: Route) {
+    let _ = ROUTE.set(route);
+}
+
+/// Whether records go through the route from now on.
+pub fn set_routed(on: bool) {
+    ROUTED.store(on, Ordering::Release);
+}
 
 /// What one request leaves for the log; formatted by the writer thread.
 pub struct Record {
@@ -30,6 +54,8 @@ pub struct Record {
 enum Message {
     Record(Box<Record>),
     Reopen,
+    /// Answered once every record before it is written.
+    Flush(mpsc::Sender<()>),
 }
 
 /// The worker's handle to its access-log writer.
@@ -39,9 +65,11 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    /// Start the writer thread for `target` (`-` = stdout) with `format`.
-    pub fn start(target: &str, format: &str) -> std::io::Result<AccessLog> {
-        let mut out = Output::open(target)?;
+    /// Start the writer thread for `target` (`-` = stdout; `None`: only
+    /// through Python's logging) with `format`.
+    pub fn start(target: Option<&str>, format: &str) -> std::io::Result<AccessLog> {
+        let mut out = target.map(Output::open).transpose()?;
+        let raw_format = format.to_string();
         let format = Format::parse(format);
         let (tx, rx) = mpsc::channel::<Message>();
         std::thread::Builder::new()
@@ -50,11 +78,28 @@ impl AccessLog {
                 for msg in rx {
                     match msg {
                         Message::Record(r) => {
-                            let mut line = format.render(&r, &crate::log::strftime(TIME_FORMAT));
-                            line.push('\n');
-                            out.write(line.as_bytes());
+                            let now = crate::log::strftime(TIME_FORMAT);
+                            if ROUTED.load(Ordering::Acquire) {
+                                if let Some(route) = ROUTE.get() {
+                                    if route(&raw_format, atoms(&r, &now)) {
+                                        continue;
+                                    }
+                                }
+                            }
+                            if let Some(out) = out.as_mut() {
+                                let mut line = format.render(&r, &now);
+                                line.push('\n');
+                                out.write(line.as_bytes());
+                            }
                         }
-                        Message::Reopen => out.reopen(),
+                        Message::Reopen => {
+                            if let Some(out) = out.as_mut() {
+                                out.reopen();
+                            }
+                        }
+                        Message::Flush(done) => {
+                            let _ = done.send(());
+                        }
                     }
                 }
             })?;
@@ -63,6 +108,15 @@ impl AccessLog {
 
     pub fn log(&self, record: Record) {
         let _ = self.tx.send(Message::Record(Box::new(record)));
+    }
+
+    /// Wait (at most `within`) until the records logged so far are
+    /// written: a worker that exits must not lose its last lines.
+    pub fn flush(&self, within: Duration) {
+        let (done, wait) = mpsc::channel();
+        if self.tx.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(within);
+        }
     }
 
     /// USR1: reopen the file (after logrotate moved it).
@@ -150,10 +204,45 @@ enum Part {
 }
 
 /// An atom's value: gunicorn's atoms are strings, ints or None.
-enum Value {
+/// An atom's value, as gunicorn's atoms dict holds it.
+pub enum Value {
     Str(String),
     Int(u128),
     None,
+}
+
+/// The keys of gunicorn's `Logger.atoms` that do not name a header.
+const ATOM_KEYS: &[&str] = &[
+    "h", "l", "u", "t", "r", "s", "m", "U", "q", "H", "b", "B", "f", "a", "T", "D", "M", "L", "p",
+];
+
+/// gunicorn's atoms for `r` (`Logger.atoms`): the letters, `{name}i` and
+/// `{name}o` for each header, and the environ's `{name}e`.
+pub fn atoms(r: &Record, now: &str) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = ATOM_KEYS
+        .iter()
+        .map(|k| (k.to_string(), atom(r, k, now)))
+        .collect();
+    for (list, suffix) in [(&r.request_headers, "i"), (&r.response_headers, "o")] {
+        for (name, _) in list.iter() {
+            let key = format!("{{{name}}}{suffix}");
+            let value = atom(r, &key, now);
+            out.push((key, value));
+        }
+    }
+    for var in [
+        "request_method",
+        "raw_uri",
+        "path_info",
+        "query_string",
+        "server_protocol",
+        "remote_addr",
+    ] {
+        let key = format!("{{{var}}}e");
+        let value = atom(r, &key, now);
+        out.push((key, value));
+    }
+    out
 }
 
 impl Format {

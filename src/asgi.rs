@@ -50,6 +50,7 @@ use crate::app::{LoopBeat, WorkerInfo};
 use crate::log;
 use crate::pyapp;
 use crate::strict_http::Limits;
+use crate::worker_class::UvicornOptions;
 
 use crate::master::WORKER_BOOT_ERROR;
 
@@ -241,38 +242,92 @@ enum LifespanMode {
     Off,
 }
 
-/// What the ASGI side needs from the configuration, read in the master.
+/// What the ASGI side needs from the configuration, read in the master:
+/// gunicorn's settings, overridden by a `UvicornWorker` class's
+/// `CONFIG_KWARGS` where it sets them (as uvicorn's worker builds its
+/// `Config` from both).
 #[derive(Clone)]
 pub struct Settings {
     root_path: String,
     lifespan: LifespanMode,
     loop_kind: String,
+    /// Forwarded headers' trust (`forwarded_allow_ips`, or the class's).
     limits: Arc<Limits>,
-    /// `websocket_max_message_size` (0: no limit).
-    ws_max_size: usize,
+    /// uvicorn's `proxy_headers`: read X-Forwarded-Proto/-For at all.
+    proxy_headers: bool,
+    websocket: websocket::Options,
+    /// uvicorn's `limit_concurrency`: requests in progress in this worker
+    /// above which it answers 503.
+    limit_concurrency: Option<usize>,
+    /// uvicorn's `headers`: sent ahead of the app's in every response.
+    default_headers: Arc<Vec<(HeaderName, HeaderValue)>>,
 }
 
 impl Settings {
-    pub fn from_config(py: Python<'_>, cfg: &Config) -> Settings {
-        Settings {
-            root_path: cfg.string(py, "root_path").unwrap_or_default(),
-            lifespan: match cfg.string(py, "asgi_lifespan").as_deref() {
+    pub fn from_config(
+        py: Python<'_>,
+        cfg: &Config,
+        uvicorn: Option<&UvicornOptions>,
+    ) -> anyhow::Result<Settings> {
+        let o = uvicorn.cloned().unwrap_or_default();
+        let mut limits = Limits::from_config(py, cfg);
+        if let Some(ips) = o.forwarded_allow_ips {
+            limits.forwarded_allow_ips = ips;
+        }
+        let mut default_headers = Vec::new();
+        for (name, value) in &o.headers {
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .ok()
+                .zip(HeaderValue::from_str(value).ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "CONFIG_KWARGS[\"headers\"]: invalid header {name:?}: {value:?}"
+                    )
+                })?;
+            default_headers.push(header);
+        }
+        let defaults = websocket::Options::default();
+        Ok(Settings {
+            root_path: o
+                .root_path
+                .unwrap_or_else(|| cfg.string(py, "root_path").unwrap_or_default()),
+            lifespan: match o
+                .lifespan
+                .or_else(|| cfg.string(py, "asgi_lifespan"))
+                .as_deref()
+            {
                 Some("on") => LifespanMode::On,
                 Some("off") => LifespanMode::Off,
                 _ => LifespanMode::Auto,
             },
-            loop_kind: cfg.string(py, "asgi_loop").unwrap_or_else(|| "auto".into()),
-            limits: Arc::new(Limits::from_config(py, cfg)),
-            ws_max_size: usize::try_from(cfg.int(py, "websocket_max_message_size")).unwrap_or(0),
-        }
+            loop_kind: o
+                .loop_kind
+                .unwrap_or_else(|| cfg.string(py, "asgi_loop").unwrap_or_else(|| "auto".into())),
+            limits: Arc::new(limits),
+            proxy_headers: o.proxy_headers.unwrap_or(true),
+            websocket: websocket::Options {
+                max_size: o.ws_max_size.unwrap_or_else(|| {
+                    usize::try_from(cfg.int(py, "websocket_max_message_size")).unwrap_or(0)
+                }),
+                ping_interval: o.ws_ping_interval.unwrap_or(defaults.ping_interval),
+                ping_timeout: o.ws_ping_timeout.unwrap_or(defaults.ping_timeout),
+            },
+            limit_concurrency: o.limit_concurrency,
+            default_headers: Arc::new(default_headers),
+        })
     }
 }
 
 /// The worker's app factory for the ASGI app `uri` (called in the master
 /// at start; each worker imports the app after fork, as gunicorn does
 /// without `preload_app`).
-pub fn app_factory(py: Python<'_>, cfg: &Config, uri: &str) -> anyhow::Result<AppFactory> {
-    let settings = Settings::from_config(py, cfg);
+pub fn app_factory(
+    py: Python<'_>,
+    cfg: &Config,
+    uri: &str,
+    uvicorn: Option<&UvicornOptions>,
+) -> anyhow::Result<AppFactory> {
+    let settings = Settings::from_config(py, cfg, uvicorn)?;
     let uri = uri.to_string();
     Ok(Arc::new(move |info: &WorkerInfo| {
         let app = Python::attach(|py| pyapp::worker_app_or_status(py, &uri));
@@ -333,19 +388,78 @@ pub fn serve_imported(
         bridge: bridge.clone(),
         stopped: Mutex::new(Some(stopped_rx)),
     });
-    let ws_max_size = settings.ws_max_size;
+    let ws = settings.websocket;
+    let limit = settings.limit_concurrency;
+    let in_progress = Arc::new(AtomicU64::new(0));
+    let default_headers = settings.default_headers.clone();
     Ok(BoxCloneService::new(tower::service_fn(
         move |req: Request<Incoming>| {
             let handle = handle.clone();
+            let default_headers = default_headers.clone();
+            let count = InProgress::enter(&in_progress);
             async move {
-                Ok(if websocket::is_upgrade(&req) {
-                    websocket::call(&handle.bridge, req, ws_max_size).await
+                if limit.is_some_and(|limit| count.now > limit as u64) {
+                    log::warning("Exceeded concurrency limit.");
+                    return Ok(service_unavailable());
+                }
+                let mut resp = if websocket::is_upgrade(&req) {
+                    websocket::call(&handle.bridge, req, ws).await
                 } else {
                     call(&handle.bridge, req).await
-                })
+                };
+                drop(count);
+                if !default_headers.is_empty() {
+                    // uvicorn sends its default headers ahead of the app's.
+                    let app_headers = std::mem::take(resp.headers_mut());
+                    let headers = resp.headers_mut();
+                    for (name, value) in default_headers.iter() {
+                        headers.append(name.clone(), value.clone());
+                    }
+                    for (name, value) in app_headers.iter() {
+                        headers.append(name.clone(), value.clone());
+                    }
+                }
+                Ok(resp)
             }
         },
     )))
+}
+
+/// One request counted in progress until dropped (uvicorn's
+/// `limit_concurrency` counts its request tasks).
+struct InProgress {
+    counter: Arc<AtomicU64>,
+    /// The count with this request in it.
+    now: u64,
+}
+
+impl InProgress {
+    fn enter(counter: &Arc<AtomicU64>) -> InProgress {
+        let now = counter.fetch_add(1, Ordering::AcqRel) + 1;
+        InProgress {
+            counter: counter.clone(),
+            now,
+        }
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// uvicorn's answer above `limit_concurrency`.
+fn service_unavailable() -> Response<ResponseBody> {
+    let mut resp = Response::new(full(Bytes::from_static(b"Service Unavailable")));
+    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// The requests and wake-ups queued for the asyncio thread.
@@ -639,6 +753,8 @@ struct Ctx {
     /// The glue's `ClientDisconnected`.
     client_disconnected: Py<PyAny>,
     limits: Arc<Limits>,
+    /// uvicorn's `proxy_headers`.
+    proxy_headers: bool,
     /// Requests and websockets whose app is running, by id.
     live: HashMap<u64, Live>,
     /// Responses started (headers sent by the app) but with no body yet,
@@ -794,6 +910,7 @@ fn asyncio_thread(
                 run_ws: glue.getattr("run_ws")?.unbind(),
                 client_disconnected: glue.getattr("ClientDisconnected")?.unbind(),
                 limits: settings.limits.clone(),
+                proxy_headers: settings.proxy_headers,
                 // Room to spare: removals leave tombstones, and a full
                 // table rehashes (a small one, every few requests).
                 live: HashMap::with_capacity(LIVE_ROOM),
@@ -1355,7 +1472,7 @@ fn build_scope<'py>(
     };
     scope.set_item(intern!(py, "server"), server)?;
     let peer = addrs.peer;
-    let trusted = c.limits.trusts_forwarder(peer.map(|a| a.ip()));
+    let trusted = c.proxy_headers && c.limits.trusts_forwarder(peer.map(|a| a.ip()));
     // A PROXY protocol header names the client (gunicorn's asgi worker);
     // forwarded headers are trusted, or not, by the socket's peer.
     let mut client = addrs.client().map(Client::Addr);

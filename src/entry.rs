@@ -117,19 +117,32 @@ fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> 
         if print_config || cfg.bool(py, "check_config") {
             return Ok(check_app(py, &cfg, rust_app.is_some()));
         }
-        for (name, reason) in cfg.unsupported_in_use(py) {
-            match reason {
-                None => eprintln!("Warning: setting `{name}` is accepted but not implemented yet by rgunicorn; it has no effect."),
-                Some(why) => eprintln!("Warning: setting `{name}` has no effect in rgunicorn: {why}"),
-            }
-        }
+        refuse_unserved(py, &cfg)?;
         // A USR2 child is already detached (gunicorn skips it too).
         if cfg.bool(py, "daemon") && std::env::var_os("GUNICORN_FD").is_none() {
             crate::process::daemonize(py, cfg.bool(py, "enable_stdio_inheritance"))
                 .map_err(|e| anyhow::anyhow!("can't daemonize: {e}"))?;
         }
+        // The error log from here on, so that start-up warnings land where
+        // the rest of the log does (a failure to open it is reported by the
+        // master, as before).
+        let _ = crate::log::configure(
+            cfg.string(py, "errorlog").as_deref(),
+            &cfg.string(py, "loglevel").unwrap_or_default(),
+        );
+        crate::pylog::setup(py, &cfg)?;
+        for (name, reason) in cfg.unsupported_in_use(py) {
+            crate::log::warning(&match reason {
+                None => format!(
+                    "setting `{name}` is accepted but not implemented yet by rgunicorn; it has no effect."
+                ),
+                Some(why) => format!("setting `{name}` has no effect in rgunicorn: {why}"),
+            });
+        }
         add_pythonpath(py, &cfg)?;
         let mut python_app = None;
+        // A UvicornWorker class's `timeout_keep_alive` over `keepalive`.
+        let mut keepalive = None;
         let app = match (rust_app, cfg.app_uri.as_deref()) {
             (Some(app), uri) => {
                 crate::log::info(&format!(
@@ -147,14 +160,39 @@ fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> 
             // imported in each worker after fork.
             (None, Some(uri)) => {
                 python_app = Some(uri.to_string());
-                crate::wsgi::app_factory(py, &cfg, uri)?
+                let class = crate::worker_class::resolve(py, &cfg)?;
+                keepalive = class.keepalive();
+                if class.is_uvicorn() {
+                    crate::pylog::uvicorn_loggers(py)?;
+                }
+                crate::wsgi::app_factory(py, &cfg, uri, &class)?
             }
             (None, None) => {
                 anyhow::bail!("PasteDeploy applications (--paste) are not supported by rgunicorn")
             }
         };
-        serve(py, argv, reexec, cfg, app, python_app.as_deref())
+        serve(py, argv, reexec, cfg, app, python_app.as_deref(), keepalive)
     })
+}
+
+/// Settings whose values rgunicorn would serve wrongly if it only warned:
+/// the start fails, naming them (`--check-config` reports the same).
+fn refuse_unserved(py: Python<'_>, cfg: &Config) -> anyhow::Result<()> {
+    if cfg.string(py, "protocol").as_deref() == Some("uwsgi") {
+        anyhow::bail!(
+            "protocol = \"uwsgi\" is not supported by rgunicorn: its workers speak HTTP, and a \
+             front end using uwsgi_pass would get HTTP answers; use proxy_pass (HTTP) in front \
+             of rgunicorn, or gunicorn for the uwsgi protocol"
+        );
+    }
+    if cfg.int(py, "dirty_workers") > 0 && !cfg.list(py, "dirty_apps").is_empty() {
+        anyhow::bail!(
+            "dirty_workers = {} with dirty_apps set: gunicorn would start a dirty arbiter, \
+             which rgunicorn does not have; the dirty apps would not be served",
+            cfg.int(py, "dirty_workers")
+        );
+    }
+    Ok(())
 }
 
 /// Run the master with `app` as every worker's application.
@@ -165,10 +203,13 @@ pub fn serve(
     cfg: Config,
     app: AppFactory,
     python_app: Option<&str>,
+    keepalive: Option<std::time::Duration>,
 ) -> anyhow::Result<u8> {
     use crate::master::{Master, MasterError};
     let python_app = python_app.map(str::to_string);
-    let master = Master::new(py, argv, reexec, cfg, app)?.with_python_app(python_app);
+    let master = Master::new(py, argv, reexec, cfg, app)?
+        .with_python_app(python_app)
+        .with_keepalive(keepalive);
     match master.run() {
         Ok(code) => Ok(code),
         Err(MasterError::Startup(msg)) => {
@@ -199,14 +240,27 @@ fn add_pythonpath(py: Python<'_>, cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--check-config` / `--print-config`: import the app in this process.
+/// `--check-config` / `--print-config`: what a start would refuse before
+/// serving (settings, TLS files, the worker class), then import the app in
+/// this process as gunicorn does.
 fn check_app(py: Python<'_>, cfg: &Config, rust_app_binary: bool) -> u8 {
-    let Some(uri) = cfg.app_uri.as_deref() else {
+    let python_app = cfg
+        .app_uri
+        .as_deref()
+        .filter(|uri| *uri != BUILTIN_HEALTH_APP && !rust_app_binary);
+    let refused = refuse_unserved(py, cfg)
+        .and_then(|()| crate::tls::from_config(py, cfg).map_err(anyhow::Error::msg))
+        .and_then(|_| match python_app {
+            Some(_) => crate::worker_class::resolve(py, cfg).map(drop),
+            None => Ok(()),
+        });
+    if let Err(e) = refused {
+        eprintln!("\nError: {e:#}\n");
+        return 1;
+    }
+    let Some(uri) = python_app else {
         return 0;
     };
-    if uri == BUILTIN_HEALTH_APP || rust_app_binary {
-        return 0;
-    }
     match pyapp::import_app(py, uri) {
         Ok(_) => 0,
         Err(e) => {

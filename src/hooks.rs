@@ -252,7 +252,10 @@ pub fn call<'py>(
 ) -> PyResult<()> {
     let hook = cfg.hook(py, name);
     let args: Bound<'py, PyTuple> = args.into_pyobject(py).map_err(Into::into)?.into_bound();
-    hook.call1(args)?;
+    let result = hook.call1(args);
+    // The hook may have changed Python's log handlers.
+    crate::pylog::refresh(py);
+    result?;
     Ok(())
 }
 

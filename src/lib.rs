@@ -20,6 +20,7 @@ pub mod notify;
 pub mod pidfile;
 pub mod process;
 pub mod pyapp;
+pub mod pylog;
 pub mod python;
 pub mod request_hooks;
 pub mod scoreboard;
@@ -28,6 +29,7 @@ pub mod strict_http;
 pub mod text;
 pub mod tls;
 pub mod worker;
+pub mod worker_class;
 pub mod wsgi;
 
 pub use pyconf;

@@ -2,11 +2,19 @@
 //! `[2026-11-25 11:46:56 +0000] [16491] [INFO] message`, to stderr (`-`) or
 //! a file, filtered by `loglevel`, reopened on USR1. Writes are synchronous
 //! (one `write` per line): the master is single-threaded and forks, so no
-//! background writer thread may own the log (see design notes).
+//! background writer thread may own the log.
+//!
+//! When Python's logging has been given other handlers for
+//! `gunicorn.error` (`logconfig_dict`, or code), rgunicorn's own lines go
+//! through them: the Python side installs a [`Route`] here, so this module
+//! depends on nothing above it. The access log has a synchronous sink here
+//! too, for what Python code logs to `gunicorn.access` (the workers' own
+//! access lines have their writer thread, [`crate::access_log`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -68,14 +76,89 @@ pub fn configure(errorlog: Option<&str>, level: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reopen the log file (USR1, after logrotate moved it).
+/// Reopen the log files (USR1, after logrotate moved them).
 pub fn reopen() {
-    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(path) = sink.path.clone() {
-        if let Ok(f) = open(&path) {
-            sink.file = Some(f);
+    for sink in [&SINK, &ACCESS_SINK] {
+        let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(path) = sink.path.clone() {
+            if let Ok(f) = open(&path) {
+                sink.file = Some(f);
+            }
         }
     }
+}
+
+/// Sends one of rgunicorn's own lines through Python's logging; `false`
+/// when it could not (the line is then written here as usual).
+pub type Route = fn(Level, &str) -> bool;
+
+static ROUTE: OnceLock<Route> = OnceLock::new();
+static ROUTED: AtomicBool = AtomicBool::new(false);
+/// Recomputes whether lines are routed (after code may have changed the
+/// handlers: a hook, the app's import).
+static REFRESH: OnceLock<fn()> = OnceLock::new();
+
+/// Install the route and the refresh (once per process image; inherited
+/// across fork).
+pub fn set_route(route: Route, refresh: fn()) {
+    let _ = ROUTE.set(route);
+    let _ = REFRESH.set(refresh);
+}
+
+/// Whether lines go through the route from now on.
+pub fn set_routed(on: bool) {
+    ROUTED.store(on, Ordering::Release);
+}
+
+/// Look again at Python's handlers (no-op without a route installed).
+pub fn refresh_routing() {
+    if let Some(refresh) = REFRESH.get() {
+        refresh();
+    }
+}
+
+/// A line that Python's handler for `gunicorn.error` formatted: written
+/// as is (the logger has filtered its level).
+pub fn write_line(line: &str) {
+    write_to(&SINK, line);
+}
+
+/// The sink for lines Python code logs to `gunicorn.access`: `accesslog`
+/// (`-`: stdout), opened at start and on HUP.
+static ACCESS_SINK: Mutex<Sink> = Mutex::new(Sink {
+    level: Level::Debug,
+    path: None,
+    file: None,
+});
+
+/// Configure the access sink from `accesslog` (`None`: nothing is written).
+pub fn configure_access(accesslog: Option<&str>) -> std::io::Result<()> {
+    let path = accesslog.filter(|p| *p != "-").map(str::to_string);
+    let file = path.as_deref().map(open).transpose()?;
+    let mut sink = ACCESS_SINK.lock().unwrap_or_else(|e| e.into_inner());
+    sink.path = path;
+    sink.file = file;
+    Ok(())
+}
+
+/// A line that Python's handler for `gunicorn.access` formatted.
+pub fn write_access_line(line: &str) {
+    write_to(&ACCESS_SINK, line);
+}
+
+/// `line` and a newline to the sink's file, or else to stderr (the error
+/// sink) or stdout (the access sink).
+fn write_to(sink: &Mutex<Sink>, line: &str) {
+    let mut out = String::with_capacity(line.len() + 1);
+    out.push_str(line);
+    out.push('\n');
+    let access = std::ptr::eq(sink, &ACCESS_SINK);
+    let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = match sink.file.as_mut() {
+        Some(f) => f.write_all(out.as_bytes()),
+        None if access => std::io::stdout().write_all(out.as_bytes()),
+        None => std::io::stderr().write_all(out.as_bytes()),
+    };
 }
 
 /// `[%Y-%m-%d %H:%M:%S %z]` in local time, as gunicorn's datefmt.
@@ -126,6 +209,13 @@ pub fn exception(level: Level, msg: &str) {
 }
 
 fn write(level: Level, msg: &str) {
+    if ROUTED.load(Ordering::Acquire) {
+        if let Some(route) = ROUTE.get() {
+            if route(level, msg) {
+                return;
+            }
+        }
+    }
     let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
     if level < sink.level {
         return;

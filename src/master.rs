@@ -113,6 +113,9 @@ pub struct Master<'py> {
     /// APP_MODULE when the app is a Python one (imported here with
     /// `preload_app`).
     python_app: Option<String>,
+    /// A UvicornWorker class's `timeout_keep_alive`, which replaces
+    /// `keepalive`.
+    keepalive_override: Option<Duration>,
     /// The environment before `raw_env` was exported (restored on HUP).
     env_orig: std::collections::HashMap<std::ffi::OsString, std::ffi::OsString>,
     /// TLS for every connection (`certfile`/`keyfile`), built at start and
@@ -219,12 +222,19 @@ impl<'py> Master<'py> {
             tls: None,
             http2: None,
             python_app: None,
+            keepalive_override: None,
             metrics: MasterMetrics::default(),
             control: None,
             started: Instant::now(),
             workers_killed: 0,
             reloads: 0,
         })
+    }
+
+    /// A worker class's keep-alive over the `keepalive` setting.
+    pub fn with_keepalive(mut self, keepalive: Option<Duration>) -> Self {
+        self.keepalive_override = keepalive;
+        self
     }
 
     /// The app is the Python app `uri` (so `preload_app` imports it here).
@@ -538,6 +548,9 @@ impl<'py> Master<'py> {
         ) {
             log::error(&format!("can't reopen the error log: {e}"));
         }
+        if let Err(e) = crate::pylog::setup(py, &self.cfg) {
+            log::error(&format!("can't set up logging: {e:#}"));
+        }
         self.chown_error_log();
         // New certificates are taken on HUP; a broken set keeps the old one.
         match crate::tls::from_config(py, &self.cfg) {
@@ -727,7 +740,9 @@ impl<'py> Master<'py> {
             scoreboard: self.board.clone(),
             listener_fds: self.listeners.iter().map(|l| l.fd()).collect(),
             max_requests,
-            keepalive: Duration::from_secs(self.cfg.int(py, "keepalive").max(0) as u64),
+            keepalive: self.keepalive_override.unwrap_or_else(|| {
+                Duration::from_secs(self.cfg.int(py, "keepalive").max(0) as u64)
+            }),
             runtime_threads: self.cfg.int(py, "runtime_threads").max(1) as usize,
             header_read_timeout: Duration::from_secs(
                 self.cfg.int(py, "header_read_timeout").max(1) as u64,
@@ -744,9 +759,9 @@ impl<'py> Master<'py> {
                 &self.cfg,
                 worker.clone_ref(py),
             ),
-            access_log: self.cfg.string(py, "accesslog").map(|target| {
+            access_log: crate::pylog::access_log_enabled(py, &self.cfg).then(|| {
                 let format = self.cfg.string(py, "access_log_format").unwrap_or_default();
-                (target, format)
+                (self.cfg.string(py, "accesslog"), format)
             }),
             tls: self.tls.clone(),
             http2: self.http2.clone(),

@@ -26,6 +26,10 @@
 //! the `http` crate refuses (`"` in the query, `<`, `>`, ...) has those
 //! bytes percent-encoded. `PATH_INFO` decodes to the same text; the raw
 //! target (`RAW_URI`) and `QUERY_STRING` then differ from gunicorn's.
+//! A `CONNECT` reaches hyper under another method name, which the worker
+//! turns back ([`restore_method`]) before the app sees the request: hyper
+//! would answer a 2xx to it as a tunnel, gunicorn answers it as any other
+//! request and then closes the connection.
 //!
 //! The authority is gunicorn 27.0.1's `gunicorn/http/message.py`,
 //! `body.py`, `errors.py` and `workers/base.py:handle_error` (status,
@@ -757,6 +761,47 @@ fn urlsplit_fails(uri: &[u8]) -> bool {
     false
 }
 
+/// The prefix of a method that hyper is shown in place of another:
+/// `CONNECT` is shown as the prefix alone, and a client's own method that
+/// begins with it gets it once more, so the mapping is one to one and
+/// [`restore_method`] can undo it.
+const HIDDEN_METHOD: &[u8] = b"RGUNICORN-";
+
+/// The method as hyper is shown it. hyper answers a 2xx to `CONNECT` as a
+/// tunnel: it writes no `Content-Length` and no body (and nothing at all
+/// when the app set a `Content-Length`), then hands the connection over.
+/// gunicorn never tunnels: it sends the app's whole response and closes the
+/// connection. Under another name the request is an ordinary one to hyper.
+fn method_for_hyper(method: &[u8]) -> Cow<'_, [u8]> {
+    if method == b"CONNECT" {
+        Cow::Borrowed(HIDDEN_METHOD)
+    } else if method.starts_with(HIDDEN_METHOD) {
+        Cow::Owned([HIDDEN_METHOD, method].concat())
+    } else {
+        Cow::Borrowed(method)
+    }
+}
+
+/// Undo [`method_for_hyper`] on a request that hyper read through a
+/// [`GatedIo`], before anyone else sees it (app, hooks, access log).
+/// Returns whether the request is a `CONNECT`: gunicorn closes the
+/// connection after one whatever the answer, so its response must say
+/// `Connection: close`.
+pub fn restore_method<B>(req: &mut hyper::Request<B>) -> bool {
+    let Some(rest) = req.method().as_str().as_bytes().strip_prefix(HIDDEN_METHOD) else {
+        return false;
+    };
+    if rest.is_empty() {
+        *req.method_mut() = hyper::Method::CONNECT;
+        return true;
+    }
+    // The client's own method, which was a token: it parses again.
+    if let Ok(method) = hyper::Method::from_bytes(rest) {
+        *req.method_mut() = method;
+    }
+    false
+}
+
 /// The target as hyper (the `http` crate) can read it: unchanged when it
 /// parses, else with the bytes `http` refuses percent-encoded.
 fn target_for_hyper(target: &[u8]) -> Option<Cow<'_, [u8]>> {
@@ -1330,7 +1375,7 @@ impl Framer {
         let mut held_head = Vec::new();
         let head = if held { &mut held_head } else { &mut *out };
         head.reserve(block.len() + line.len() + 64);
-        head.extend_from_slice(&req.method);
+        head.extend_from_slice(&method_for_hyper(&req.method));
         head.push(b' ');
         head.extend_from_slice(&req.target);
         head.extend_from_slice(match req.version {
@@ -1384,7 +1429,9 @@ impl Framer {
 
     /// The common request, without [`Self::head`]'s full parse: a whole
     /// head whose canonical form is its own bytes and that no rule can
-    /// refuse or change: an upper-case method (not CONNECT), a plain
+    /// refuse or change: an upper-case method (not CONNECT, which hyper is
+    /// shown under another name: [`method_for_hyper`]; a method with that
+    /// name's `-` is not all upper-case either), a plain
     /// origin-form target, HTTP/1.0 or 1.1, and `Name: value` fields with
     /// token names (no `_`), one space, no folding, no control bytes and
     /// none of the fields that frame a body or that gunicorn checks
@@ -2709,6 +2756,47 @@ mod tests {
     }
 
     #[test]
+    fn connect_reaches_hyper_under_another_name() {
+        let (out, err) = frame(
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\nGET /ignored HTTP/1.1\r\n\r\n",
+        );
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "RGUNICORN- example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+        );
+        // A client's own method with the same prefix is told apart.
+        let (out, _) = frame(b"RGUNICORN- / HTTP/1.1\r\n\r\nRGUNICORN-X / HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "RGUNICORN-RGUNICORN- / HTTP/1.1\r\n\r\nRGUNICORN-RGUNICORN-X / HTTP/1.1\r\n\r\n"
+        );
+        // casefold_http_method upper-cases first: `connect` is a CONNECT.
+        let l = Limits {
+            casefold_http_method: true,
+            permit_unconventional_http_method: true,
+            ..Limits::default()
+        };
+        let (out, _, _) = run_steps(&Arc::new(l), b"connect h:1 HTTP/1.1\r\n\r\n", 1000);
+        assert!(out.starts_with(b"RGUNICORN- h:1 "));
+    }
+
+    #[test]
+    fn restore_method_undoes_the_hiding() {
+        let restored = |m: &str| {
+            let mut req = hyper::Request::builder().method(m).body(()).unwrap();
+            let connect = restore_method(&mut req);
+            (req.method().to_string(), connect)
+        };
+        for m in ["CONNECT", "GET", "RGUNICORN-", "RGUNICORN-X", "-X-"] {
+            let hidden = String::from_utf8(method_for_hyper(m.as_bytes()).into_owned()).unwrap();
+            assert_eq!(restored(&hidden), (m.to_string(), m == "CONNECT"), "{m}");
+        }
+        // A CONNECT that the gate did not hide is not reported as one.
+        assert_eq!(restored("CONNECT"), ("CONNECT".to_string(), false));
+    }
+
+    #[test]
     fn error_messages_match_gunicorn() {
         let e = frame(b"GET /foo FTP/1.1\r\n\r\n").1.unwrap();
         assert_eq!(
@@ -3396,6 +3484,57 @@ mod tests {
             got.clear();
             read_until(&mut rd, &mut got, b"\r\n\r\n").await;
             assert_eq!(got, frames);
+        }
+
+        /// A CONNECT answered 200 with a body: hyper writes the whole
+        /// response (no tunnel), and the connection then ends, as gunicorn
+        /// stops reading after a CONNECT.
+        #[tokio::test]
+        async fn connect_answered_as_any_request() {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            let io = GatedIo::new(
+                TokioIo::new(server),
+                Arc::new(Limits::default()),
+                Some(IpAddr::from([127, 0, 0, 1])),
+            );
+            let svc = hyper::service::service_fn(
+                |mut req: hyper::Request<hyper::body::Incoming>| async move {
+                    let connect = restore_method(&mut req);
+                    // No tunnel to take either (one would only resolve
+                    // after this response).
+                    assert!(hyper::upgrade::on(&mut req).await.is_err());
+                    let body = format!("{connect} {} {}", req.method(), req.uri());
+                    let resp = hyper::Response::builder()
+                        .header("content-length", body.len())
+                        .body(Full::new(bytes::Bytes::from(body)))
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(resp)
+                },
+            );
+            let serve = tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .half_close(true)
+                    .serve_connection(io, svc)
+                    .with_upgrades(),
+            );
+            let (mut rd, mut wr) = tokio::io::split(client);
+            // No half-close: the end of the connection is the server's doing.
+            wr.write_all(
+                b"CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            let mut got = Vec::new();
+            tokio::time::timeout(std::time::Duration::from_secs(5), rd.read_to_end(&mut got))
+                .await
+                .expect("connection left open")
+                .unwrap();
+            let got = String::from_utf8(got).unwrap();
+            let (head, body) = got.split_once("\r\n\r\n").unwrap();
+            assert_eq!(body, "true CONNECT [::1]:443", "{got}");
+            assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+            assert!(head.contains("\r\ncontent-length: 22"), "{got}");
+            assert!(serve.await.unwrap().is_ok());
         }
 
         #[tokio::test]

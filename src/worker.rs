@@ -65,8 +65,10 @@ pub struct WorkerSetup {
     pub limits: Arc<Limits>,
     /// `pre_request` / `post_request`, when the config sets either.
     pub request_hooks: Option<Arc<RequestHooks>>,
-    /// `accesslog` target and `access_log_format`, when the log is on.
-    pub access_log: Option<(String, String)>,
+    /// `accesslog` target and `access_log_format`, when the log is on
+    /// (gunicorn's `access_log_enabled`); no target: a `logconfig*`
+    /// setting turned it on, and Python's logging writes it.
+    pub access_log: Option<(Option<String>, String)>,
     /// TLS on every connection (`certfile`/`keyfile` set), its rustls
     /// config built and checked by the master before fork.
     pub tls: Option<crate::tls::Tls>,
@@ -298,6 +300,9 @@ struct ConnCtx {
     state: ConnState,
     /// The gate's protocol switch (HTTP/1 only).
     raw: Option<Arc<AtomicBool>>,
+    /// Requests come through a [`GatedIo`], which shows hyper a CONNECT
+    /// under another name ([`crate::strict_http::restore_method`]).
+    gated: bool,
     in_app: InAppRegistration,
     /// This connection's own handle on the app, called in place when it
     /// is ready (rather than a clone per request).
@@ -362,10 +367,13 @@ async fn serve_async(
     let info = WorkerInfo::new();
     // Built inside the runtime, so an app may start tasks or pools here.
     let access_log = match &setup.access_log {
-        Some((target, format)) => match AccessLog::start(target, format) {
+        Some((target, format)) => match AccessLog::start(target.as_deref(), format) {
             Ok(log) => Some(log),
             Err(e) => {
-                log::error(&format!("can't open the access log {target}: {e}"));
+                log::error(&format!(
+                    "can't open the access log {}: {e}",
+                    target.as_deref().unwrap_or("-")
+                ));
                 None
             }
         },
@@ -394,7 +402,12 @@ async fn serve_async(
         }
     };
     let served = Served {
-        app: (setup.app)(&info),
+        app: {
+            let app = (setup.app)(&info);
+            // The app's import may have changed Python's log handlers.
+            log::refresh_routing();
+            app
+        },
         info,
         access_log,
         statsd: statsd.as_ref().map(|(b, _)| b.clone()),
@@ -463,6 +476,9 @@ async fn serve_async(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     flush_statsd();
+    if let Some(access) = &served.access_log {
+        access.flush(Duration::from_secs(2));
+    }
     Ok(served.info.requests_served())
 }
 
@@ -596,6 +612,7 @@ async fn serve_stream<S>(
                 let io = TokioIo::new(stream);
                 let proto = Proto::H1 {
                     raw: Default::default(),
+                    gated: false,
                 };
                 return serve_connection(io, fd, proto, addrs, None, setup, served, drain).await;
             }
@@ -604,6 +621,7 @@ async fn serve_stream<S>(
             let proxy = io.proxy_info_sink();
             let proto = Proto::H1 {
                 raw: io.raw_switch(),
+                gated: true,
             };
             serve_connection(io, fd, proto, addrs, proxy, setup, served, drain).await
         }
@@ -634,6 +652,7 @@ async fn serve_stream<S>(
             let proxy = io.proxy_info_sink();
             let proto = Proto::H1 {
                 raw: io.raw_switch(),
+                gated: true,
             };
             // No fd: on abort the signal thread can't answer inside TLS.
             serve_connection(io, -1, proto, addrs, proxy, setup, served, drain).await
@@ -644,9 +663,12 @@ async fn serve_stream<S>(
 /// The protocol a connection speaks.
 enum Proto {
     /// `raw` is the framer's switch to pass bytes through untouched once
-    /// the app switches protocols ([`GatedIo::raw_switch`]).
+    /// the app switches protocols ([`GatedIo::raw_switch`]); `gated` says
+    /// that a [`GatedIo`] frames the connection (all but the
+    /// benchmark-only ungated build).
     H1 {
         raw: Arc<AtomicBool>,
+        gated: bool,
     },
     H2(H2Settings),
 }
@@ -865,9 +887,10 @@ async fn serve_connection<I>(
             upgrade: Default::default(),
         },
         raw: match &proto {
-            Proto::H1 { raw } => Some(raw.clone()),
+            Proto::H1 { raw, .. } => Some(raw.clone()),
             Proto::H2(_) => None,
         },
+        gated: matches!(proto, Proto::H1 { gated: true, .. }),
         in_app: InAppRegistration::new(fd),
         app: std::sync::Mutex::new(served.app),
         addrs,
@@ -881,6 +904,7 @@ async fn serve_connection<I>(
     let service = {
         let ctx = ctx.clone();
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            let connect = ctx.gated && crate::strict_http::restore_method(&mut req);
             let mut addrs = ctx.addrs;
             // The PROXY header, if any, came before the first request head.
             addrs.proxy = ctx.proxy.as_ref().and_then(|p| p.get()).copied();
@@ -1010,7 +1034,8 @@ async fn serve_connection<I>(
                         *pending = Some(session);
                         upgrading = true;
                     }
-                } else if !is_h2 && *ctx.drain.borrow() {
+                } else if connect || (!is_h2 && *ctx.drain.borrow()) {
+                    // gunicorn closes after a CONNECT, whatever the answer.
                     // (HTTP/2 drains by GOAWAY instead.)
                     resp.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));

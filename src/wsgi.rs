@@ -54,6 +54,7 @@ use crate::pyapp;
 use crate::request_hooks::AppEnviron;
 use crate::strict_http::Limits;
 use crate::text::{latin1, percent_decode};
+use crate::worker_class::{Interface, WorkerClass};
 
 use crate::master::WORKER_BOOT_ERROR;
 
@@ -63,27 +64,6 @@ const BODY_CHANNEL: usize = 4;
 const RESPONSE_CHANNEL: usize = 4;
 /// The app threads' stack (Python code recurses on it).
 const APP_THREAD_STACK: usize = 8 << 20;
-
-/// The worker classes served as WSGI.
-const WSGI_CLASSES: &[&str] = &[
-    "sync",
-    "gthread",
-    "egg:gunicorn#sync",
-    "egg:gunicorn#gthread",
-    "gunicorn.workers.sync.SyncWorker",
-    "gunicorn.workers.gthread.ThreadWorker",
-];
-
-/// The worker classes that mean an ASGI app.
-const ASGI_CLASSES: &[&str] = &[
-    "asgi",
-    "egg:gunicorn#asgi",
-    "gunicorn.workers.gasgi.ASGIWorker",
-    "uvicorn.workers.UvicornWorker",
-    "uvicorn.workers.UvicornH11Worker",
-    "uvicorn_worker.UvicornWorker",
-    "uvicorn_worker.UvicornH11Worker",
-];
 
 /// Python helpers: `wsgi.errors` (an `io.RawIOBase`, as gunicorn's), PEP
 /// 3333's file wrapper and the ASGI detection.
@@ -175,7 +155,7 @@ enum Loaded {
 }
 
 /// `worker_class` as a string (a class object as `module.QualName`).
-fn worker_class(py: Python<'_>, cfg: &Config) -> String {
+fn worker_class_name(py: Python<'_>, cfg: &Config) -> String {
     let v = cfg.get(py, "worker_class");
     if let Ok(s) = v.extract::<String>() {
         return s;
@@ -191,7 +171,7 @@ fn worker_class(py: Python<'_>, cfg: &Config) -> String {
 /// For a Rust app (built-in or a library app): worker_class picks nothing,
 /// say so when it was set.
 pub fn log_ignored_worker_class(py: Python<'_>, cfg: &Config) {
-    let class = worker_class(py, cfg);
+    let class = worker_class_name(py, cfg);
     if class != "sync" {
         log::info(&format!(
             "worker_class {class:?} is ignored: a Rust app is served by rgunicorn's Rust workers"
@@ -202,26 +182,22 @@ pub fn log_ignored_worker_class(py: Python<'_>, cfg: &Config) {
 /// The worker's app factory for the Python app `uri` (called in the master
 /// at start; the app itself is imported in each worker, after fork).
 ///
-/// worker_class is checked here: an ASGI class or an unknown one fails
-/// start-up with a message naming what is supported. rgunicorn's
-/// configuration does not record whether a setting was set explicitly, so
-/// the default value `sync` counts as "not set" and the interface is then
-/// detected from the app.
-pub fn app_factory(py: Python<'_>, cfg: &Config, uri: &str) -> anyhow::Result<AppFactory> {
-    let class = worker_class(py, cfg);
-    let choice = if class == "sync" {
-        Choice::Detect
-    } else if WSGI_CLASSES.contains(&class.as_str()) {
-        Choice::Wsgi
-    } else if ASGI_CLASSES.contains(&class.as_str()) {
-        return crate::asgi::app_factory(py, cfg, uri);
-    } else {
-        anyhow::bail!(
-            "worker_class {class:?} is not supported by rgunicorn: its workers are Rust; \
-             use sync or gthread (WSGI), uvicorn.workers.UvicornWorker, \
-             uvicorn_worker.UvicornWorker or asgi (ASGI), or leave it unset to detect the \
-             interface from the app"
-        );
+/// `class` is the resolved `worker_class`. rgunicorn's configuration does
+/// not record whether a setting was set explicitly, so the default value
+/// `sync` counts as "not set" and the interface is then detected from the
+/// app.
+pub fn app_factory(
+    py: Python<'_>,
+    cfg: &Config,
+    uri: &str,
+    class: &WorkerClass,
+) -> anyhow::Result<AppFactory> {
+    let (choice, threaded) = match &class.interface {
+        Interface::Detect => (Choice::Detect, false),
+        Interface::Wsgi { threaded } => (Choice::Wsgi, *threaded),
+        Interface::Asgi(uvicorn) => {
+            return crate::asgi::app_factory(py, cfg, uri, uvicorn.as_deref())
+        }
     };
     let threads = cfg.int(py, "threads").max(1) as usize;
     let settings = Settings {
@@ -229,7 +205,7 @@ pub fn app_factory(py: Python<'_>, cfg: &Config, uri: &str) -> anyhow::Result<Ap
         choice,
         threads,
         // gunicorn runs the threaded worker for gthread or threads > 1.
-        multithread: threads > 1 || class.contains("gthread"),
+        multithread: threads > 1 || threaded,
         multiprocess: cfg.int(py, "workers") > 1,
         root_path: cfg
             .string(py, "root_path")
@@ -239,7 +215,7 @@ pub fn app_factory(py: Python<'_>, cfg: &Config, uri: &str) -> anyhow::Result<Ap
         errorlog: cfg.string(py, "errorlog").filter(|p| p != "-"),
         limits: Arc::new(Limits::from_config(py, cfg)),
         post_request: cfg.hook_is_set(py, "post_request"),
-        asgi: crate::asgi::Settings::from_config(py, cfg),
+        asgi: crate::asgi::Settings::from_config(py, cfg, None)?,
     };
     Ok(Arc::new(move |info: &WorkerInfo| {
         match load(&settings, info) {

@@ -2,7 +2,8 @@
 //! ways, `http.disconnect`, lifespan (startup, shutdown on TERM, a failed
 //! startup exits 3), the scope key by key against uvicorn's, an exception
 //! (500, the worker lives; after the start, the connection is closed), a
-//! blocked asyncio loop killed after `timeout`, and the migration guide's
+//! CONNECT answered whole and the connection closed after it, a blocked
+//! asyncio loop killed after `timeout`, and the migration guide's
 //! FastAPI example under rgunicorn and under gunicorn 27.0.1 +
 //! UvicornWorker with `examples/gunicorn.conf.py`; websockets (echo, close
 //! codes both ways, subprotocols, refusals, errors, the size limit, TERM
@@ -457,6 +458,25 @@ fn a_proxy_protocol_header_names_the_scope_client() {
         .unwrap_or_default()
         .replace(char::is_whitespace, "");
     assert_eq!(client, r#"["198.51.100.7",4711]"#);
+}
+
+/// A 2xx to CONNECT is sent whole, as gunicorn sends it (hyper alone
+/// would make it a tunnel: no Content-Length, no body), and the connection
+/// is closed after it, as gunicorn closes it.
+#[test]
+fn a_connect_is_answered_as_any_request_then_closed() {
+    let (p, _log) = raw_app("asgi-connect", &["-w", "1"], &[]);
+    p.wait_ready();
+    // No `Connection: close` and no half-close: the server ends it.
+    let (status, head, body) = request(
+        p.port,
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!((status, body.as_str()), (200, "CONNECT answered"), "{head}");
+    let fields: Vec<String> = head.lines().skip(1).map(str::to_ascii_lowercase).collect();
+    assert!(fields.iter().any(|f| f == "content-length: 16"), "{head}");
+    assert!(fields.iter().any(|f| f == "connection: close"), "{head}");
 }
 
 #[test]
@@ -1035,4 +1055,173 @@ fn uvloop_serves_an_app_that_imports_nothing() {
         p.signal("TERM");
         assert_eq!(p.wait_exit(Duration::from_secs(20)), 0);
     }
+}
+
+/// A project's own `UvicornWorker` subclass, as uvicorn's deployment docs
+/// suggest: its CONFIG_KWARGS reach the scope (`root_path`), the proxy
+/// handling (`forwarded_allow_ips`, `proxy_headers`) and the responses
+/// (`headers`), the same as under gunicorn 27.0.1 with the same class; what
+/// rgunicorn cannot honour (another key, an overridden method) is named in
+/// one warning.
+#[test]
+fn a_uvicorn_worker_subclass_brings_its_config_kwargs() {
+    let dir = scratch_dir("asgi-worker-subclass");
+    std::fs::copy(
+        repo().join("tests/apps/asgi_raw.py"),
+        dir.join("asgi_raw.py"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("project_workers.py"),
+        "from uvicorn.workers import UvicornWorker\n\
+         \n\
+         class ProxiedWorker(UvicornWorker):\n\
+         \x20   CONFIG_KWARGS = {'loop': 'asyncio', 'http': 'h11', 'root_path': '/api',\n\
+         \x20                    'forwarded_allow_ips': '10.9.8.7', 'server_header': False,\n\
+         \x20                    'headers': [['x-served-by', 'edge']]}\n\
+         \n\
+         \x20   def init_process(self):\n\
+         \x20       super().init_process()\n\
+         \n\
+         class NoProxyWorker(UvicornWorker):\n\
+         \x20   CONFIG_KWARGS = {'proxy_headers': False}\n",
+    )
+    .unwrap();
+    let forwarded = "GET /scope HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 1.2.3.4\r\n\
+                     X-Forwarded-Proto: https\r\nConnection: close\r\n\r\n";
+    let line = |body: &str, k: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}\t")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let gunicorn = common::gunicorn();
+    let mut seen = Vec::new();
+    for class in [
+        "project_workers.ProxiedWorker",
+        "project_workers.NoProxyWorker",
+    ] {
+        let mut answers = Vec::new();
+        for program in [rgunicorn(), gunicorn.clone()] {
+            let args = ["asgi_raw:app", "-b", "127.0.0.1:0", "-k", class];
+            let mut p = Proc::spawn(&program, &dir, &args, &[]);
+            p.wait_ready();
+            let (status, head, body) = request(p.port, forwarded).unwrap();
+            assert_eq!(status, 200, "{body}");
+            let served_by = head
+                .lines()
+                .find_map(|l| l.strip_prefix("x-served-by: "))
+                .map(str::to_string);
+            answers.push((
+                line(&body, "root_path"),
+                line(&body, "path"),
+                line(&body, "client").split(',').next().unwrap().to_string(),
+                line(&body, "scheme"),
+                served_by,
+            ));
+            if program == rgunicorn() {
+                let warned: Vec<String> = p
+                    .stderr
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|l| l.contains("[WARNING]") && l.contains(class))
+                    .cloned()
+                    .collect();
+                seen.push(warned);
+            }
+            p.signal("TERM");
+            assert_eq!(p.wait_exit(Duration::from_secs(20)), 0);
+        }
+        assert_eq!(answers[0], answers[1], "{class}: rgunicorn vs gunicorn");
+        // The settings took effect, not only agree: no proxy trusted here.
+        assert_eq!(answers[0].2, "[\"127.0.0.1\"", "{class}");
+        assert_eq!(answers[0].3, "\"http\"", "{class}");
+        if class.ends_with("ProxiedWorker") {
+            assert_eq!(answers[0].0, "\"/api\"");
+            assert_eq!(answers[0].4.as_deref(), Some("edge"));
+        } else {
+            assert_eq!((answers[0].0.as_str(), &answers[0].4), ("\"\"", &None));
+        }
+    }
+    let proxied = &seen[0];
+    assert_eq!(proxied.len(), 1, "{proxied:?}");
+    assert!(
+        proxied[0].contains("CONFIG_KWARGS[\"server_header\"]")
+            && proxied[0].contains("init_process()")
+            && !proxied[0].contains("http"),
+        "{proxied:?}"
+    );
+    assert!(seen[1].is_empty(), "{:?}", seen[1]);
+}
+
+/// `limit_concurrency` from a UvicornWorker class: above that many
+/// requests in progress in a worker, uvicorn's 503.
+#[test]
+fn limit_concurrency_answers_503_above_it() {
+    let dir = scratch_dir("asgi-limit-concurrency");
+    std::fs::write(
+        dir.join("held.py"),
+        "import asyncio, os, uuid\n\
+         from uvicorn.workers import UvicornWorker\n\
+         \n\
+         class Limited(UvicornWorker):\n\
+         \x20   CONFIG_KWARGS = {'limit_concurrency': 2}\n\
+         \n\
+         async def app(scope, receive, send):\n\
+         \x20   if scope['type'] != 'http':\n\
+         \x20       return\n\
+         \x20   if scope['path'] == '/hold':\n\
+         \x20       open(f'held-{uuid.uuid4()}', 'w').close()\n\
+         \x20       while not os.path.exists('release'):\n\
+         \x20           await asyncio.sleep(0.01)\n\
+         \x20   await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n\
+         \x20   await send({'type': 'http.response.body', 'body': b'done'})\n",
+    )
+    .unwrap();
+    let args = [
+        "held:app",
+        "-b",
+        "127.0.0.1:0",
+        "-w",
+        "1",
+        "-k",
+        "held.Limited",
+    ];
+    let p = Proc::spawn(&rgunicorn(), &dir, &args, &[]);
+    wait_for("a worker to answer", Duration::from_secs(30), || {
+        get(p.port, "/").is_ok()
+    });
+    let port = p.port;
+    let holders: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || get(port, "/hold").unwrap()))
+        .collect();
+    let held = || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("held-")
+            })
+            .count()
+    };
+    wait_for("two requests in the app", Duration::from_secs(10), || {
+        held() == 2
+    });
+    let (status, head, body) = request(
+        port,
+        "GET /third HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!((status, body.as_str()), (503, "Service Unavailable"));
+    assert!(head.contains("text/plain; charset=utf-8"), "{head}");
+    assert!(p.log_has("Exceeded concurrency limit."));
+    std::fs::write(dir.join("release"), "").unwrap();
+    for h in holders {
+        assert_eq!(h.join().unwrap(), (200, "done".to_string()));
+    }
+    assert_eq!(get(port, "/after").unwrap(), (200, "done".to_string()));
 }

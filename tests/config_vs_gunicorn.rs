@@ -449,3 +449,86 @@ fn help_and_version() {
         "{version}"
     );
 }
+
+/// What a start would refuse, `--check-config` reports (gunicorn's only
+/// imports the app): a worker class that cannot be loaded or served, TLS
+/// files that are missing, settings rgunicorn would serve wrongly.
+#[test]
+fn check_config_reports_what_a_start_refuses() {
+    let dir = setup();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["-k", "nosuch.Worker"],
+            "class uri 'nosuch.Worker' invalid or not found",
+        ),
+        (&["-k", "gevent"], "is not supported by rgunicorn"),
+        (
+            &["--certfile", "missing.pem", "--keyfile", "missing.key"],
+            "missing.pem",
+        ),
+        (
+            &["--protocol", "uwsgi"],
+            "protocol = \"uwsgi\" is not supported",
+        ),
+        (
+            &[
+                "--dirty-workers",
+                "1",
+                "--dirty-app",
+                "dummyapp:application",
+            ],
+            "dirty arbiter",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut check = args.to_vec();
+        check.extend(["--check-config", "dummyapp"]);
+        let out = run_in(&rgunicorn(), &dir, &check, &[]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?} lacks {needle:?}: {err}");
+        // A start fails the same way, before serving.
+        let mut start = args.to_vec();
+        start.extend(["-b", "127.0.0.1:0", "dummyapp"]);
+        let out = run_in(&rgunicorn(), &dir, &start, &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(text(&out.stderr).contains(needle), "{args:?}");
+        assert!(!text(&out.stderr).contains("Listening at"), "{args:?}");
+    }
+}
+
+/// Start-up warnings go through the error log (its format, its file), and
+/// the settings rgunicorn acts on are not among them.
+#[test]
+fn startup_warnings_go_to_the_error_log() {
+    let dir = common::scratch_dir("warnings-errorlog");
+    let server = common::server::Server::start(
+        &dir,
+        &[
+            "--error-logfile",
+            "err.log",
+            "--dirty-timeout",
+            "5",
+            "--forwarded-allow-ips",
+            "10.0.0.1",
+        ],
+    );
+    let log = std::fs::read_to_string(dir.join("err.log")).unwrap();
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("[WARNING]")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].starts_with('[')
+            && warnings[0].contains(&format!(
+                "] [{}] [WARNING] setting `dirty_timeout`",
+                server.pid()
+            )),
+        "{log}"
+    );
+    assert!(!server
+        .stderr_lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("Warning")));
+    assert_eq!(server.stop(), 0);
+}

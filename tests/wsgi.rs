@@ -367,7 +367,8 @@ fn interface_by_worker_class() {
     let (code, err) = run_to_exit(&rgunicorn(), &dir, &["wsgi_app", "-k", "gevent"]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("\"gevent\" is not supported") && err.contains("sync or gthread"),
+        err.contains("\"gevent\" (gunicorn.workers.ggevent.GeventWorker) is not supported")
+            && err.contains("sync or gthread"),
         "{err}"
     );
 }
@@ -800,5 +801,95 @@ fn an_upgrade_request_is_plain_http_for_wsgi_and_rust_apps() {
             .unwrap();
         assert_eq!(read_response(&mut conn).unwrap().status, 200, "{app}");
         assert_eq!(server.stop(), 0);
+    }
+}
+
+/// target/test-venv's site-packages: gunicorn itself, whose worker
+/// classes user code derives from (put on both servers' `sys.path` by the
+/// config, as a venv would have it).
+fn venv_site_packages() -> String {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/lib");
+    std::fs::read_dir(&lib)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.join("gunicorn").exists())
+        .expect("gunicorn in target/test-venv (tests/run installs it)")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Subclasses of gunicorn's SyncWorker and ThreadWorker (a class object in
+/// the config, a dotted path on the command line) serve WSGI; what the
+/// class overrides is named in one warning, since the Rust workers don't
+/// run it.
+#[test]
+fn worker_class_subclasses_of_gunicorns_wsgi_workers_serve_wsgi() {
+    let extra = format!(
+        "import sys\n\
+         sys.path.insert(0, {site:?})\n\
+         from gunicorn.workers.sync import SyncWorker\n\
+         class AuditedWorker(SyncWorker):\n\
+         \x20   def handle_request(self, listener, req, client, addr):\n\
+         \x20       return super().handle_request(listener, req, client, addr)\n\
+         worker_class = AuditedWorker\n",
+        site = venv_site_packages()
+    );
+    let dir = app_dir("wsgi-worker-subclass", &extra);
+    std::fs::write(
+        dir.join("project_workers.py"),
+        "from gunicorn.workers.gthread import ThreadWorker\n\
+         class Pooled(ThreadWorker):\n\
+         \x20   pass\n",
+    )
+    .unwrap();
+    for args in [
+        vec!["wsgi_app:application"],
+        vec!["wsgi_app:application", "-k", "project_workers.Pooled"],
+    ] {
+        let server = start(&rgunicorn(), &dir, &args);
+        let resp = get(server.port, "/health");
+        assert_eq!((resp.status, resp.text()), (200, "ok".to_string()));
+        let warnings: Vec<String> = server
+            .stderr_lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("[WARNING]") && l.contains("worker_class"))
+            .cloned()
+            .collect();
+        if args.len() == 1 {
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert!(warnings[0].contains("handle_request()"), "{warnings:?}");
+        } else {
+            assert!(warnings.is_empty(), "{warnings:?}");
+        }
+        assert_eq!(server.stop(), 0);
+    }
+}
+
+/// A worker class that cannot be loaded stops the start as gunicorn 27.0.1
+/// stops it: exit 1, gunicorn's `class uri ... invalid or not found`
+/// message with the cause. gunicorn 27 declares no worker entry points, so
+/// `egg:gunicorn#sync` and unknown short names fail too.
+#[test]
+fn worker_class_that_cannot_be_loaded_fails_as_in_gunicorn() {
+    let dir = app_dir("wsgi-worker-class-errors", "");
+    for class in ["nosuch.Worker", "egg:gunicorn#sync", "eventlet"] {
+        let args = ["wsgi_app:application", "-k", class];
+        let (ours, our_err) = run_to_exit(&rgunicorn(), &dir, &args);
+        let (theirs, their_err) = run_to_exit(&gunicorn(), &dir, &args);
+        assert_eq!((ours, theirs), (1, 1), "{class}: {our_err}");
+        let first = |s: &str| s.lines().find(|l| !l.is_empty()).unwrap_or("").to_string();
+        // The exception's last line: what went wrong.
+        let cause = |s: &str| {
+            s.lines()
+                .rfind(|l| l.contains("Error: ") && !l.starts_with("Error: "))
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(first(&our_err), first(&their_err), "{class}");
+        assert_eq!(cause(&our_err), cause(&their_err), "{class}");
+        assert!(!cause(&our_err).is_empty(), "{our_err}");
     }
 }

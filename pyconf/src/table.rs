@@ -689,7 +689,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Dict,
         short: "A dictionary containing headers and values that the front-end proxy",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "forwarded_allow_ips",
@@ -702,7 +702,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: AddrList,
         short: "Front-end's IP addresses or networks from which allowed to handle",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "accesslog",
@@ -806,7 +806,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "The log config file to use.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "logconfig_dict",
@@ -819,7 +819,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Dict,
         short: "The log config dictionary to use, using the standard Python",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "logconfig_json",
@@ -832,7 +832,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "The log config to read config from a JSON file",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "syslog_addr",

@@ -77,12 +77,37 @@ const INBOX_HIGH_WATER: usize = 32;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The same when the worker drains: a short wait, then the connection goes.
 const GOING_AWAY_TIMEOUT: Duration = Duration::from_secs(1);
-/// uvicorn's keepalive (`ws_ping_interval`, `ws_ping_timeout`): a ping
-/// after this long, and the connection failed with 1011 when its pong has
-/// not come this long after. A proxy in front sees traffic, and a client
-/// that vanished without a word is noticed.
-const PING_INTERVAL: Duration = Duration::from_secs(20);
-const PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// A session's limits and keepalive.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Options {
+    /// `websocket_max_message_size` (uvicorn's `ws_max_size`; 0: none).
+    pub max_size: usize,
+    /// uvicorn's keepalive (`ws_ping_interval`, `ws_ping_timeout`): a ping
+    /// after this long, and the connection failed with 1011 when its pong
+    /// has not come this long after. A proxy in front sees traffic, and a
+    /// client that vanished without a word is noticed. `None`: no pings,
+    /// or no deadline for the pong.
+    pub ping_interval: Option<Duration>,
+    pub ping_timeout: Option<Duration>,
+}
+
+impl Default for Options {
+    /// uvicorn's defaults.
+    fn default() -> Options {
+        Options {
+            max_size: 16 * 1024 * 1024,
+            ping_interval: Some(Duration::from_secs(20)),
+            ping_timeout: Some(Duration::from_secs(20)),
+        }
+    }
+}
+
+/// An instant `d` from now, or one that never comes.
+fn after(d: Option<Duration>) -> tokio::time::Instant {
+    // A year stands for never: tokio's timer takes no infinite deadline.
+    let d = d.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+    tokio::time::Instant::now() + d
+}
 /// Per connection, allocated up front by tungstenite (its default is 128 KiB).
 const READ_BUFFER: usize = 16 * 1024;
 
@@ -242,7 +267,7 @@ impl Drop for GoneGuard {
 pub(super) async fn call(
     bridge: &Arc<Bridge>,
     mut req: Request<Incoming>,
-    max_size: usize,
+    options: Options,
 ) -> Response<ResponseBody> {
     let headers = req.headers();
     let version = headers.get(header::SEC_WEBSOCKET_VERSION);
@@ -302,7 +327,7 @@ pub(super) async fn call(
             // unrun (the 101 never went out), the app hears of it.
             let guard = GoneGuard(Some(shared));
             let run: crate::app::UpgradeFn = Box::new(move |io, drain| {
-                Box::pin(session(guard, io, drain, max_size))
+                Box::pin(session(guard, io, drain, options))
                     as Pin<Box<dyn Future<Output = ()> + Send>>
             });
             resp.extensions_mut()
@@ -356,19 +381,19 @@ async fn session(
     guard: GoneGuard,
     io: hyper::upgrade::Upgraded,
     mut drain: watch::Receiver<bool>,
-    max_size: usize,
+    options: Options,
 ) {
     let Some(shared) = guard.0.clone() else {
         return;
     };
-    let limit = (max_size > 0).then_some(max_size);
+    let limit = (options.max_size > 0).then_some(options.max_size);
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .max_message_size(limit)
         .max_frame_size(limit);
     let mut ws =
         WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(config)).await;
-    let mut next_ping = tokio::time::Instant::now() + PING_INTERVAL;
+    let mut next_ping = after(options.ping_interval);
     // The keepalive ping in flight: its payload and the pong's deadline.
     let mut ping: Option<(Bytes, tokio::time::Instant)> = None;
     let end = 'session: loop {
@@ -421,7 +446,7 @@ async fn session(
                 Some(Ok(Message::Pong(p))) => {
                     if ping.as_ref().is_some_and(|(payload, _)| *payload == p) {
                         ping = None;
-                        next_ping = tokio::time::Instant::now() + PING_INTERVAL;
+                        next_ping = after(options.ping_interval);
                     }
                 }
                 // Pings are answered by tungstenite.
@@ -444,7 +469,7 @@ async fn session(
                 if ws.send(Message::Ping(payload.clone())).await.is_err() {
                     break End::Lost;
                 }
-                ping = Some((payload, tokio::time::Instant::now() + PING_TIMEOUT));
+                ping = Some((payload, after(options.ping_timeout)));
             }
             _ = drained(&mut drain) => {
                 // uvicorn's shutdown: 1012 to the app and to the client.

@@ -1,8 +1,8 @@
 """A raw ASGI 3 app for tests/asgi.rs: streaming both ways, disconnect,
-the scope as JSON, errors, a blocked loop, websockets (echo, close codes,
-subprotocols, refusals, errors), and lifespan and websocket disconnects
-recorded to the file named by $ASGI_LOG ($ASGI_FAIL_STARTUP makes startup
-fail)."""
+the scope as JSON, errors, a blocked loop, a CONNECT answered with a body,
+websockets (echo, close codes, subprotocols, refusals, errors), and
+lifespan and websocket disconnects recorded to the file named by $ASGI_LOG
+($ASGI_FAIL_STARTUP makes startup fail)."""
 import asyncio
 import json
 import os
@@ -171,6 +171,9 @@ async def app(scope, receive, send):
         return await reply(send, 200, str(scope["state"].get("started_by")).encode())
     if path == "/pid":
         return await reply(send, 200, str(os.getpid()).encode())
+    if scope["method"] == "CONNECT":
+        # Answered as any request: no tunnel (as from gunicorn).
+        return await reply(send, 200, b"CONNECT answered")
     return await reply(send, 200, b"hello")
 
 

@@ -55,6 +55,18 @@ impl Server {
     /// the default path; `extra_args` may name another or
     /// `--no-control-socket`.
     pub fn start_program(program: &Path, app: &str, dir: &Path, extra_args: &[&str]) -> Server {
+        Server::start_program_env(program, app, dir, extra_args, &[])
+    }
+
+    /// [`Server::start_program`] with the environment changed by `env`
+    /// (`None` removes a variable).
+    pub fn start_program_env(
+        program: &Path,
+        app: &str,
+        dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> Server {
         // gunicorn (the reference, started next to rgunicorn in one test
         // directory) gets its own.
         let name = if program.ends_with("gunicorn") {
@@ -65,7 +77,7 @@ impl Server {
         let ctl = dir.join(name);
         let mut args = vec!["--control-socket", ctl.to_str().unwrap()];
         args.extend_from_slice(extra_args);
-        Server::spawn(program, app, dir, &args, &[])
+        Server::spawn(program, app, dir, &args, env)
     }
 
     /// [`Server::start`] without a control socket option: the default path

@@ -1,0 +1,325 @@
+//! Python logging idioms side by side with gunicorn 27.0.1 (and its
+//! UvicornWorker for ASGI): the same app and config under both servers,
+//! one request, TERM; then where each line of interest landed (stdout,
+//! stderr, the `errorlog` file, the access log file) and its text, digits
+//! masked (timestamps, pids, ports), must be the same.
+//!
+//! Lines of interest: those the app logs (they carry `marker`), and the
+//! access lines (they carry the request line). rgunicorn's own start-up
+//! lines name rgunicorn and differ by design.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{gunicorn, rgunicorn, scratch_dir};
+
+fn venv() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nUser-Agent: logtest/1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((
+        status,
+        buf.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").into(),
+    ))
+}
+
+/// Where the lines went.
+#[derive(Debug, PartialEq)]
+struct Landed {
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+    errorlog: Vec<String>,
+    accesslog: Vec<String>,
+}
+
+/// Digits masked: timestamps, pids and ports differ between runs.
+fn mask(line: &str) -> String {
+    let mut out = String::new();
+    let mut in_digits = false;
+    for c in line.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('N');
+            }
+            in_digits = true;
+        } else {
+            out.push(c);
+            in_digits = false;
+        }
+    }
+    out
+}
+
+fn of_interest(text: &str, marker: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.contains(marker) || l.contains("GET /log"))
+        .map(mask)
+        .collect()
+}
+
+/// Run `program app args` in a copy of `files`, GET /log once, TERM.
+fn run(program: &Path, files: &[(&str, &str)], app: &str, args: &[&str], marker: &str) -> Landed {
+    let dir = scratch_dir("logging");
+    for (name, body) in files {
+        std::fs::write(dir.join(name), body).unwrap();
+    }
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut cmd = Command::new(program);
+    cmd.current_dir(&dir)
+        .arg(app)
+        .args(["-b", &bind, "-w", "1", "--control-socket", "ctl.sock"])
+        .args(args)
+        .env("VIRTUAL_ENV", venv())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+        .stdin(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !get(port, "/health").is_ok_and(|(s, _)| s == 200) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{program:?} exited: {}",
+            std::fs::read_to_string(dir.join("stderr")).unwrap_or_default()
+        );
+        assert!(Instant::now() < deadline, "{program:?} did not serve");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get(port, "/log").unwrap().0, 200);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert_eq!(
+        common::server::wait_exit(&mut child, Duration::from_secs(20)),
+        0
+    );
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    Landed {
+        stdout: of_interest(&read("stdout"), marker),
+        stderr: of_interest(&read("stderr"), marker),
+        errorlog: of_interest(&read("error.log"), marker),
+        accesslog: of_interest(&read("access.log"), marker),
+    }
+}
+
+/// Both servers, the same inputs: the same lines in the same places.
+fn same_as_gunicorn(files: &[(&str, &str)], app: &str, args: &[&str], marker: &str) -> Landed {
+    let ours = run(&rgunicorn(), files, app, args, marker);
+    let theirs = run(&gunicorn(), files, app, args, marker);
+    assert_eq!(ours, theirs, "rgunicorn (left) vs gunicorn 27.0.1 (right)");
+    ours
+}
+
+const WSGI_APP: &str = r#"
+import logging
+
+app_logger = logging.getLogger("flaskish")
+# The Flask idiom: the app's logger takes gunicorn's error handlers.
+app_logger.handlers = logging.getLogger("gunicorn.error").handlers
+app_logger.setLevel(logging.getLogger("gunicorn.error").level)
+module_logger = logging.getLogger(__name__)
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/log":
+        app_logger.info("marker info from the app logger")
+        app_logger.debug("marker debug hidden at loglevel info")
+        logging.getLogger("gunicorn.error").warning("marker warning to gunicorn.error")
+        module_logger.warning("marker module warning")
+        module_logger.info("marker module info, dropped without handlers")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+"#;
+
+#[test]
+fn gunicorn_error_handler_copy_wsgi() {
+    let files = [("app.py", WSGI_APP)];
+    // errorlog on stderr, access log on stdout.
+    let landed = same_as_gunicorn(&files, "app:app", &["--access-logfile", "-"], "marker");
+    assert_eq!(landed.stderr.len(), 3, "{landed:?}");
+    assert_eq!(landed.stdout.len(), 1, "{landed:?}");
+    // Both in files.
+    let landed = same_as_gunicorn(
+        &files,
+        "app:app",
+        &[
+            "--error-logfile",
+            "error.log",
+            "--access-logfile",
+            "access.log",
+        ],
+        "marker",
+    );
+    assert_eq!(landed.errorlog.len(), 2, "{landed:?}");
+    assert_eq!(landed.accesslog.len(), 1, "{landed:?}");
+}
+
+const ASGI_APP: &str = r#"
+import logging
+
+log = logging.getLogger(__name__)
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/log":
+        logging.getLogger("uvicorn.error").info("marker from uvicorn.error")
+        logging.getLogger("uvicorn.error").debug("marker debug hidden")
+        log.warning("marker module warning")
+        log.info("marker module info, dropped")
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+"#;
+
+#[test]
+fn uvicorn_error_and_module_loggers_asgi() {
+    let files = [("app.py", ASGI_APP)];
+    let args = [
+        "-k",
+        "uvicorn.workers.UvicornWorker",
+        "--error-logfile",
+        "error.log",
+    ];
+    let landed = same_as_gunicorn(&files, "app:app", &args, "marker");
+    assert_eq!(landed.errorlog.len(), 1, "{landed:?}");
+    assert_eq!(landed.stderr.len(), 1, "{landed:?}");
+}
+
+const DICT_CONFIG: &str = r#"
+logconfig_dict = {
+    "version": 1,
+    "formatters": {
+        "json": {"format": '{"level": "%(levelname)s", "logger": "%(name)s", "message": "%(message)s"}'},
+    },
+    "handlers": {
+        "out": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+        "file": {"class": "logging.FileHandler", "formatter": "json", "filename": "error.log"},
+    },
+    "root": {"level": "INFO", "handlers": ["out"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["file"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["out"], "propagate": False},
+    },
+}
+"#;
+
+#[test]
+fn logconfig_dict_with_a_json_formatter() {
+    let files = [("app.py", WSGI_APP), ("conf.py", DICT_CONFIG)];
+    // rgunicorn's own lines go through the JSON formatter too: worker exit.
+    let landed = same_as_gunicorn(&files, "app:app", &["-c", "conf.py"], "marker");
+    assert!(landed
+        .stdout
+        .iter()
+        .any(|l| l.contains(r#""logger": "gunicorn.access""#)));
+    assert!(landed
+        .stdout
+        .iter()
+        .any(|l| l.contains(r#""logger": "app""#)));
+    let landed = same_as_gunicorn(&files, "app:app", &["-c", "conf.py"], "Worker exiting");
+    assert_eq!(landed.errorlog.len(), 1, "{landed:?}");
+    assert!(landed.errorlog[0].starts_with(r#"{"level": "INFO", "logger": "gunicorn.error""#));
+}
+
+const INI: &str = r#"
+[loggers]
+keys=root, gunicorn.error, gunicorn.access
+
+[handlers]
+keys=console, errfile
+
+[formatters]
+keys=plain
+
+[logger_root]
+level=INFO
+handlers=console
+
+[logger_gunicorn.error]
+level=INFO
+handlers=errfile
+propagate=0
+qualname=gunicorn.error
+
+[logger_gunicorn.access]
+level=INFO
+handlers=console
+propagate=0
+qualname=gunicorn.access
+
+[handler_console]
+class=StreamHandler
+formatter=plain
+args=(sys.stdout, )
+
+[handler_errfile]
+class=FileHandler
+formatter=plain
+args=('error.log', 'a')
+
+[formatter_plain]
+format=INI %(levelname)s %(name)s: %(message)s
+"#;
+
+#[test]
+fn logconfig_ini_and_logconfig_json() {
+    let files = [("app.py", WSGI_APP), ("logging.ini", INI)];
+    let landed = same_as_gunicorn(
+        &files,
+        "app:app",
+        &["--log-config", "logging.ini"],
+        "marker",
+    );
+    assert!(
+        landed.errorlog.iter().all(|l| l.starts_with("INI ")),
+        "{landed:?}"
+    );
+    assert!(
+        !landed.errorlog.is_empty() && !landed.stdout.is_empty(),
+        "{landed:?}"
+    );
+    let json = r#"{"version": 1,
+        "formatters": {"j": {"format": "JSONCONF %(levelname)s %(name)s %(message)s"}},
+        "handlers": {"e": {"class": "logging.StreamHandler", "formatter": "j", "stream": "ext://sys.stderr"}},
+        "root": {"level": "WARNING", "handlers": ["e"]},
+        "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["e"], "propagate": false},
+                    "gunicorn.access": {"level": "INFO", "handlers": ["e"], "propagate": false}}}"#;
+    let files = [("app.py", WSGI_APP), ("logging.json", json)];
+    let landed = same_as_gunicorn(
+        &files,
+        "app:app",
+        &["--log-config-json", "logging.json"],
+        "marker",
+    );
+    assert!(landed
+        .stderr
+        .iter()
+        .any(|l| l.starts_with("JSONCONF INFO gunicorn.access")));
+}
