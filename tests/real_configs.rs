@@ -1117,6 +1117,15 @@ fn expected_failure(config: &str) -> Option<&'static str> {
 fn real_configs_served_as_by_gunicorn() {
     let started = Instant::now();
     let gunicorn = venv().join("bin/gunicorn");
+    // Failed runs keep their directories until the next run of this test.
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let ours = format!("-{}-", std::process::id());
+    for entry in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("real-") && !name.contains(&ours) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
     for (config, _) in EXPECTED_FAILURES {
         assert!(
             CASES.iter().any(|c| c.config == *config),
@@ -1142,7 +1151,7 @@ fn real_configs_served_as_by_gunicorn() {
                     gunicorn: theirs,
                     rgunicorn: ours,
                 };
-                // Failed runs keep their directory (logs, files) to look at.
+                // Failed runs keep theirs (logs, files) to look at.
                 if out.gunicorn.served() && out.rgunicorn_serves() {
                     let _ = std::fs::remove_dir_all(&out.gunicorn.dir);
                     let _ = std::fs::remove_dir_all(&out.rgunicorn.dir);
@@ -1228,10 +1237,6 @@ fn real_configs_served_as_by_gunicorn() {
         "rgunicorn serves {n} of the {m} configs gunicorn serves; gevent: {} expected failures ({gevent_total} gevent configs gunicorn serves)",
         gevent_total - gevent_served
     );
-    eprintln!(
-        "\n{table}\n{summary}\n({:.0} s)",
-        started.elapsed().as_secs_f64()
-    );
     // The logs of each failing rgunicorn run, for the report.
     for (case, out) in CASES.iter().zip(&results) {
         if case.refused.is_none() && out.gunicorn.served() && !out.rgunicorn_serves() {
@@ -1242,18 +1247,36 @@ fn real_configs_served_as_by_gunicorn() {
             }
         }
     }
-    // Not failures, but what a config's user would see: settings rgunicorn
-    // takes without acting on them, and tracebacks only rgunicorn logged
-    // (a hook that raised where gunicorn's did not) in configs it serves.
-    let mut unimplemented: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+    // Not failures, but what a config's user would see: what rgunicorn
+    // says has no effect (settings it takes without acting on them, worker
+    // class code its Rust workers do not run), and tracebacks only
+    // rgunicorn logged (a hook that raised where gunicorn's did not) in
+    // configs it serves.
+    let mut no_effect: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
     let mut notes = Vec::new();
     for (case, out) in CASES.iter().zip(&results) {
+        let mut seen = std::collections::BTreeSet::new();
         for line in out.rgunicorn.stderr.lines() {
-            if let Some(rest) = line.split("Warning: setting `").nth(1) {
-                if line.contains("not implemented") {
-                    let name = rest.split('`').next().unwrap_or_default().to_string();
-                    unimplemented.entry(name).or_default().push(case.config);
-                }
+            if !line.contains("no effect") {
+                continue;
+            }
+            let Some(at) = line
+                .find("setting `")
+                .or_else(|| line.find("worker_class "))
+            else {
+                continue;
+            };
+            // Up to the end of the message (a JSON formatter quotes it).
+            let mut message = &line[at..];
+            if line.trim_start().starts_with('{') {
+                message = message.split("\", \"").next().unwrap_or_default();
+                message = message.trim_end_matches('}').trim_end_matches('"');
+            }
+            if seen.insert(message.to_string()) {
+                no_effect
+                    .entry(message.to_string())
+                    .or_default()
+                    .push(case.config);
             }
         }
         let traceback = |r: &Run| r.stderr.contains("Traceback (most recent call last)");
@@ -1265,10 +1288,10 @@ fn real_configs_served_as_by_gunicorn() {
             ));
         }
     }
-    if !unimplemented.is_empty() {
-        eprintln!("\nSettings rgunicorn warns it does not act on:");
-        for (name, configs) in &unimplemented {
-            eprintln!("    {name}: {}", configs.join(", "));
+    if !no_effect.is_empty() {
+        eprintln!("\nrgunicorn warned that these have no effect:");
+        for (message, configs) in &no_effect {
+            eprintln!("    {message}\n        in {}", configs.join(", "));
         }
     }
     if !notes.is_empty() {
@@ -1277,6 +1300,11 @@ fn real_configs_served_as_by_gunicorn() {
             eprintln!("    {note}");
         }
     }
+    // The table and the count last, where a reader of the output looks.
+    eprintln!(
+        "\n{table}\n{summary}\n({:.0} s)",
+        started.elapsed().as_secs_f64()
+    );
     assert!(
         m >= 40,
         "gunicorn serves only {m} of the configs outside the gevent family"
