@@ -37,7 +37,7 @@ errorlog_var = os.getenv("ERROR_LOG", "-")
 use_errorlog = errorlog_var or None
 graceful_timeout_str = os.getenv("GRACEFUL_TIMEOUT", "120")
 timeout_str = os.getenv("TIMEOUT", "120")
-keepalive_str = os.getenv("KEEP_ALIVE", "5")
+keepalive_str = os.getenv("KEEPALIVE", "120")
 
 # Gunicorn config variables
 loglevel = use_loglevel
