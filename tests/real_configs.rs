@@ -17,7 +17,8 @@
 //! config that gunicorn serves, except the gevent family listed in
 //! `EXPECTED_FAILURES` (rgunicorn has no gevent worker yet). It also fails
 //! when gunicorn does not serve a config it should (a broken config or
-//! venv), or serves one it should refuse.
+//! venv) or serves one it should refuse, and when rgunicorn serves a
+//! config gunicorn refuses.
 //!
 //! Python packages come from `target/test-venv` (tests/run installs them;
 //! or `REAL_CONFIGS_VENV`): the servers get its site-packages as
@@ -28,7 +29,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -1062,15 +1063,11 @@ fn run(case: &Case, program: &Path, label: &str) -> Run {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    // Whatever is left (a start that timed out, an exit that did not come).
-    stop(&mut child);
+    // Whatever is left (a start that timed out, an exit that did not
+    // come): TERM, then KILL after a bounded wait; reaped either way.
+    common::server::stop_child(&mut child);
     outcome.stderr = log();
     outcome
-}
-
-/// TERM, then KILL after a bounded wait; reaped either way.
-fn stop(child: &mut Child) {
-    common::server::stop_child(child);
 }
 
 /// Both servers on one config.
