@@ -826,6 +826,8 @@ struct Run {
     stderr: String,
     /// Its scratch directory (removed when both servers served).
     dir: PathBuf,
+    /// From the start to the exit.
+    secs: f64,
 }
 
 impl Run {
@@ -996,7 +998,9 @@ fn run(case: &Case, program: &Path, label: &str) -> Run {
         problem: None,
         stderr: String::new(),
         dir: scratch.clone(),
+        secs: 0.0,
     };
+    let began = Instant::now();
 
     // Ready once GET / is answered (any status), or exited, or timed out.
     let deadline = Instant::now() + BOUND;
@@ -1066,6 +1070,7 @@ fn run(case: &Case, program: &Path, label: &str) -> Run {
     // Whatever is left (a start that timed out, an exit that did not
     // come): TERM, then KILL after a bounded wait; reaped either way.
     common::server::stop_child(&mut child);
+    outcome.secs = began.elapsed().as_secs_f64();
     outcome.stderr = log();
     outcome
 }
@@ -1171,7 +1176,10 @@ fn real_configs_served_as_by_gunicorn() {
 
     let yes_no = |b: bool| if b { "yes" } else { "no" };
     let width = CASES.iter().map(|c| c.config.len()).max().unwrap();
-    let mut table = format!("{:width$}  gunicorn  rgunicorn  why not\n", "config");
+    let mut table = format!(
+        "{:width$}  gunicorn  rgunicorn  seconds    why not\n",
+        "config"
+    );
     let (mut m, mut n, mut gevent_total, mut gevent_served) = (0, 0, 0, 0);
     let mut failures = Vec::new();
     for (case, out) in CASES.iter().zip(&results) {
@@ -1196,8 +1204,9 @@ fn real_configs_served_as_by_gunicorn() {
             (None, true) if ours => String::new(),
             (None, true) => out.why_not(),
         };
+        let secs = format!("{:.1}+{:.1}", out.gunicorn.secs, out.rgunicorn.secs);
         table.push_str(&format!(
-            "{:width$}  {:8}  {:9}  {why}\n",
+            "{:width$}  {:8}  {:9}  {secs:9}  {why}\n",
             case.config,
             yes_no(theirs),
             yes_no(ours)
