@@ -790,7 +790,15 @@ impl<'py> Master<'py> {
             .collect();
         let pid = process::fork_python(py, ChildKind::Worker, move || {
             process::close_master_fds(&master_fds);
-            worker_main(py, cfg, &title, child_server, child_worker, setup, python_app)
+            worker_main(
+                py,
+                cfg,
+                &title,
+                child_server,
+                child_worker,
+                setup,
+                python_app,
+            )
         })
         .map_err(|e| format!("fork failed: {e}"))?;
         worker.borrow_mut(py).set_pid(py, pid.as_raw());
@@ -1278,7 +1286,10 @@ fn boot_worker(
         let app = crate::pyapp::import_in_worker(py, uri)?;
         let worker = worker.bind(py);
         worker.setattr("wsgi", &app).map_err(failed)?;
-        worker.getattr("app").and_then(|a| a.setattr("callable", &app)).map_err(failed)?;
+        worker
+            .getattr("app")
+            .and_then(|a| a.setattr("callable", &app))
+            .map_err(failed)?;
     }
     hooks::call(py, cfg, "post_worker_init", (worker.clone_ref(py),)).map_err(failed)?;
     worker.borrow_mut(py).booted = true;

@@ -343,10 +343,9 @@ impl WsgiApp {
         base.set_item("wsgi.input_terminated", true)?;
         base.set_item(
             "SERVER_SOFTWARE",
-            helpers.getattr("server_software")?.call1((format!(
-                "rgunicorn/{}",
-                env!("CARGO_PKG_VERSION")
-            ),))?,
+            helpers
+                .getattr("server_software")?
+                .call1((format!("rgunicorn/{}", env!("CARGO_PKG_VERSION")),))?,
         )?;
         Ok(WsgiApp {
             app,

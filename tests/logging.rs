@@ -504,11 +504,17 @@ fn debug_level_at_start_dumps_the_configuration() {
     ];
     let dump = |program: &Path| -> Vec<String> {
         let [_, stderr, ..] = run_raw(program, &files, "app:app", &["--log-level", "debug"]);
-        let mut lines = stderr.lines().skip_while(|l| !l.ends_with("[DEBUG] Current configuration:"));
+        let mut lines = stderr
+            .lines()
+            .skip_while(|l| !l.ends_with("[DEBUG] Current configuration:"));
         assert!(lines.next().is_some(), "{program:?}: no dump in\n{stderr}");
         lines
             .take_while(|l| l.starts_with("  "))
-            .filter(|l| !ours_only.iter().any(|name| l.starts_with(&format!("  {name}:"))))
+            .filter(|l| {
+                !ours_only
+                    .iter()
+                    .any(|name| l.starts_with(&format!("  {name}:")))
+            })
             .map(|l| match l.find(" at 0x") {
                 Some(i) => mask(&l[..i]),
                 // The bind's port and the scratch directory differ.
@@ -525,41 +531,61 @@ fn debug_level_at_start_dumps_the_configuration() {
 /// line format at `loglevel = debug`, and not at info.
 #[test]
 fn dependencies_events_at_debug_level() {
-    let files = [("app.py", WSGI_APP)];
     for (level, expected) in [("debug", true), ("info", false)] {
         let dir = scratch_dir("logging-deps");
-        for (name, body) in files {
-            std::fs::write(dir.join(name), body).unwrap();
-        }
+        std::fs::write(dir.join("app.py"), WSGI_APP).unwrap();
         let port = free_port();
         let bind = format!("127.0.0.1:{port}");
-        let mut child = Command::new(rgunicorn())
+        let child = Command::new(rgunicorn())
             .current_dir(&dir)
             .args(["app:app", "-b", &bind, "--control-socket", "ctl.sock"])
-            .args(["--http-protocols", "h2,h1", "--http2-cleartext", "prior-knowledge"])
+            .args([
+                "--http-protocols",
+                "h2",
+                "--http2-cleartext",
+                "prior-knowledge",
+            ])
             .args(["--log-level", level, "--error-logfile", "error.log"])
             .env("VIRTUAL_ENV", venv())
             .spawn()
             .unwrap();
+        // Stopped (TERM, then KILL) however the test ends.
+        let mut child = scopeguard(child);
+        let h2_get = || {
+            Command::new("curl")
+                .args(["-s", "--max-time", "5", "--http2-prior-knowledge"])
+                .arg(format!("http://{bind}/x"))
+                .output()
+                .map(|o| common::text(&o.stdout))
+                .unwrap_or_default()
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !get(port, "/health").is_ok_and(|(s, _)| s == 200) {
-            assert!(Instant::now() < deadline, "did not serve");
+        while h2_get() != "ok" {
+            assert!(Instant::now() < deadline, "did not serve h2c");
             std::thread::sleep(Duration::from_millis(50));
         }
-        let curl = Command::new("curl")
-            .args(["-s", "--http2-prior-knowledge", &format!("http://{bind}/x")])
-            .output()
-            .unwrap();
-        assert_eq!(common::text(&curl.stdout), "ok");
         let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &child.0.id().to_string()])
             .status();
-        assert_eq!(common::server::wait_exit(&mut child, Duration::from_secs(20)), 0);
+        assert_eq!(
+            common::server::wait_exit(&mut child.0, Duration::from_secs(20)),
+            0
+        );
         let log = std::fs::read_to_string(dir.join("error.log")).unwrap();
-        let h2 = log
-            .lines()
-            .filter(|l| l.contains("] [DEBUG] h2::"))
-            .count();
+        let h2 = log.lines().filter(|l| l.contains("] [DEBUG] h2::")).count();
         assert_eq!(h2 > 0, expected, "{level}:\n{log}");
     }
+}
+
+/// A child stopped when dropped.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        common::server::stop_child(&mut self.0);
+    }
+}
+
+fn scopeguard(child: std::process::Child) -> Stopped {
+    Stopped(child)
 }
