@@ -191,7 +191,7 @@ fn refresh_attached() {
 /// USR1, as gunicorn's `reopen_files`: the captured output and Python's
 /// file handlers (rgunicorn's own files are reopened by [`log::reopen`]).
 fn reopen_attached() {
-    Python::attach(|py| {
+    crate::gevent::run_python(|py| {
         if let Some(glue) = MODULE.get(py) {
             if let Err(e) = glue
                 .bind(py)
