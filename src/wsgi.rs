@@ -9,7 +9,10 @@
 //!   statuses 3 and 4 when it can't);
 //! - the pool of `threads` app threads: std threads attached to the
 //!   interpreter for their whole life, that detach while they wait for a
-//!   request. The tokio thread never runs Python and never takes the GIL;
+//!   request. The tokio thread never runs Python and never takes the GIL.
+//!   Under a gevent class there is no pool: [`crate::gevent`] runs
+//!   [`handle`] in a greenlet per request, and the waits below park the
+//!   greenlet instead of detaching the thread;
 //! - the environ (compared key by key with gunicorn 27.0.1's sync worker in
 //!   `tests/wsgi.rs`), `wsgi.input` (the request body streamed from the
 //!   tokio side through a small bounded channel, the GIL released while an

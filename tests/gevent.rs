@@ -652,6 +652,68 @@ fn request_hooks_run_on_the_hub_thread() {
     }
 }
 
+const WHERELOG: &str = r#"
+import logging, os, threading
+
+class Where(logging.Handler):
+    def emit(self, record):
+        with open("where.log", "a") as f:
+            f.write("%s main=%s %s\n" % (
+                record.name,
+                threading.get_native_id() == os.getpid(),
+                record.getMessage()[:60].replace("\n", " "),
+            ))
+"#;
+
+const LOG_CONF: &str = r#"
+worker_class = "gevent"
+workers = 1
+accesslog = "-"
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"where": {"class": "wherelog.Where"}},
+    "root": {"level": "INFO", "handlers": ["where"]},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["where"], "level": "INFO", "propagate": False},
+        "gunicorn.access": {"handlers": ["where"], "level": "INFO", "propagate": False},
+    },
+}
+"#;
+
+/// Python log handlers see the workers' records (the access lines, the
+/// traceback of a failed request) on the main thread.
+#[test]
+fn log_handlers_run_on_the_hub_thread() {
+    for (name, program) in servers() {
+        let srv = Srv::start(
+            &program,
+            &[("conf.py", LOG_CONF), ("wherelog.py", WHERELOG)],
+            &["gevent_app:app", "-c", "conf.py"],
+        );
+        assert_eq!(get(srv.port, "/stream?n=1").unwrap().status, 200);
+        assert_eq!(get(srv.port, "/missing-route").unwrap().status, 404);
+        let read = || std::fs::read_to_string(srv.dir.join("where.log")).unwrap_or_default();
+        srv.wait_until("the access records", || {
+            read()
+                .lines()
+                .filter(|l| l.starts_with("gunicorn.access"))
+                .count()
+                >= 2
+        });
+        let text = read();
+        let worker_lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("gunicorn.access"))
+            .collect();
+        assert!(!worker_lines.is_empty(), "{name}: {text}");
+        for line in worker_lines {
+            assert!(line.contains(" main=True "), "{name}: {line}");
+        }
+        assert_eq!(srv.stop(), 0, "{name}");
+    }
+}
+
 /// Streamed responses and uploads: the same bytes as gunicorn's, and a
 /// greenlet waiting for an upload's bytes or for a slow reader never holds
 /// up the other requests.
