@@ -338,7 +338,11 @@ impl<'py> Master<'py> {
             .collect();
         log::info(&format!("Listening at: {} ({})", shown.join(","), self.pid));
         self.metrics = MasterMetrics::start(py, &self.cfg);
-        log::info("Using worker: rgunicorn (Rust, tokio + hyper)");
+        log::info(if crate::gevent::plan().is_some() {
+            "Using worker: rgunicorn (Rust, tokio + hyper; the WSGI app in greenlets on gevent's hub)"
+        } else {
+            "Using worker: rgunicorn (Rust, tokio + hyper)"
+        });
         let server = self.server.clone_ref(py);
         self.hook("when_ready", (server,))
             .map_err(|e| MasterError::StartupHook(self.traceback(&e)))?;
@@ -1231,7 +1235,12 @@ fn worker_main(
                 on_quit: signal_hook(py, cfg, &server, &worker, "worker_int"),
                 on_abort: signal_hook(py, cfg, &server, &worker, "worker_abort"),
             };
-            match py.detach(|| worker::serve(setup, signal_hooks)) {
+            let served = match crate::gevent::plan() {
+                // This thread runs gevent's hub; tokio gets its own.
+                Some(plan) => crate::gevent::serve(py, plan, setup, signal_hooks),
+                None => py.detach(|| worker::serve(setup, signal_hooks)),
+            };
+            match served {
                 Ok(requests) => worker.borrow_mut(py).nr = requests,
                 Err(e) => log::error(&format!("Worker failed: {e}")),
             }
@@ -1267,6 +1276,11 @@ fn boot_worker(
         (server.clone_ref(py), worker.clone_ref(py)),
     )
     .map_err(failed)?;
+    // gunicorn's gevent worker patches first thing in init_process, after
+    // post_fork (so psycogreen's patch there comes first too).
+    if let Some(plan) = crate::gevent::plan() {
+        plan.patch(py, worker).map_err(failed)?;
+    }
     if let Ok(env) = cfg.env(py) {
         for (k, v) in env {
             crate::python::set_env(py, &k, Some(&v));
