@@ -392,6 +392,7 @@ pub fn serve(
     let hooks = SignalHooks {
         on_quit: quit_on_hub(hooks.on_quit),
         on_abort: abort_on_hub(hooks.on_abort),
+        on_term: term_on_hub(hooks.on_term),
     };
     let io = {
         let hub = hub.clone();
@@ -431,6 +432,16 @@ pub fn serve(
     }
     py.detach(|| io.join())
         .unwrap_or_else(|_| Err(std::io::Error::other("the I/O thread panicked")))
+}
+
+/// TERM: the Python-level SIGTERM handler runs on the hub, as Python
+/// runs signal handlers on the main thread; the drain does not wait for it.
+fn term_on_hub(hook: Box<dyn Fn() + Send>) -> Box<dyn Fn() + Send> {
+    let hook = Arc::new(Mutex::new(hook));
+    Box::new(move || {
+        let hook = hook.clone();
+        post(move |_py| (lock(&hook))());
+    })
 }
 
 /// INT/QUIT: `worker_int` and `worker_exit` in a greenlet on the hub (as

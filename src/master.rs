@@ -1225,6 +1225,10 @@ fn worker_main(
     python_app: Option<&str>,
 ) -> i32 {
     let pid = std::process::id();
+    // The worker's signals are taken by its signal thread (sigwait) from
+    // the start: a Python-level handler a hook installs must not take them
+    // first (it is called from there instead, see `on_term`).
+    process::block_worker_signals();
     worker.borrow_mut(py).set_pid(py, pid as i32);
     process::set_title(title);
     log::info(&format!("Booting worker with pid: {pid}"));
@@ -1234,6 +1238,7 @@ fn worker_main(
             let signal_hooks = SignalHooks {
                 on_quit: signal_hook(py, cfg, &server, &worker, "worker_int"),
                 on_abort: signal_hook(py, cfg, &server, &worker, "worker_abort"),
+                on_term: Box::new(crate::python::call_sigterm_handler),
             };
             let served = match crate::gevent::plan() {
                 // This thread runs gevent's hub; tokio gets its own.
@@ -1305,6 +1310,9 @@ fn boot_worker(
             .and_then(|a| a.setattr("callable", &app))
             .map_err(failed)?;
     }
+    // As gunicorn's init_signals: SIGTERM has a Python handler for code
+    // that wraps it (the worker drains on TERM whatever it does).
+    crate::python::install_sigterm_standin(py).map_err(failed)?;
     hooks::call(py, cfg, "post_worker_init", (worker.clone_ref(py),)).map_err(failed)?;
     worker.borrow_mut(py).booted = true;
     Ok(())

@@ -87,6 +87,14 @@ def _require_gevent(uri):
             parts.append(int(digits))
         if tuple(parts) < (24, 10, 1):
             raise RuntimeError("gevent worker requires gevent 24.10.1 or higher")
+        # What gunicorn's ggevent module imports, in the master as there:
+        # configs use gevent.monkey after a bare `import gevent`.
+        import gevent.hub  # noqa: F401
+        import gevent.monkey  # noqa: F401
+        import gevent.pool  # noqa: F401
+        import gevent.pywsgi  # noqa: F401
+        import gevent.server  # noqa: F401
+        import gevent.socket  # noqa: F401
     except Exception:
         raise _invalid(uri)
 
