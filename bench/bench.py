@@ -549,6 +549,20 @@ def bench_specs():
              lambda p: [GRANIAN, "--interface", "wsgi", "--workers", "2", "--host", "127.0.0.1", "--port", str(p),
                         "wsgi_hello:app"], "/", 2),
     ]
+    # The access log's cost: written from Rust (the default) and through
+    # Python's logging (a logconfig_dict with gunicorn.access's own
+    # handler), next to gunicorn sync writing it.
+    specs += [
+        Spec("wsgi-access-log", "rgunicorn, accesslog (Rust writer)",
+             lambda p: [RGUNICORN, "wsgi_hello:app", "-w", "2", "-b", b(p), "--access-logfile", "/dev/null"],
+             "/", 2, rgunicorn=True, python_app=True),
+        Spec("wsgi-access-log", "rgunicorn, logconfig_dict (through Python's logging)",
+             lambda p: [RGUNICORN, "wsgi_hello:app", "-w", "2", "-b", b(p), "-c", "access_python.conf.py"],
+             "/", 2, rgunicorn=True, python_app=True),
+        Spec("wsgi-access-log", "gunicorn sync, accesslog",
+             lambda p: [GUNICORN, "wsgi_hello:app", "-w", "2", "-b", b(p), "-k", "sync",
+                        "--access-logfile", "/dev/null"], "/", 2),
+    ]
     # gevent: gunicorn 27's gevent worker is the peer (2 workers each).
     for app, path, conns in (("gevent-sleep", "/sleep", (200,)),
                              ("gevent-hello", "/", (64, 16)),
