@@ -1291,6 +1291,10 @@ fn boot_worker(
             crate::python::set_env(py, &k, Some(&v));
         }
     }
+    // As gunicorn's init_signals: SIGTERM has a Python handler for code
+    // that wraps it (the worker drains on TERM whatever it does). Before
+    // the user switch: the new user may not read the stdlib's files.
+    crate::python::install_sigterm_standin(py).map_err(failed)?;
     // user/group: after post_fork, which runs with the master's privileges.
     let (uid, gid) = (cfg.int(py, "user") as u32, cfg.int(py, "group") as u32);
     if let Err(e) = process::set_owner(uid, gid, cfg.bool(py, "initgroups")) {
@@ -1310,9 +1314,6 @@ fn boot_worker(
             .and_then(|a| a.setattr("callable", &app))
             .map_err(failed)?;
     }
-    // As gunicorn's init_signals: SIGTERM has a Python handler for code
-    // that wraps it (the worker drains on TERM whatever it does).
-    crate::python::install_sigterm_standin(py).map_err(failed)?;
     hooks::call(py, cfg, "post_worker_init", (worker.clone_ref(py),)).map_err(failed)?;
     worker.borrow_mut(py).booted = true;
     Ok(())
