@@ -10,44 +10,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::server::{free_port, get};
 use common::{gunicorn, rgunicorn, scratch_dir};
 
 fn venv() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nUser-Agent: logtest/1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((
-        status,
-        buf.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").into(),
-    ))
 }
 
 /// Where the lines went.
@@ -480,7 +451,7 @@ fn custom_logger_class_overriding_access() {
         landed
             .stdout
             .iter()
-            .any(|l| l == "marker-access GET /log N OK logtest/N N"),
+            .any(|l| l == "marker-access GET /log N OK rgunicorn-tests/N N"),
         "{landed:?}"
     );
     // The custom info() gets rgunicorn's own lines too (start-up lines
