@@ -336,6 +336,7 @@ impl<'py> Master<'py> {
                 None => l.to_string(),
             })
             .collect();
+        log::debug("Arbiter booted");
         log::info(&format!("Listening at: {} ({})", shown.join(","), self.pid));
         self.metrics = MasterMetrics::start(py, &self.cfg);
         log::info(if crate::gevent::plan().is_some() {
