@@ -333,7 +333,9 @@ pub fn app_factory(
         let app = Python::attach(|py| pyapp::worker_app_or_status(py, &uri));
         match app.and_then(|app| serve_imported(&settings, app, info)) {
             Ok(app) => app,
-            Err(code) => crate::process::exit_now(code),
+            // With `reload` on, a failed import is served as gunicorn's
+            // fail app; anything else ends the worker with its status.
+            Err(code) => crate::reloader::fail_app_or_exit(code),
         }
     }))
 }

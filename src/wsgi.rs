@@ -220,8 +220,10 @@ pub fn app_factory(
     Ok(Arc::new(move |info: &WorkerInfo| {
         match load(&settings, info) {
             Ok(app) => app,
-            // The reason is logged; gunicorn's status tells the master why.
-            Err(code) => crate::process::exit_now(code),
+            // The reason is logged; gunicorn's status tells the master why
+            // (with `reload` on, a failed import is served as gunicorn's
+            // fail app instead).
+            Err(code) => crate::reloader::fail_app_or_exit(code),
         }
     }))
 }
