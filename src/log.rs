@@ -76,7 +76,8 @@ pub fn configure(errorlog: Option<&str>, level: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reopen the log files (USR1, after logrotate moved them).
+/// Reopen the log files (USR1, after logrotate moved them), and those of
+/// the Python side.
 pub fn reopen() {
     for sink in [&SINK, &ACCESS_SINK] {
         let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
@@ -85,6 +86,9 @@ pub fn reopen() {
                 sink.file = Some(f);
             }
         }
+    }
+    if let Some(reopen) = REOPEN.get() {
+        reopen();
     }
 }
 
@@ -97,12 +101,15 @@ static ROUTED: AtomicBool = AtomicBool::new(false);
 /// Recomputes whether lines are routed (after code may have changed the
 /// handlers: a hook, the app's import).
 static REFRESH: OnceLock<fn()> = OnceLock::new();
+/// Reopens the Python side's files on USR1.
+static REOPEN: OnceLock<fn()> = OnceLock::new();
 
-/// Install the route and the refresh (once per process image; inherited
-/// across fork).
-pub fn set_route(route: Route, refresh: fn()) {
+/// Install the route, the refresh and the reopen of the Python side (once
+/// per process image; inherited across fork).
+pub fn set_route(route: Route, refresh: fn(), reopen: fn()) {
     let _ = ROUTE.set(route);
     let _ = REFRESH.set(refresh);
+    let _ = REOPEN.set(reopen);
 }
 
 /// Whether lines go through the route from now on.
@@ -189,6 +196,13 @@ pub fn strftime(format: &str) -> String {
 /// Log a line; warnings and worse are counted for statsd's
 /// `gunicorn.log.*` counters (whatever `loglevel` lets through, as gunicorn).
 pub fn log(level: Level, msg: &str) {
+    count(level);
+    write(level, msg)
+}
+
+/// Count a line of `level` for statsd's `gunicorn.log.*` (warnings and
+/// worse), as gunicorn's statsd logger counts its calls.
+pub fn count(level: Level) {
     let counted = match level {
         Level::Critical => Some(0),
         Level::Error => Some(1),
@@ -198,7 +212,6 @@ pub fn log(level: Level, msg: &str) {
     if let Some(i) = counted {
         crate::metrics::LOG_COUNTS[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    write(level, msg)
 }
 
 /// An exception with its traceback: counted as `gunicorn.log.exception`

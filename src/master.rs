@@ -27,13 +27,12 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
 
 use pyconf::Config;
 
 use crate::app::AppFactory;
 use crate::control::server::ControlServer;
-use crate::hooks::{self, PyCfg, PyLogger, PyServer, PyWorker};
+use crate::hooks::{self, PyServer, PyWorker};
 use crate::log;
 use crate::metrics::{MasterMetrics, RestartCause};
 use crate::notify::{Awaiting, Notifier};
@@ -183,24 +182,21 @@ impl<'py> Master<'py> {
         } else {
             ("Master".to_string(), proc_name(py, &cfg))
         };
-        let server = Py::new(
+        let start_cwd = std::env::current_dir().unwrap_or_default();
+        let server = PyServer::new(
             py,
-            PyServer {
-                pid: py.None(),
-                cfg: PyCfg::new(py, &cfg).map_err(|e| startup(e.to_string()))?,
-                log: Py::new(py, PyLogger).map_err(|e| startup(e.to_string()))?,
-                num_workers: 0,
-                workers: PyDict::new(py).unbind(),
-                app: py.None(),
-                proc_name: proc_name.clone(),
-                master_name: master_name.clone(),
-                timeout: cfg.int(py, "timeout") as u64,
-                worker_age: 0,
-                reexec_pid: 0,
-                master_pid,
-            },
+            &cfg,
+            proc_name.clone(),
+            master_name.clone(),
+            master_pid,
+            &reexec_argv,
+            &start_cwd,
         )
         .map_err(|e| startup(e.to_string()))?;
+        // gunicorn's arbiter makes its logger first: a custom logger_class.
+        let view = server.borrow(py).cfg(py);
+        crate::pylog::install_logger_class(py, &cfg, view.bind(py))
+            .map_err(|e| startup(format!("{e:#}")))?;
         let limits = Arc::new(crate::strict_http::Limits::from_config(py, &cfg));
         // Before systemd's variables leave the environment (a USR2 master
         // gets them), and before anything is forked.
@@ -211,7 +207,7 @@ impl<'py> Master<'py> {
             limits,
             argv,
             reexec_argv,
-            start_cwd: std::env::current_dir().unwrap_or_default(),
+            start_cwd,
             reexec_pid: 0,
             master_pid,
             master_name,
@@ -318,6 +314,10 @@ impl<'py> Master<'py> {
                 path.push_str(".2");
             }
             self.pidfile = Some(Pidfile::create(&path, self.pid).map_err(MasterError::Startup)?);
+            self.server
+                .borrow_mut(py)
+                .set_pidfile(py, &path, self.pid)
+                .map_err(|e| MasterError::Startup(e.to_string()))?;
         }
         let server = self.server.clone_ref(py);
         self.hook("on_starting", (server,))
@@ -336,6 +336,13 @@ impl<'py> Master<'py> {
             }
             None => self.bind()?,
         };
+        {
+            let mut server = self.server.borrow_mut(py);
+            server.systemd = self.systemd;
+            server
+                .set_listeners(py, &self.listeners, self.tls.is_some())
+                .map_err(|e| MasterError::Startup(format!("hooks' LISTENERS: {e}")))?;
+        }
         let shown: Vec<String> = self
             .listeners
             .iter()
@@ -582,13 +589,18 @@ impl<'py> Master<'py> {
         self.metrics.reconfigure(py, &self.cfg);
         {
             let mut server = self.server.borrow_mut(py);
-            server.cfg = PyCfg::new(py, &self.cfg).map_err(|e| e.to_string())?;
+            server
+                .reconfigure(py, &self.cfg)
+                .map_err(|e| e.to_string())?;
             self.proc_name = proc_name(py, &self.cfg);
             if self.master_pid != 0 {
                 self.proc_name.push_str(".2");
             }
             server.proc_name = self.proc_name.clone();
-            server.timeout = self.cfg.int(py, "timeout") as u64;
+        }
+        let view = self.server.borrow(py).cfg(py);
+        if let Err(e) = crate::pylog::install_logger_class(py, &self.cfg, view.bind(py)) {
+            log::error(&format!("can't set up logger_class: {e:#}"));
         }
         let old = self.num_workers;
         self.set_num_workers(self.cfg.int(py, "workers").max(1) as usize, Some(old))
@@ -782,6 +794,12 @@ impl<'py> Master<'py> {
         {
             if let Err(e) = pidfile.rename(&path, self.pid) {
                 log::error(&e);
+            } else if let Err(e) = self
+                .server
+                .borrow_mut(self.py)
+                .set_pidfile(self.py, &path, self.pid)
+            {
+                log::error(&e.to_string());
             }
         }
         {
@@ -829,23 +847,14 @@ impl<'py> Master<'py> {
             )),
             _ => None,
         };
-        let server_cfg = self.server.borrow(py).cfg.clone_ref(py);
-        let worker = Py::new(
+        let worker = PyWorker::new(
             py,
-            PyWorker {
-                pid: PyString::new(py, "[booting]").into_any().unbind(),
-                ppid: self.pid as i32,
-                age: self.worker_age,
-                nr: 0,
-                alive: true,
-                booted: false,
-                aborted: false,
-                max_requests: max_requests.min(i64::MAX as u64),
-                timeout: self.cfg.int(py, "timeout") as f64 / 2.0,
-                cfg: server_cfg,
-                log: self.server.borrow(py).log.clone_ref(py),
-                app: py.None(),
-            },
+            &self.server.borrow(py),
+            self.pid as i32,
+            self.worker_age,
+            max_requests,
+            self.board.clone(),
+            slot,
         )
         .map_err(|e| e.to_string())?;
         let server = self.server.clone_ref(py);
@@ -857,7 +866,9 @@ impl<'py> Master<'py> {
             slot,
             scoreboard: self.board.clone(),
             listener_fds: self.listeners.iter().map(|l| l.fd()).collect(),
-            max_requests,
+            // Shared with `worker.max_requests`: what pre_fork or the
+            // worker's own hooks write there is what the worker checks.
+            max_requests: worker.borrow(py).max_requests_cell(),
             keepalive: self.keepalive_override.unwrap_or_else(|| {
                 Duration::from_secs(self.cfg.int(py, "keepalive").max(0) as u64)
             }),
@@ -902,11 +913,7 @@ impl<'py> Master<'py> {
             worker_main(py, cfg, &title, child_server, child_worker, setup)
         })
         .map_err(|e| format!("fork failed: {e}"))?;
-        worker.borrow_mut(py).pid = (pid.as_raw() as i64)
-            .into_pyobject(py)
-            .unwrap()
-            .into_any()
-            .unbind();
+        worker.borrow_mut(py).set_pid(py, pid.as_raw());
         self.board
             .slot(slot)
             .pid
@@ -1231,6 +1238,7 @@ impl<'py> Master<'py> {
             && self.master_pid == 0
             && !self.systemd
             && !self.cfg.bool(self.py, "reuse_port");
+        self.server.borrow_mut(self.py).close_listeners(self.py);
         for l in self.listeners.drain(..) {
             if let Some(path) = &l.unix_path {
                 if unlink {
@@ -1337,7 +1345,7 @@ fn worker_main(
     setup: WorkerSetup,
 ) -> i32 {
     let pid = std::process::id();
-    worker.borrow_mut(py).pid = (pid as i64).into_pyobject(py).unwrap().into_any().unbind();
+    worker.borrow_mut(py).set_pid(py, pid as i32);
     process::set_title(title);
     log::info(&format!("Booting worker with pid: {pid}"));
     let status = match boot_worker(py, cfg, &server, &worker) {

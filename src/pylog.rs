@@ -8,6 +8,10 @@
 //!   .handlers`) logs where gunicorn's would;
 //! - `logconfig_dict`, `logconfig_json` and `logconfig` are applied as
 //!   gunicorn applies them (its `CONFIG_DEFAULTS` merged);
+//! - `capture_output` (stdout and stderr into the `errorlog` file) and
+//!   syslog (`syslog_addr` over UDP, TCP or a unix socket) as gunicorn's
+//!   handlers, with gunicorn's format; USR1 reopens Python's file handlers
+//!   as gunicorn's `reopen_files` does;
 //! - under a UvicornWorker class, `uvicorn.error`/`uvicorn.access` take
 //!   those handlers, as UvicornWorker's constructor does.
 //!
@@ -60,6 +64,30 @@ fn write_access(line: &str) {
 pub fn setup(py: Python<'_>, cfg: &Config) -> anyhow::Result<()> {
     log::configure_access(cfg.string(py, "accesslog").as_deref())?;
     let glue = glue(py)?;
+    let errorlog = cfg.string(py, "errorlog");
+    // gunicorn captures output only into an error log file.
+    let capture = errorlog.filter(|path| path != "-" && cfg.bool(py, "capture_output"));
+    let syslog = if cfg.bool(py, "syslog") {
+        let proc_name = cfg
+            .string(py, "proc_name")
+            .or_else(|| cfg.string(py, "default_proc_name"))
+            .unwrap_or_default();
+        let s = PyDict::new(py);
+        s.set_item("addr", cfg.string(py, "syslog_addr").unwrap_or_default())?;
+        s.set_item(
+            "facility",
+            cfg.string(py, "syslog_facility").unwrap_or_default(),
+        )?;
+        s.set_item(
+            "prefix",
+            cfg.string(py, "syslog_prefix")
+                .unwrap_or_else(|| proc_name.replace(':', ".")),
+        )?;
+        s.set_item("access", !cfg.bool(py, "disable_redirect_access_to_syslog"))?;
+        Some(s)
+    } else {
+        None
+    };
     let args = (
         cfg.string(py, "loglevel").unwrap_or_default(),
         cfg.string(py, "accesslog"),
@@ -68,6 +96,8 @@ pub fn setup(py: Python<'_>, cfg: &Config) -> anyhow::Result<()> {
         cfg.get(py, "logconfig"),
         wrap_pyfunction!(write_error, py)?,
         wrap_pyfunction!(write_access, py)?,
+        capture,
+        syslog,
     );
     if let Err(e) = glue.getattr("setup")?.call1(args) {
         if e.is_instance_of::<pyo3::exceptions::PyRuntimeError>(py) {
@@ -75,10 +105,48 @@ pub fn setup(py: Python<'_>, cfg: &Config) -> anyhow::Result<()> {
         }
         anyhow::bail!(pyconf::config::format_traceback(py, &e));
     }
-    log::set_route(route_error, refresh_attached);
+    log::set_route(route_error, refresh_attached, reopen_attached);
     access_log::set_route(route_access);
     refresh(py);
     Ok(())
+}
+
+/// `logger_class`: a class other than gunicorn's own (which rgunicorn's
+/// logging is) is instantiated with the hooks' `cfg` view, as gunicorn's
+/// arbiter does, and from then on every line and access record goes to it
+/// (`info()`..., `access(resp, req, environ, request_time)`).
+pub fn install_logger_class(
+    py: Python<'_>,
+    cfg: &Config,
+    view: &Bound<'_, PyAny>,
+) -> anyhow::Result<()> {
+    let installed = glue(py)?
+        .getattr("install_logger_class")?
+        .call1((cfg.get(py, "logger_class"), view));
+    if let Err(e) = installed {
+        if e.is_instance_of::<pyo3::exceptions::PyRuntimeError>(py) {
+            anyhow::bail!("{}", e.value(py));
+        }
+        anyhow::bail!(pyconf::config::format_traceback(py, &e));
+    }
+    refresh(py);
+    Ok(())
+}
+
+/// What hooks' `server.log` methods call: the custom logger of
+/// `logger_class`, else the `gunicorn.error` logger.
+pub fn error_logger(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    glue(py)?.getattr("error_logger")?.call0()
+}
+
+/// A custom `logger_class` is in use.
+fn custom_logger(py: Python<'_>) -> bool {
+    MODULE.get(py).is_some_and(|m| {
+        m.bind(py)
+            .getattr("custom_logger")
+            .and_then(|f| f.call0())
+            .is_ok_and(|l| !l.is_none())
+    })
 }
 
 /// Under a UvicornWorker class: uvicorn's loggers as its worker sets them.
@@ -87,13 +155,16 @@ pub fn uvicorn_loggers(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
-/// gunicorn's `access_log_enabled`: `accesslog`, or any `logconfig*`
-/// setting (or syslog, which rgunicorn does not have yet).
+/// gunicorn's `access_log_enabled`: `accesslog`, any `logconfig*`
+/// setting, or syslog with access lines.
 pub fn access_log_enabled(py: Python<'_>, cfg: &Config) -> bool {
     cfg.string(py, "accesslog").is_some()
         || ["logconfig", "logconfig_dict", "logconfig_json"]
             .iter()
             .any(|name| cfg.get(py, name).is_truthy().unwrap_or(false))
+        || (cfg.bool(py, "syslog") && !cfg.bool(py, "disable_redirect_access_to_syslog"))
+        // Its access() decides, as gunicorn's worker always calls it.
+        || custom_logger(py)
 }
 
 /// Look at the handlers again: route rgunicorn's lines through Python's
@@ -115,6 +186,22 @@ pub fn refresh(py: Python<'_>) {
 
 fn refresh_attached() {
     Python::attach(refresh);
+}
+
+/// USR1, as gunicorn's `reopen_files`: the captured output and Python's
+/// file handlers (rgunicorn's own files are reopened by [`log::reopen`]).
+fn reopen_attached() {
+    Python::attach(|py| {
+        if let Some(glue) = MODULE.get(py) {
+            if let Err(e) = glue
+                .bind(py)
+                .getattr("reopen_files")
+                .and_then(|f| f.call0())
+            {
+                crate::hooks::log_exception(py, "Error reopening log files", &e);
+            }
+        }
+    });
 }
 
 fn route_error(level: Level, msg: &str) -> bool {

@@ -65,6 +65,14 @@ impl Slot {
         self.state.store(s as u32, Ordering::Release);
     }
 
+    /// `from` -> `to` if the state is `from`; true for the one caller
+    /// that made the change.
+    pub fn transition(&self, from: SlotState, to: SlotState) -> bool {
+        self.state
+            .compare_exchange(from as u32, to as u32, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
     pub fn beat(&self) {
         self.beat_at(monotonic_ms());
     }

@@ -49,7 +49,10 @@ pub struct WorkerSetup {
     pub slot: usize,
     pub scoreboard: Arc<Scoreboard>,
     pub listener_fds: Vec<RawFd>,
-    pub max_requests: u64,
+    /// Requests after which this worker asks for its replacement
+    /// (`u64::MAX`: never); shared with the hooks' `worker.max_requests`,
+    /// so a hook running in this worker may change it.
+    pub max_requests: Arc<AtomicU64>,
     pub keepalive: Duration,
     /// Threads of the worker's tokio runtime (`runtime_threads`).
     pub runtime_threads: usize,
@@ -476,6 +479,7 @@ async fn serve_async(
     // Drain: stop accepting, let connections finish, bounded by graceful_timeout.
     slot().set_state(SlotState::Draining);
     let _ = drain_tx.send(true);
+    crate::hooks::release_listener_copies();
     let deadline = tokio::time::Instant::now() + setup.graceful_timeout;
     while slot().connections.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
         slot().beat();
@@ -964,14 +968,15 @@ async fn serve_connection<I>(
                 slot.in_flight.fetch_add(1, Ordering::AcqRel);
                 let nr = ctx.info.count_request();
                 slot.requests.store(nr, Ordering::Release);
-                if nr == setup.max_requests {
+                // `>=`, as gunicorn: a hook may lower the threshold below
+                // the count; the state change makes it happen once.
+                if nr >= setup.max_requests.load(Ordering::Relaxed)
+                    && slot.transition(SlotState::Serving, SlotState::WantsRetire)
+                {
                     log::info("Autorestarting worker after current request.");
                     // The master starts a replacement, then sends TERM.
-                    if slot.state() == SlotState::Serving {
-                        slot.set_state(SlotState::WantsRetire);
-                        // Wake the master now rather than at its next poll.
-                        crate::process::wake_master();
-                    }
+                    // Wake the master now rather than at its next poll.
+                    crate::process::wake_master();
                 }
                 // Owned, not borrowed from `setup`: a borrow held across the
                 // awaits below defeats the Send proof hyper's HTTP/2 executor needs.

@@ -323,3 +323,162 @@ fn logconfig_ini_and_logconfig_json() {
         .iter()
         .any(|l| l.starts_with("JSONCONF INFO gunicorn.access")));
 }
+
+/// A syslog socket read by a thread while the server runs (a unix
+/// datagram socket's queue is short: an unread one blocks the sender).
+struct SyslogReader {
+    got: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SyslogReader {
+    fn start(recv: impl Fn(&mut [u8]) -> std::io::Result<usize> + Send + 'static) -> SyslogReader {
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (g, s) = (got.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !s.load(std::sync::atomic::Ordering::Acquire) {
+                if let Ok(n) = recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    g.lock()
+                        .unwrap()
+                        .push(text.trim_end_matches('\0').to_string());
+                }
+            }
+        });
+        SyslogReader {
+            got,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop reading; the datagrams of interest, digits masked.
+    fn finish(mut self, marker: &str) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.thread.take().unwrap().join().unwrap();
+        let got = self.got.lock().unwrap();
+        got.iter()
+            .filter(|t| t.contains(marker) || t.contains("GET /log"))
+            .map(|t| mask(t))
+            .collect()
+    }
+}
+
+#[test]
+fn syslog_over_udp_and_a_unix_socket() {
+    let files = [("app.py", WSGI_APP)];
+    let tick = Some(Duration::from_millis(50));
+    let mut seen = Vec::new();
+    for program in [rgunicorn(), gunicorn()] {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(tick).unwrap();
+        let to = format!("udp://127.0.0.1:{}", sock.local_addr().unwrap().port());
+        let reader = SyslogReader::start(move |buf| sock.recv(buf));
+        let args = [
+            "--log-syslog",
+            "--log-syslog-to",
+            &to,
+            "--log-syslog-prefix",
+            "svc",
+        ];
+        let landed = run(&program, &files, "app:app", &args, "marker");
+        seen.push((landed, reader.finish("marker")));
+    }
+    assert_eq!(seen[0], seen[1], "rgunicorn (left) vs gunicorn (right)");
+    let syslog = &seen[0].1;
+    assert!(
+        syslog
+            .iter()
+            .any(|l| l.starts_with("<N>gunicorn.svc.error: [N] marker")),
+        "{syslog:?}"
+    );
+    assert!(syslog
+        .iter()
+        .any(|l| l.contains("gunicorn.svc.access: [N] N.N.N.N - -")));
+
+    // A unix datagram socket, the facility named.
+    let mut seen = Vec::new();
+    for program in [rgunicorn(), gunicorn()] {
+        let dir = scratch_dir("syslog-unix");
+        let path = dir.join("log.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(tick).unwrap();
+        let reader = SyslogReader::start(move |buf| sock.recv(buf));
+        let to = format!("unix://{}#dgram", path.display());
+        let args = [
+            "--log-syslog",
+            "--log-syslog-to",
+            &to,
+            "--log-syslog-facility",
+            "local3",
+        ];
+        let landed = run(&program, &files, "app:app", &args, "marker");
+        seen.push((landed, reader.finish("marker")));
+    }
+    assert_eq!(seen[0], seen[1], "rgunicorn (left) vs gunicorn (right)");
+    assert!(!seen[0].1.is_empty());
+}
+
+const PRINTING_APP: &str = r#"
+import sys
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/log":
+        print("marker printed to stdout", flush=True)
+        print("marker printed to stderr", file=sys.stderr, flush=True)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+"#;
+
+#[test]
+fn print_under_capture_output() {
+    let files = [("app.py", PRINTING_APP)];
+    let args = ["--capture-output", "--error-logfile", "error.log"];
+    let landed = same_as_gunicorn(&files, "app:app", &args, "marker");
+    assert_eq!(landed.errorlog.len(), 2, "{landed:?}");
+    assert!(
+        landed.stdout.is_empty() && landed.stderr.is_empty(),
+        "{landed:?}"
+    );
+}
+
+const CUSTOM_LOGGER: &str = r#"
+from gunicorn.glogging import Logger
+
+class MarkedLogger(Logger):
+    def info(self, msg, *args, **kwargs):
+        super().info("marker-custom " + msg, *args, **kwargs)
+
+    def access(self, resp, req, environ, request_time):
+        self.access_log.info(
+            "marker-access %s %s %s %s %s",
+            environ["REQUEST_METHOD"], environ["RAW_URI"], resp.status,
+            dict(req.headers).get("USER-AGENT"), request_time.seconds,
+        )
+"#;
+
+#[test]
+fn custom_logger_class_overriding_access() {
+    let files = [("app.py", WSGI_APP), ("mylogger.py", CUSTOM_LOGGER)];
+    let args = [
+        "--logger-class",
+        "mylogger.MarkedLogger",
+        "--access-logfile",
+        "-",
+    ];
+    let landed = same_as_gunicorn(&files, "app:app", &args, "marker-access");
+    assert!(
+        landed
+            .stdout
+            .iter()
+            .any(|l| l == "marker-access GET /log N OK logtest/N N"),
+        "{landed:?}"
+    );
+    // The custom info() gets rgunicorn's own lines too (start-up lines
+    // name each server, so a worker's exit is compared).
+    let landed = same_as_gunicorn(&files, "app:app", &args, "marker-custom Worker exiting");
+    assert_eq!(landed.stderr.len(), 1, "{landed:?}");
+}

@@ -92,9 +92,10 @@ fn default_hook<'py>(
     Ok(func)
 }
 
-/// A setting's default as a Python object (before validation), or None
-/// when gunicorn leaves it unvalidated.
-fn default_object<'py>(py: Python<'py>, i: usize) -> PyResult<Option<Bound<'py, PyAny>>> {
+/// A setting's default as a Python object (before validation, as
+/// gunicorn's `Setting.default`), or None when gunicorn leaves it
+/// unvalidated.
+pub fn default_object<'py>(py: Python<'py>, i: usize) -> PyResult<Option<Bound<'py, PyAny>>> {
     let s = &SETTINGS[i];
     Ok(Some(match s.default {
         DefaultValue::None => return Ok(None),

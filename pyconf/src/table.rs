@@ -728,7 +728,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Disable redirect access logs to syslog.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "access_log_format",
@@ -780,7 +780,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Redirect stdout/stderr to specified file in :ref:`errorlog`.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "logger_class",
@@ -793,7 +793,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Class,
         short: "The logger you want to use to log events in Gunicorn.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "logconfig",
@@ -845,7 +845,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "Address to send syslog messages.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "syslog",
@@ -858,7 +858,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Send *Gunicorn* logs to syslog.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "syslog_prefix",
@@ -871,7 +871,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "Makes Gunicorn use the parameter as program-name in the syslog entries.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "syslog_facility",
@@ -884,7 +884,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Str,
         short: "Syslog facility name",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "enable_stdio_inheritance",
