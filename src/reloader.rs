@@ -645,3 +645,25 @@ fn fail_app(message: String) -> BoxApp {
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_keeps_a_path_with_colons_and_the_stamp() {
+        let dir = std::env::temp_dir().join(format!("reloader-record-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a:b.py");
+        std::fs::write(&file, "x = 1\n").unwrap();
+        let path = file.to_str().unwrap();
+        let (parsed, seen) = parse_record(&record(path)).unwrap();
+        assert_eq!(parsed, file);
+        assert_eq!(seen, stamp(&file));
+        assert!(seen.is_some());
+        let missing = dir.join("gone.py");
+        let (parsed, seen) = parse_record(&record(missing.to_str().unwrap())).unwrap();
+        assert_eq!((parsed, seen), (missing, None));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

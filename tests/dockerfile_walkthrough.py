@@ -13,7 +13,9 @@ machine's. The base image python:3.11-slim is a fresh venv of CPython
 3.11 first on PATH. Two kinds of step are this machine's already and
 are checked instead of run: installing OS packages (apt-get: the tools
 they bring must be here) and installing Rust with rustup (cargo must be
-here). The build contexts: the main one is the migration guide's project
+here). A RUN also gets this machine's proxy and CA certificate variables
+(as Docker passes its proxy variables to a build), never the CMD. The
+build contexts: the main one is the migration guide's project
 (examples/docker's pyproject.toml and uv.lock, examples/fastapi_app as
 src/app, examples/gunicorn.conf.py); `rgunicorn` is this repository (its
 .dockerignore applied); `wheels` is DIR (pyext/build-wheels' output).
@@ -153,6 +155,15 @@ class Stage:
         return re.sub(r"\$\{?(\w+)\}?", lambda m: self.env.get(m.group(1), ""), value)
 
 
+def network_env():
+    """How this machine reaches the package registries (proxies, CA
+    certificates): given to the RUN steps as Docker gives a build its
+    proxy variables; not part of the image's environment."""
+    names = {"SSL_CERT_FILE", "SSL_CERT_DIR", "PIP_CERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"}
+    return {k: v for k, v in os.environ.items()
+            if k in names or k.upper().endswith("_PROXY")}
+
+
 def provided_here(command):
     """A RUN that installs what this machine has: checked, not run."""
     if command.startswith("apt-get"):
@@ -184,10 +195,13 @@ def walk(dockerfile, contexts, work):
             # The image's environment: its python and pip first on PATH.
             base_env = {"PATH": f"{base}/bin:/usr/local/bin:/usr/bin:/bin",
                         "HOME": os.path.expanduser("~"), "LANG": "C.UTF-8",
-                        # No interpreter download: uv uses the image's.
-                        "UV_PYTHON_DOWNLOADS": "never",
+                        # The image's one Python, which uv finds by itself
+                        # there (here it would skip a venv's for the
+                        # machine's); never a downloaded one.
+                        "UV_PYTHON": base_python, "UV_PYTHON_DOWNLOADS": "never",
                         "CARGO_TARGET_DIR": os.path.join(REPO, "target", "wheels-build")}
             stage = stages[name] = Stage(name, root, base_env)
+            stage.build_env = network_env()
             log(f"FROM {image.strip()} ({name})")
         elif word == "WORKDIR":
             stage.create(args)
@@ -226,7 +240,7 @@ def walk(dockerfile, contexts, work):
                 continue
             log(f"RUN {args}")
             subprocess.run(["/bin/sh", "-c", command], cwd=stage.host(stage.workdir),
-                           env=stage.env, check=True)
+                           env=dict(stage.env, **stage.build_env), check=True)
         elif word == "EXPOSE":
             stage.exposed = args
         elif word == "CMD":
