@@ -704,12 +704,26 @@ impl<'py> Master<'py> {
             ));
         }
         self.reload_hold = true;
+        // The rest of the failing generation goes (it runs the same
+        // code); the workers it was replacing stay.
+        let failing: Vec<i32> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.retiring && board.slot(w.slot).state() == SlotState::Booting)
+            .map(|(pid, _)| *pid)
+            .collect();
         for w in self.workers.values_mut() {
             if w.retiring && !w.terminated && w.cause == Some(RestartCause::Reload) {
                 w.retiring = false;
                 w.retiring_since = None;
                 w.cause = None;
             }
+        }
+        for pid in failing {
+            if let Some(w) = self.workers.get_mut(&pid) {
+                w.cause = Some(RestartCause::Reload);
+            }
+            self.terminate(pid);
         }
         true
     }

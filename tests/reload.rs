@@ -461,3 +461,63 @@ fn the_poll_engine_reloads_too() {
     assert_eq!(log_count(&server, "Worker reloading:"), 1);
     assert_eq!(server.stop(), 0);
 }
+
+const LIFESPAN_APP: &str = "\
+from greeting import GREETING, FAIL
+
+async def app(scope, receive, send):
+    if scope['type'] == 'lifespan':
+        while True:
+            message = await receive()
+            if message['type'] == 'lifespan.startup':
+                if FAIL:
+                    await send({'type': 'lifespan.startup.failed', 'message': 'FAIL is set'})
+                    return
+                await send({'type': 'lifespan.startup.complete'})
+            elif message['type'] == 'lifespan.shutdown':
+                await send({'type': 'lifespan.shutdown.complete'})
+                return
+    body = GREETING.encode()
+    await send({'type': 'http.response.start', 'status': 200,
+                'headers': [(b'content-length', str(len(body)).encode())]})
+    await send({'type': 'http.response.body', 'body': body})
+";
+
+/// A save after which the app imports but its workers cannot boot (the
+/// lifespan startup fails: gunicorn's exit 3, which halts it): the
+/// workers that serve go on with the code they have, no worker is
+/// started until the next change, and that change reloads.
+#[test]
+fn a_boot_failure_keeps_the_serving_workers_until_the_next_change() {
+    let dir = scratch_dir("reload-boot");
+    std::fs::write(dir.join("app.py"), LIFESPAN_APP).unwrap();
+    std::fs::write(dir.join("greeting.py"), "GREETING = 'v1'\nFAIL = False\n").unwrap();
+    let server = start(&dir, "app:app", &["--reload"]);
+    assert_eq!(body(&server), "v1");
+    let before = workers(&server);
+    let client = Client::start(server.port, 4);
+
+    save(&dir.join("greeting.py"), "GREETING = 'v2'\nFAIL = True\n");
+    // The replacements went; the first workers are all that is left.
+    server.wait_until(|| {
+        log_count(
+            &server,
+            "the workers that serve go on until the next change",
+        ) == 1
+            && log_count(&server, "Booting worker with pid") == 4
+            && workers(&server) == before
+    });
+    assert_eq!(body(&server), "v1");
+
+    save(&dir.join("greeting.py"), "GREETING = 'v3'\nFAIL = False\n");
+    server.wait_until(|| body(&server) == "v3");
+    let (answers, failures) = client.finish();
+    assert!(failures.is_empty(), "{failures:?}");
+    for (status, body) in &answers {
+        assert!(
+            *status == 200 && (body == "v1" || body == "v3"),
+            "{status} {body}"
+        );
+    }
+    assert_eq!(server.stop(), 0);
+}
