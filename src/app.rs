@@ -63,6 +63,46 @@ pub(crate) struct WorkerStats {
     /// Loops of the app's own (an asyncio loop) whose turns count as the
     /// worker's heartbeat, each the monotonic ms of its last turn.
     loops: std::sync::Mutex<Vec<Arc<AtomicU64>>>,
+    /// Thread pools of the app's (WSGI threads): not part of the heartbeat
+    /// (a stuck request in a threaded worker is not a timeout, as in
+    /// gunicorn), but a full one stops the worker accepting.
+    pools: std::sync::Mutex<Vec<Arc<Capacity>>>,
+    /// Something is registered in `loops` or `pools` (so a plain Rust app's
+    /// accept loop never looks).
+    watched: std::sync::atomic::AtomicBool,
+}
+
+/// How busy a pool of app threads is: [`Capacity::take`] when a thread
+/// starts a request, [`Capacity::give`] when it is done.
+pub(crate) struct Capacity {
+    size: usize,
+    busy: std::sync::atomic::AtomicUsize,
+    /// When the last `take` began (the moment the pool filled up, when it
+    /// is full: no `take` happens while it is).
+    last_take_ms: AtomicU64,
+}
+
+impl Capacity {
+    pub(crate) fn take(&self) {
+        // Stored before the count rises, so that a reader who sees the pool
+        // full also sees when it filled.
+        self.last_take_ms
+            .store(crate::scoreboard::monotonic_ms(), Ordering::Release);
+        self.busy.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn give(&self) {
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// `now` while a thread is free, else when the pool filled up.
+    fn free_at(&self, now: u64) -> u64 {
+        if self.busy.load(Ordering::Acquire) < self.size {
+            now
+        } else {
+            self.last_take_ms.load(Ordering::Acquire).min(now)
+        }
+    }
 }
 
 /// A loop of the app's own that must keep turning for the worker to count
@@ -87,6 +127,8 @@ impl WorkerInfo {
                 started: Instant::now(),
                 requests: AtomicU64::new(0),
                 loops: std::sync::Mutex::new(Vec::new()),
+                pools: std::sync::Mutex::new(Vec::new()),
+                watched: Default::default(),
             }),
         }
     }
@@ -112,7 +154,40 @@ impl WorkerInfo {
         if let Ok(mut loops) = self.inner.loops.lock() {
             loops.push(beat.clone());
         }
+        self.inner.watched.store(true, Ordering::Release);
         LoopBeat(beat)
+    }
+
+    /// Register a pool of `size` app threads (see [`Capacity`]).
+    pub(crate) fn watch_pool(&self, size: usize) -> Arc<Capacity> {
+        let pool = Arc::new(Capacity {
+            size,
+            busy: Default::default(),
+            last_take_ms: AtomicU64::new(crate::scoreboard::monotonic_ms()),
+        });
+        if let Ok(mut pools) = self.inner.pools.lock() {
+            pools.push(pool.clone());
+        }
+        self.inner.watched.store(true, Ordering::Release);
+        pool
+    }
+
+    /// Whether any app loop or thread pool is watched.
+    pub(crate) fn watches_app(&self) -> bool {
+        self.inner.watched.load(Ordering::Acquire)
+    }
+
+    /// Since when the app has been unable to take a request: `now` when
+    /// it can, else the last turn of its slowest loop or the moment a
+    /// pool of its threads filled up, whichever is older.
+    pub(crate) fn app_ready_at(&self, now: u64) -> u64 {
+        let pools = self
+            .inner
+            .pools
+            .lock()
+            .map(|pools| pools.iter().map(|p| p.free_at(now)).fold(now, u64::min))
+            .unwrap_or(now);
+        self.heartbeat(now).min(pools)
     }
 
     /// The heartbeat to publish now: `now`, or the last turn of the

@@ -11,6 +11,8 @@
 //! too, for what Python code logs to `gunicorn.access` (the workers' own
 //! access lines have their writer thread, [`crate::access_log`]).
 
+pub mod deps;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,12 +67,15 @@ fn open(path: &str) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// Configure from `errorlog` and `loglevel` (at start and on HUP).
+/// Configure from `errorlog` and `loglevel` (at start and on HUP); at
+/// debug, what the dependencies report comes too ([`deps`]).
 pub fn configure(errorlog: Option<&str>, level: &str) -> std::io::Result<()> {
     let path = errorlog.filter(|p| *p != "-").map(str::to_string);
     let file = path.as_deref().map(open).transpose()?;
+    let level = Level::from_name(level);
+    deps::install(level == Level::Debug);
     let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
-    sink.level = Level::from_name(level);
+    sink.level = level;
     sink.path = path;
     sink.file = file;
     Ok(())

@@ -197,6 +197,7 @@ impl<'py> Master<'py> {
         let view = server.borrow(py).cfg(py);
         crate::pylog::install_logger_class(py, &cfg, view.bind(py))
             .map_err(|e| startup(format!("{e:#}")))?;
+        crate::pylog::log_config_dump(py, view.bind(py));
         let limits = Arc::new(crate::strict_http::Limits::from_config(py, &cfg));
         // Before systemd's variables leave the environment (a USR2 master
         // gets them), and before anything is forked.

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 
-use crate::scoreboard::{Totals, LATENCY_BUCKETS_MS};
+use crate::scoreboard::{Reclaimed, Totals, LATENCY_BUCKETS_MS};
 
 /// Why a worker was replaced or removed (Prometheus label values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,6 +328,28 @@ impl LogCountsSent {
     }
 }
 
+/// What was already reported of a worker's reclaimed-connection counters.
+#[derive(Default)]
+pub struct ReclaimedSent([u64; 2]);
+
+impl ReclaimedSent {
+    /// Counter lines (`rgunicorn.connections_reclaimed.idle`,
+    /// `.slow_head`) for the closes counted in `slot` since the last call.
+    pub fn lines(&mut self, statsd: &Statsd, slot: &crate::scoreboard::Slot) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in Reclaimed::ALL {
+            let now = slot.reclaimed[r as usize].load(Ordering::Relaxed);
+            let sent = &mut self.0[r as usize];
+            if now > *sent {
+                let name = format!("rgunicorn.connections_reclaimed.{}", r.label());
+                out.push(statsd.line(&name, now - *sent, "c|@1.0"));
+                *sent = now;
+            }
+        }
+        out
+    }
+}
+
 // ------------------------------------------------------------ Prometheus
 
 /// What one scrape shows.
@@ -386,6 +408,19 @@ pub fn render(s: &Snapshot) -> String {
         "rgunicorn_request_duration_seconds_sum {}\nrgunicorn_request_duration_seconds_count {cumulative}",
         t.latency_sum_us as f64 / 1e6
     );
+    let _ = writeln!(
+        o,
+        "# HELP rgunicorn_connections_reclaimed_total Connections closed by a worker at worker_connections to make room for waiting ones, by what they held their slot with.\n\
+         # TYPE rgunicorn_connections_reclaimed_total counter"
+    );
+    for r in Reclaimed::ALL {
+        let _ = writeln!(
+            o,
+            "rgunicorn_connections_reclaimed_total{{reason=\"{}\"}} {}",
+            r.label(),
+            t.reclaimed[r as usize]
+        );
+    }
     let _ = writeln!(
         o,
         "# HELP rgunicorn_workers Worker processes alive.\n\
@@ -528,6 +563,7 @@ mod tests {
         totals.latency[0] = 2;
         totals.latency[3] = 1;
         totals.latency[LATENCY_BUCKETS_MS.len()] = 1;
+        totals.reclaimed = [3, 5];
         let text = render(&Snapshot {
             totals,
             workers: 2,
@@ -539,6 +575,8 @@ mod tests {
         assert!(text.contains("rgunicorn_request_duration_seconds_count 4\n"));
         assert!(text.contains("rgunicorn_workers 2\n"));
         assert!(text.contains("rgunicorn_worker_restarts_total{cause=\"crash\"} 1\n"));
+        assert!(text.contains("rgunicorn_connections_reclaimed_total{reason=\"idle\"} 3\n"));
+        assert!(text.contains("rgunicorn_connections_reclaimed_total{reason=\"slow_head\"} 5\n"));
     }
 }
 

@@ -422,3 +422,13 @@ def route_access_logger(fmt, atoms):
     resp = _Response(status, resp_headers, atoms["B"])
     request_time = datetime.timedelta(microseconds=atoms["D"])
     _installed["logger"].access(resp, _Request(req_headers), environ, request_time)
+
+
+def config_dump(cfg):
+    """gunicorn's arbiter's debug line: every setting, in its order."""
+    return "Current configuration:\n{0}".format(
+        "\n".join(
+            "  {0}: {1}".format(name, setting.value)
+            for name, setting in sorted(cfg.settings.items(), key=lambda s: s[1])
+        )
+    )

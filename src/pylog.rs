@@ -133,6 +133,17 @@ pub fn install_logger_class(
     Ok(())
 }
 
+/// gunicorn's "Current configuration:" dump, logged at debug at start.
+pub fn log_config_dump(py: Python<'_>, view: &Bound<'_, PyAny>) {
+    if let Ok(text) = glue(py)
+        .and_then(|g| g.getattr("config_dump"))
+        .and_then(|f| f.call1((view,)))
+        .and_then(|t| t.extract::<String>())
+    {
+        log::debug(&text);
+    }
+}
+
 /// What hooks' `server.log` methods call: the custom logger of
 /// `logger_class`, else the `gunicorn.error` logger.
 pub fn error_logger(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {

@@ -45,6 +45,30 @@ pub struct Slot {
     pub latency: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
     /// Sum of the latencies counted, in microseconds.
     pub latency_sum_us: AtomicU64,
+    /// Connections closed to make room for waiting ones, by
+    /// [`Reclaimed`] reason.
+    pub reclaimed: [AtomicU64; 2],
+}
+
+/// Why a worker at `worker_connections` closed a connection to make room
+/// for one waiting in the accept queue (Prometheus label values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reclaimed {
+    /// A kept-alive connection waiting for its next request.
+    Idle = 0,
+    /// A connection whose first request head has not fully arrived.
+    SlowHead = 1,
+}
+
+impl Reclaimed {
+    pub const ALL: [Reclaimed; 2] = [Reclaimed::Idle, Reclaimed::SlowHead];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Reclaimed::Idle => "idle",
+            Reclaimed::SlowHead => "slow_head",
+        }
+    }
 }
 
 /// Upper bounds (ms) of the latency histogram's buckets; +Inf follows.
@@ -89,7 +113,12 @@ impl Slot {
         self.requests.store(0, Ordering::Relaxed);
         self.connections.store(0, Ordering::Relaxed);
         self.in_flight.store(0, Ordering::Relaxed);
-        for c in self.status_classes.iter().chain(&self.latency) {
+        for c in self
+            .status_classes
+            .iter()
+            .chain(&self.latency)
+            .chain(&self.reclaimed)
+        {
             c.store(0, Ordering::Relaxed);
         }
         self.latency_sum_us.store(0, Ordering::Relaxed);
@@ -119,6 +148,7 @@ pub struct Totals {
     pub status_classes: [u64; 5],
     pub latency: [u64; LATENCY_BUCKETS_MS.len() + 1],
     pub latency_sum_us: u64,
+    pub reclaimed: [u64; 2],
 }
 
 impl Totals {
@@ -133,6 +163,9 @@ impl Totals {
             *t += c.load(Ordering::Relaxed);
         }
         self.latency_sum_us += slot.latency_sum_us.load(Ordering::Relaxed);
+        for (t, c) in self.reclaimed.iter_mut().zip(&slot.reclaimed) {
+            *t += c.load(Ordering::Relaxed);
+        }
     }
 }
 

@@ -98,6 +98,8 @@ struct Served {
     access_log: Option<AccessLog>,
     /// Requests not yet sent to statsd (flushed once a second).
     statsd: Option<Arc<crate::metrics::StatsdBatch>>,
+    /// The worker's open connections (see [`Conns`]).
+    conns: Arc<Conns>,
 }
 
 /// Events from the signal thread to the serving loop.
@@ -352,6 +354,8 @@ impl ConnCtx {
 /// Per-connection state shared with its service.
 struct ConnState {
     in_flight: std::sync::atomic::AtomicU32,
+    /// When the connection was accepted (its age, for [`Conns::reclaim_one`]).
+    accepted_ms: u64,
     /// When the last response was made (or the connection accepted).
     last_active_ms: AtomicU64,
     /// A response was made: from then on the connection is kept alive for
@@ -360,6 +364,96 @@ struct ConnState {
     /// The app switched protocols and serves the connection on: its
     /// session, run once hyper has handed the connection over.
     upgrade: std::sync::Mutex<Option<Upgrade>>,
+    /// Wakes the connection's driver: its first response was made (the
+    /// idle deadline moves from `header_read_timeout` to `keepalive`), or
+    /// `reclaim` was set.
+    poke: tokio::sync::Notify,
+    /// The accept loop asks the connection to close if it has no request
+    /// in progress, to make room for a waiting one.
+    reclaim: AtomicBool,
+}
+
+/// A worker's open connections, so that a worker at `worker_connections`
+/// can free a slot for a connection waiting in the accept queue (as nginx
+/// reuses idle keep-alive connections): a client that holds a slot while
+/// sending nothing, or trickling a head, must not lock others out.
+#[derive(Default)]
+struct Conns {
+    live: std::sync::Mutex<std::collections::HashMap<u64, Arc<ConnCtx>>>,
+    next_id: AtomicU64,
+}
+
+/// A connection's entry in [`Conns`]; removed on drop.
+struct ConnRegistration {
+    conns: Arc<Conns>,
+    id: u64,
+}
+
+impl Drop for ConnRegistration {
+    fn drop(&mut self) {
+        if let Ok(mut live) = self.conns.live.lock() {
+            live.remove(&self.id);
+        }
+    }
+}
+
+impl Conns {
+    fn register(self: &Arc<Self>, ctx: Arc<ConnCtx>) -> ConnRegistration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(id, ctx);
+        }
+        ConnRegistration {
+            conns: self.clone(),
+            id,
+        }
+    }
+
+    /// Ask one connection with no request in progress to close: the idle
+    /// kept-alive connection whose last response is the oldest, else the
+    /// oldest connection still without its first request. Returns whether
+    /// there was one. (It closes unless a request began meanwhile.)
+    fn reclaim_one(&self) -> bool {
+        let Ok(live) = self.live.lock() else {
+            return false;
+        };
+        // (still without a first request, since when): idle ones sort first.
+        let mut best: Option<((bool, u64), &Arc<ConnCtx>)> = None;
+        for ctx in live.values() {
+            let s = &ctx.state;
+            if s.reclaim.load(Ordering::Acquire) || s.in_flight.load(Ordering::Acquire) != 0 {
+                continue;
+            }
+            let key = if s.responded.load(Ordering::Acquire) {
+                (false, s.last_active_ms.load(Ordering::Acquire))
+            } else {
+                (true, s.accepted_ms)
+            };
+            if best.as_ref().is_none_or(|(k, _)| key < *k) {
+                best = Some((key, ctx));
+            }
+        }
+        let Some((_, ctx)) = best else {
+            return false;
+        };
+        ctx.state.reclaim.store(true, Ordering::Release);
+        ctx.state.poke.notify_one();
+        true
+    }
+}
+
+/// A connection closed to make room: counted in the slot, logged.
+fn note_reclaimed(ctx: &ConnCtx, why: crate::scoreboard::Reclaimed) {
+    let slot = ctx.setup.scoreboard.slot(ctx.setup.slot);
+    slot.reclaimed[why as usize].fetch_add(1, Ordering::Relaxed);
+    let what = match why {
+        crate::scoreboard::Reclaimed::Idle => "an idle keep-alive connection",
+        crate::scoreboard::Reclaimed::SlowHead => "a connection without a complete request",
+    };
+    let peer = ctx.addrs.peer.map(|p| p.to_string()).unwrap_or_default();
+    log::debug(&format!(
+        "Closed {what} from {peer}: worker_connections reached and connections are waiting"
+    ));
 }
 
 async fn serve_async(
@@ -400,10 +494,14 @@ async fn serve_async(
     let mut flush_statsd = {
         let statsd = statsd.clone();
         let mut log_counts = crate::metrics::LogCountsSent::now();
+        let mut reclaimed = crate::metrics::ReclaimedSent::default();
+        let setup = setup.clone();
         move || {
             if let Some((batch, client)) = &statsd {
                 batch.flush(client);
-                client.send(&log_counts.lines(client));
+                let mut lines = log_counts.lines(client);
+                lines.extend(reclaimed.lines(client, setup.scoreboard.slot(setup.slot)));
+                client.send(&lines);
             }
         }
     };
@@ -420,6 +518,7 @@ async fn serve_async(
         info,
         access_log,
         statsd: statsd.as_ref().map(|(b, _)| b.clone()),
+        conns: Default::default(),
     };
     let (drain_tx, drain_rx) = watch::channel(false);
     let conn_cap = Arc::new(Semaphore::new(setup.worker_connections.max(1)));
@@ -501,10 +600,6 @@ fn spawn_accept_loop(
 ) -> std::io::Result<()> {
     let is_unix =
         nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(fd.as_raw_fd()).is_ok();
-    enum Acceptor {
-        Tcp(tokio::net::TcpListener),
-        Unix(tokio::net::UnixListener),
-    }
     let acceptor = if is_unix {
         let l = std::os::unix::net::UnixListener::from(fd);
         l.set_nonblocking(true)?;
@@ -521,9 +616,15 @@ fn spawn_accept_loop(
     };
     tokio::spawn(async move {
         loop {
-            let permit = tokio::select! {
-                p = cap.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                _ = drained(&mut drain) => return,
+            let permit = match cap.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => tokio::select! {
+                    p = wait_for_slot(&cap, &acceptor, &served.conns) => match p {
+                        Some(p) => p,
+                        None => return,
+                    },
+                    _ = drained(&mut drain) => return,
+                },
             };
             wait_for_fair_share(&setup).await;
             tokio::select! {
@@ -540,6 +641,9 @@ fn spawn_accept_loop(
                         Acceptor::Unix(l) => l.accept().await.map(|(s, _)| Conn::Unix(s)),
                     }
                 } => a,
+                // The app stalled while this loop waited: leave the next
+                // connection to a sibling (looked at again above).
+                _ = app_stalls(&served.info), if served.info.watches_app() => continue,
                 _ = drained(&mut drain) => return,
             };
             match accepted {
@@ -572,6 +676,11 @@ fn spawn_accept_loop(
                 }
                 Err(e) => {
                     log::debug(&format!("accept failed: {e}"));
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                        // Out of descriptors below `worker_connections`:
+                        // the same room-making as at the cap.
+                        served.conns.reclaim_one();
+                    }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
@@ -767,26 +876,96 @@ enum Conn {
     Unix(tokio::net::UnixStream),
 }
 
+/// A listening socket of the worker's.
+enum Acceptor {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl std::os::fd::AsFd for Acceptor {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Acceptor::Tcp(l) => l.as_fd(),
+            Acceptor::Unix(l) => l.as_fd(),
+        }
+    }
+}
+
+/// Whether connections wait in `listener`'s accept queue (it polls
+/// readable then).
+fn connections_waiting(listener: &Acceptor) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(
+        std::os::fd::AsFd::as_fd(listener),
+        PollFlags::POLLIN,
+    )];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN))
+}
+
+/// How often a worker at `worker_connections` looks at its accept queue.
+const RECLAIM_EVERY: Duration = Duration::from_millis(25);
+
+/// At `worker_connections`: a slot, once one frees up. Meanwhile, while
+/// connections wait in the accept queue, one connection that holds a slot
+/// with no request in progress is asked to close for each (see
+/// [`Conns::reclaim_one`]). `None` if the cap was closed.
+async fn wait_for_slot(
+    cap: &Arc<Semaphore>,
+    listener: &Acceptor,
+    conns: &Conns,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    loop {
+        if connections_waiting(listener) {
+            conns.reclaim_one();
+        }
+        tokio::select! {
+            p = cap.clone().acquire_owned() => return p.ok(),
+            _ = tokio::time::sleep(RECLAIM_EVERY) => {}
+        }
+    }
+}
+
 /// hyper's HTTP/1 header count limit when none is set.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 /// How long an app loop (the asyncio loop, a single WSGI thread) may go
-/// without a turn before the worker stops taking new connections: it beats
-/// every 0.5 s when it turns at all.
+/// without a turn, or every thread of a WSGI pool stay busy, before the
+/// worker stops taking new connections: a loop beats every 0.5 s when it
+/// turns at all.
 const APP_LOOP_STALLED_MS: u64 = 1000;
 
 /// Don't take a connection the app can't serve now: while a watched app
-/// loop is blocked (an `async def` that blocks; a sync WSGI request), new
-/// connections stay in the shared queue for a sibling worker, as they do
-/// in gunicorn when its worker process is busy, instead of waiting here
-/// for the master's `timeout` to end them with a 500.
+/// loop is blocked (an `async def` that blocks; a sync WSGI request), or
+/// all the WSGI threads are busy, new connections stay in the shared queue
+/// for a sibling worker, as they do in gunicorn when its worker process is
+/// busy, instead of waiting here for the master's `timeout` to end them
+/// with a 500 (or behind requests that hold every thread).
 async fn wait_for_app_loops(info: &WorkerInfo) {
+    if !info.watches_app() {
+        return;
+    }
     loop {
         let now = monotonic_ms();
-        if now.saturating_sub(info.heartbeat(now)) < APP_LOOP_STALLED_MS {
+        if now.saturating_sub(info.app_ready_at(now)) < APP_LOOP_STALLED_MS {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Resolves once the app stalls as [`wait_for_app_loops`] sees it (waking
+/// only when a stall could have begun, not on a fixed tick).
+async fn app_stalls(info: &WorkerInfo) {
+    loop {
+        let now = monotonic_ms();
+        let stalls_at = info.app_ready_at(now) + APP_LOOP_STALLED_MS;
+        if now >= stalls_at {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(stalls_at - now)).await;
     }
 }
 
@@ -811,21 +990,43 @@ async fn wait_for_fair_share(setup: &WorkerSetup) {
     }
 }
 
+/// What, besides its own I/O and idle timer, a connection's driver waits for.
+enum ConnEvent {
+    /// The worker began draining.
+    Drain,
+    /// [`ConnState::poke`].
+    Poke,
+}
+
+/// The next [`ConnEvent`] (no `Drain` unless `watch_drain`).
+async fn conn_event(
+    drain: &mut watch::Receiver<bool>,
+    watch_drain: bool,
+    poke: &tokio::sync::Notify,
+) -> ConnEvent {
+    tokio::select! {
+        biased;
+        _ = drained(drain), if watch_drain => ConnEvent::Drain,
+        _ = poke.notified() => ConnEvent::Poke,
+    }
+}
+
 /// Wait for a connection to end, closing it when it has been idle too
-/// long or once draining: HTTP/1 after the drain window, HTTP/2 by GOAWAY
-/// at once (its streams in flight still finish). A macro, not a generic
-/// function, so that each connection type is driven as its concrete self
-/// (a generic driver defeats the compiler's Send proof for hyper's HTTP/2
-/// connection).
+/// long, when the accept loop reclaims its slot, or once draining: HTTP/1
+/// after the drain window, HTTP/2 by GOAWAY at once (its streams in flight
+/// still finish). A macro, not a generic function, so that each connection
+/// type is driven as its concrete self (a generic driver defeats the
+/// compiler's Send proof for hyper's HTTP/2 connection).
 macro_rules! drive {
-    ($conn:ident, $is_h2:expr, $state:ident, $setup:ident, $drain:ident) => {{
+    ($conn:ident, $is_h2:expr, $ctx:ident, $setup:ident, $drain:ident) => {{
+        let state = &$ctx.state;
         let drain_window_ms = DRAIN_IDLE_WINDOW.as_millis() as u64;
         let mut drain_started: Option<u64> = None;
         // How long the connection may sit with no request in the app: until
         // the first request, `header_read_timeout` (a client trickling its
-        // head is cut off); after a response, `keepalive`.
+        // head is cut off); after each response, `keepalive`.
         let idle_limit_ms = || {
-            if $state.responded.load(Ordering::Acquire) {
+            if state.responded.load(Ordering::Acquire) {
                 $setup.keepalive.as_millis() as u64
             } else {
                 $setup.header_read_timeout.as_millis() as u64
@@ -833,8 +1034,10 @@ macro_rules! drive {
         };
         loop {
             // Sleep until the connection could be closed for idleness, or
-            // at the end of the drain window once draining.
-            let mut close_at = $state.last_active_ms.load(Ordering::Acquire) + idle_limit_ms();
+            // at the end of the drain window once draining. (A response
+            // only moves the deadline later, except the first one, which
+            // pokes this loop.)
+            let mut close_at = state.last_active_ms.load(Ordering::Acquire) + idle_limit_ms();
             if let Some(t) = drain_started {
                 close_at = close_at.min(t + drain_window_ms);
             }
@@ -845,30 +1048,59 @@ macro_rules! drive {
                 // Past the deadline with a request still running: look again shortly.
                 Duration::from_millis(100)
             };
-            tokio::select! {
+            // Some(reclaimed) when the connection is to be closed now.
+            let close = tokio::select! {
                 // The connection first, and no random start: it is what
                 // woke this task nearly every time.
                 biased;
                 _ = $conn.as_mut() => break,
-                _ = WokenOnly::new(drained(&mut $drain)), if drain_started.is_none() => {
-                    drain_started = Some(monotonic_ms());
-                    if $is_h2 {
-                        $conn.as_mut().graceful_shutdown();
+                // Drain and pokes in one future: one check per wake-up.
+                ev = WokenOnly::new(conn_event(&mut $drain, drain_started.is_none(), &state.poke)) => match ev {
+                    ConnEvent::Drain => {
+                        drain_started = Some(monotonic_ms());
+                        if $is_h2 {
+                            $conn.as_mut().graceful_shutdown();
+                        }
+                        None
                     }
-                }
+                    ConnEvent::Poke => {
+                        // A first response (the deadline is recomputed), or
+                        // the accept loop wants the slot: given up only with
+                        // no request in progress.
+                        let reclaim = state.reclaim.swap(false, Ordering::AcqRel);
+                        (reclaim && state.in_flight.load(Ordering::Acquire) == 0).then_some(true)
+                    }
+                },
                 _ = WokenOnly::new(tokio::time::sleep(wait)) => {
-                    let idle = $state.in_flight.load(Ordering::Acquire) == 0;
+                    let idle = state.in_flight.load(Ordering::Acquire) == 0;
                     let now = monotonic_ms();
-                    let idle_for = now.saturating_sub($state.last_active_ms.load(Ordering::Acquire));
+                    let idle_for = now.saturating_sub(state.last_active_ms.load(Ordering::Acquire));
                     let drain_expired =
                         drain_started.is_some_and(|t| now.saturating_sub(t) >= drain_window_ms);
-                    if idle && (idle_for >= idle_limit_ms() || drain_expired) {
-                        $conn.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(Duration::from_secs(1), $conn.as_mut()).await;
-                        break;
-                    }
+                    (idle && (idle_for >= idle_limit_ms() || drain_expired)).then_some(false)
                 }
+            };
+            let Some(reclaimed) = close else { continue };
+            let why = if state.responded.load(Ordering::Acquire) {
+                crate::scoreboard::Reclaimed::Idle
+            } else {
+                crate::scoreboard::Reclaimed::SlowHead
+            };
+            // hyper closes at once a connection between requests (or
+            // before its first: the gate holds back an incomplete head);
+            // one still writing a response finishes it, then closes.
+            $conn.as_mut().graceful_shutdown();
+            let closed_now = futures_util::FutureExt::now_or_never($conn.as_mut()).is_some();
+            if closed_now {
+                if reclaimed {
+                    note_reclaimed(&$ctx, why);
+                }
+            } else if $is_h2 {
+                let _ = tokio::time::timeout(Duration::from_secs(1), $conn.as_mut()).await;
+            } else {
+                let _ = $conn.as_mut().await;
             }
+            break;
         }
     }};
 }
@@ -889,12 +1121,17 @@ async fn serve_connection<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let accepted_ms = monotonic_ms();
+    let conns = served.conns.clone();
     let ctx = Arc::new(ConnCtx {
         state: ConnState {
             in_flight: Default::default(),
-            last_active_ms: AtomicU64::new(monotonic_ms()),
+            accepted_ms,
+            last_active_ms: AtomicU64::new(accepted_ms),
             responded: Default::default(),
             upgrade: Default::default(),
+            poke: Default::default(),
+            reclaim: Default::default(),
         },
         raw: match &proto {
             Proto::H1 { raw, .. } => Some(raw.clone()),
@@ -1072,7 +1309,12 @@ async fn serve_connection<I>(
                     state.in_flight.fetch_sub(1, Ordering::AcqRel);
                 }
                 state.last_active_ms.store(now_ms, Ordering::Release);
-                state.responded.store(true, Ordering::Release);
+                if !state.responded.load(Ordering::Relaxed) {
+                    // The driver's deadline was `header_read_timeout`;
+                    // from now on it is `keepalive` after each response.
+                    state.responded.store(true, Ordering::Release);
+                    state.poke.notify_one();
+                }
                 let resp = match (logged, &ctx.access_log) {
                     (Some(logged), Some(access)) => {
                         let (mut record, started) = *logged;
@@ -1087,6 +1329,7 @@ async fn serve_connection<I>(
             fut
         })
     };
+    let _registered = conns.register(ctx.clone());
     let state = &ctx.state;
     match proto {
         Proto::H1 { .. } => {
@@ -1110,13 +1353,13 @@ async fn serve_connection<I>(
             }
             let conn = builder.serve_connection(io, service).with_upgrades();
             tokio::pin!(conn);
-            drive!(conn, false, state, setup, drain);
+            drive!(conn, false, ctx, setup, drain);
             run_upgraded(state, &setup, drain.clone()).await
         }
         Proto::H2(h2) => {
             let conn = h2.builder().serve_connection(io, service);
             tokio::pin!(conn);
-            drive!(conn, true, state, setup, drain)
+            drive!(conn, true, ctx, setup, drain)
         }
     }
 }

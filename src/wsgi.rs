@@ -47,7 +47,8 @@ use pyconf::Config;
 
 use crate::app::ConnAddrs;
 use crate::app::{
-    full, internal_error, AppFactory, BoxApp, BoxError, LoopBeat, ResponseBody, WorkerInfo,
+    full, internal_error, AppFactory, BoxApp, BoxError, Capacity, LoopBeat, ResponseBody,
+    WorkerInfo,
 };
 use crate::log;
 use crate::pyapp;
@@ -270,12 +271,17 @@ fn load(settings: &Settings, info: &WorkerInfo) -> Result<BoxApp, i32> {
     // stuck in the app: its one app thread is then the heartbeat. With
     // threads (gthread) a stuck request is not, as in gunicorn.
     let beat = (settings.threads == 1).then(|| info.watch_loop());
-    let pool = Arc::new(Pool::start(app, settings.threads, beat).map_err(|e| {
-        log::error(&format!(
-            "Exception in worker process: can't start the app threads: {e}"
-        ));
-        WORKER_BOOT_ERROR
-    })?);
+    // With threads, the worker stops accepting while they are all busy
+    // (one thread is covered by its heartbeat).
+    let capacity = (settings.threads > 1).then(|| info.watch_pool(settings.threads));
+    let pool = Arc::new(
+        Pool::start(app, settings.threads, beat, capacity).map_err(|e| {
+            log::error(&format!(
+                "Exception in worker process: can't start the app threads: {e}"
+            ));
+            WORKER_BOOT_ERROR
+        })?,
+    );
     Ok(BoxCloneService::new(tower::service_fn(
         move |req: Request<Incoming>| {
             let pool = pool.clone();
@@ -356,16 +362,22 @@ struct Pool {
 }
 
 impl Pool {
-    fn start(app: WsgiApp, threads: usize, beat: Option<LoopBeat>) -> std::io::Result<Pool> {
+    fn start(
+        app: WsgiApp,
+        threads: usize,
+        beat: Option<LoopBeat>,
+        capacity: Option<Arc<Capacity>>,
+    ) -> std::io::Result<Pool> {
         let (tx, rx) = std_mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let app = Arc::new(app);
         for i in 0..threads {
             let (rx, app, beat) = (rx.clone(), app.clone(), beat.clone());
+            let capacity = capacity.clone();
             std::thread::Builder::new()
                 .name(format!("rgunicorn-wsgi-{i}"))
                 .stack_size(APP_THREAD_STACK)
-                .spawn(move || app_thread(&app, &rx, beat))?;
+                .spawn(move || app_thread(&app, &rx, beat, capacity))?;
         }
         Ok(Pool { jobs: tx })
     }
@@ -416,8 +428,14 @@ fn pump(mut body: Incoming) -> mpsc::Receiver<BodyChunk> {
 
 /// An app thread: attached to the interpreter for good, detached while it
 /// waits for the next request. With `beat`, it beats while idle and after
-/// each request, never during one.
-fn app_thread(app: &WsgiApp, jobs: &Mutex<std_mpsc::Receiver<Job>>, beat: Option<LoopBeat>) {
+/// each request, never during one. With `capacity`, it counts itself busy
+/// for the time of each request.
+fn app_thread(
+    app: &WsgiApp,
+    jobs: &Mutex<std_mpsc::Receiver<Job>>,
+    beat: Option<LoopBeat>,
+    capacity: Option<Arc<Capacity>>,
+) {
     crate::process::set_thread_role(crate::process::ThreadRole::App);
     Python::attach(|py| loop {
         let job = py.detach(|| loop {
@@ -437,7 +455,13 @@ fn app_thread(app: &WsgiApp, jobs: &Mutex<std_mpsc::Receiver<Job>>, beat: Option
             // The client went away while the request was queued.
             continue;
         }
+        if let Some(c) = &capacity {
+            c.take();
+        }
         let caught = std::panic::catch_unwind(AssertUnwindSafe(|| handle(py, app, job)));
+        if let Some(c) = &capacity {
+            c.give();
+        }
         if caught.is_err() {
             log::error("Error handling request: panic in the WSGI app thread");
         }

@@ -1218,7 +1218,11 @@ fn limit_concurrency_answers_503_above_it() {
     .unwrap();
     assert_eq!((status, body.as_str()), (503, "Service Unavailable"));
     assert!(head.contains("text/plain; charset=utf-8"), "{head}");
-    assert!(p.log_has("Exceeded concurrency limit."));
+    // The worker logs before it answers, but the line reaches this test
+    // through its stderr reader thread, maybe after the answer.
+    wait_for("the warning", Duration::from_secs(5), || {
+        p.log_has("Exceeded concurrency limit.")
+    });
     std::fs::write(dir.join("release"), "").unwrap();
     for h in holders {
         assert_eq!(h.join().unwrap(), (200, "done".to_string()));

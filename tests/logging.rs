@@ -86,6 +86,17 @@ fn of_interest(text: &str, marker: &str) -> Vec<String> {
 
 /// Run `program app args` in a copy of `files`, GET /log once, TERM.
 fn run(program: &Path, files: &[(&str, &str)], app: &str, args: &[&str], marker: &str) -> Landed {
+    let [stdout, stderr, errorlog, accesslog] = run_raw(program, files, app, args);
+    Landed {
+        stdout: of_interest(&stdout, marker),
+        stderr: of_interest(&stderr, marker),
+        errorlog: of_interest(&errorlog, marker),
+        accesslog: of_interest(&accesslog, marker),
+    }
+}
+
+/// [`run`]'s outputs whole: stdout, stderr, error.log, access.log.
+fn run_raw(program: &Path, files: &[(&str, &str)], app: &str, args: &[&str]) -> [String; 4] {
     let dir = scratch_dir("logging");
     for (name, body) in files {
         std::fs::write(dir.join(name), body).unwrap();
@@ -122,12 +133,7 @@ fn run(program: &Path, files: &[(&str, &str)], app: &str, args: &[&str], marker:
         0
     );
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-    Landed {
-        stdout: of_interest(&read("stdout"), marker),
-        stderr: of_interest(&read("stderr"), marker),
-        errorlog: of_interest(&read("error.log"), marker),
-        accesslog: of_interest(&read("access.log"), marker),
-    }
+    ["stdout", "stderr", "error.log", "access.log"].map(read)
 }
 
 /// Both servers, the same inputs: the same lines in the same places.
@@ -481,4 +487,79 @@ fn custom_logger_class_overriding_access() {
     // name each server, so a worker's exit is compared).
     let landed = same_as_gunicorn(&files, "app:app", &args, "marker-custom Worker exiting");
     assert_eq!(landed.stderr.len(), 1, "{landed:?}");
+}
+
+/// At `loglevel = debug`, gunicorn's "Current configuration:" dump, line
+/// for line (rgunicorn's own settings aside; hooks' addresses masked).
+#[test]
+fn debug_level_at_start_dumps_the_configuration() {
+    let files = [("app.py", WSGI_APP)];
+    let ours_only = [
+        "header_read_timeout",
+        "runtime_threads",
+        "max_worker_memory",
+        "max_worker_lifetime",
+        "max_worker_lifetime_jitter",
+        "metrics_bind",
+    ];
+    let dump = |program: &Path| -> Vec<String> {
+        let [_, stderr, ..] = run_raw(program, &files, "app:app", &["--log-level", "debug"]);
+        let mut lines = stderr.lines().skip_while(|l| !l.ends_with("[DEBUG] Current configuration:"));
+        assert!(lines.next().is_some(), "{program:?}: no dump in\n{stderr}");
+        lines
+            .take_while(|l| l.starts_with("  "))
+            .filter(|l| !ours_only.iter().any(|name| l.starts_with(&format!("  {name}:"))))
+            .map(|l| match l.find(" at 0x") {
+                Some(i) => mask(&l[..i]),
+                // The bind's port and the scratch directory differ.
+                None => mask(l),
+            })
+            .collect()
+    };
+    let (ours, theirs) = (dump(&rgunicorn()), dump(&gunicorn()));
+    assert!(theirs.len() > 100, "{theirs:?}");
+    assert_eq!(ours, theirs);
+}
+
+/// What h2 reports (through `tracing`) reaches the error log in gunicorn's
+/// line format at `loglevel = debug`, and not at info.
+#[test]
+fn dependencies_events_at_debug_level() {
+    let files = [("app.py", WSGI_APP)];
+    for (level, expected) in [("debug", true), ("info", false)] {
+        let dir = scratch_dir("logging-deps");
+        for (name, body) in files {
+            std::fs::write(dir.join(name), body).unwrap();
+        }
+        let port = free_port();
+        let bind = format!("127.0.0.1:{port}");
+        let mut child = Command::new(rgunicorn())
+            .current_dir(&dir)
+            .args(["app:app", "-b", &bind, "--control-socket", "ctl.sock"])
+            .args(["--http-protocols", "h2,h1", "--http2-cleartext", "prior-knowledge"])
+            .args(["--log-level", level, "--error-logfile", "error.log"])
+            .env("VIRTUAL_ENV", venv())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !get(port, "/health").is_ok_and(|(s, _)| s == 200) {
+            assert!(Instant::now() < deadline, "did not serve");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let curl = Command::new("curl")
+            .args(["-s", "--http2-prior-knowledge", &format!("http://{bind}/x")])
+            .output()
+            .unwrap();
+        assert_eq!(common::text(&curl.stdout), "ok");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        assert_eq!(common::server::wait_exit(&mut child, Duration::from_secs(20)), 0);
+        let log = std::fs::read_to_string(dir.join("error.log")).unwrap();
+        let h2 = log
+            .lines()
+            .filter(|l| l.contains("] [DEBUG] h2::"))
+            .count();
+        assert_eq!(h2 > 0, expected, "{level}:\n{log}");
+    }
 }

@@ -8,6 +8,8 @@ Routes (PATH_INFO):
   /lines         the body by readline(), readlines() and iteration
   /stream        a generator: a first chunk, then waits for $MARKER_DIR/go, then a second
   /hold          writes $MARKER_DIR/held, then waits for $MARKER_DIR/go
+  /stuck         appends the worker's pid to $MARKER_DIR/stuck, then waits (20 s at most) for $MARKER_DIR/go
+  /pid           the worker's pid
   /big?n=N       a generator of N chunks of 64 KiB
   /close         an iterable whose close() writes $MARKER_DIR/closed
   /write         write() then an iterable
@@ -111,6 +113,15 @@ def application(environ, start_response):
         body = b"released" if _wait_for("go") else b"timeout"
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [body]
+    if path == "/stuck":
+        with open(_marker("stuck"), "a") as f:
+            f.write("%d\n" % os.getpid())
+        body = b"released" if _wait_for("go", 20.0) else b"timeout"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+    if path == "/pid":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(os.getpid()).encode()]
     if path == "/env" or path.startswith("/env/"):
         lines = sorted("%s\t%s\n" % (k, json.dumps(_describe(v), sort_keys=True)) for k, v in environ.items())
         start_response("200 OK", [("Content-Type", "text/plain")])

@@ -56,3 +56,43 @@ pub fn run_in(program: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// Raise this process's soft `RLIMIT_NOFILE` to its hard limit (a server
+/// started afterwards inherits it), and check that it allows `need`
+/// descriptors: a test with thousands of connections needs them on both
+/// sides.
+pub fn raise_nofile(need: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let want = if hard == RLIM_INFINITY { 1 << 20 } else { hard };
+    if soft < want {
+        setrlimit(Resource::RLIMIT_NOFILE, want, hard).unwrap();
+    }
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    assert!(
+        soft >= need,
+        "RLIMIT_NOFILE is {soft}, this test needs {need} descriptors"
+    );
+}
+
+/// Sockets a process holds open now (`/proc/PID/fd`).
+pub fn socket_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| l.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Copies of the Python test apps (`tests/apps/*.py`) into `dir`.
+pub fn copy_test_apps(dir: &Path) {
+    let apps = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps");
+    for entry in std::fs::read_dir(apps).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "py") {
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
