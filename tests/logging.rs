@@ -504,11 +504,17 @@ fn debug_level_at_start_dumps_the_configuration() {
     ];
     let dump = |program: &Path| -> Vec<String> {
         let [_, stderr, ..] = run_raw(program, &files, "app:app", &["--log-level", "debug"]);
-        let mut lines = stderr.lines().skip_while(|l| !l.ends_with("[DEBUG] Current configuration:"));
+        let mut lines = stderr
+            .lines()
+            .skip_while(|l| !l.ends_with("[DEBUG] Current configuration:"));
         assert!(lines.next().is_some(), "{program:?}: no dump in\n{stderr}");
         lines
             .take_while(|l| l.starts_with("  "))
-            .filter(|l| !ours_only.iter().any(|name| l.starts_with(&format!("  {name}:"))))
+            .filter(|l| {
+                !ours_only
+                    .iter()
+                    .any(|name| l.starts_with(&format!("  {name}:")))
+            })
             .map(|l| match l.find(" at 0x") {
                 Some(i) => mask(&l[..i]),
                 // The bind's port and the scratch directory differ.
@@ -536,7 +542,12 @@ fn dependencies_events_at_debug_level() {
         let mut child = Command::new(rgunicorn())
             .current_dir(&dir)
             .args(["app:app", "-b", &bind, "--control-socket", "ctl.sock"])
-            .args(["--http-protocols", "h2,h1", "--http2-cleartext", "prior-knowledge"])
+            .args([
+                "--http-protocols",
+                "h2,h1",
+                "--http2-cleartext",
+                "prior-knowledge",
+            ])
             .args(["--log-level", level, "--error-logfile", "error.log"])
             .env("VIRTUAL_ENV", venv())
             .spawn()
@@ -554,12 +565,12 @@ fn dependencies_events_at_debug_level() {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        assert_eq!(common::server::wait_exit(&mut child, Duration::from_secs(20)), 0);
+        assert_eq!(
+            common::server::wait_exit(&mut child, Duration::from_secs(20)),
+            0
+        );
         let log = std::fs::read_to_string(dir.join("error.log")).unwrap();
-        let h2 = log
-            .lines()
-            .filter(|l| l.contains("] [DEBUG] h2::"))
-            .count();
+        let h2 = log.lines().filter(|l| l.contains("] [DEBUG] h2::")).count();
         assert_eq!(h2 > 0, expected, "{level}:\n{log}");
     }
 }

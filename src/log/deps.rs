@@ -71,7 +71,10 @@ impl tracing::Subscriber for Events {
         };
         let mut fields = Fields(String::new());
         event.record(&mut fields);
-        super::log(level, &format!("{}:{}", event.metadata().target(), fields.0));
+        super::log(
+            level,
+            &format!("{}:{}", event.metadata().target(), fields.0),
+        );
     }
 
     fn enter(&self, _: &tracing::span::Id) {}
