@@ -138,6 +138,7 @@ fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> 
             &cfg.string(py, "loglevel").unwrap_or_default(),
         );
         crate::pylog::setup(py, &cfg)?;
+        crate::python::use_setproctitle_if_installed(py);
         for (name, reason) in cfg.unsupported_in_use(py) {
             crate::log::warning(&match reason {
                 None => format!(

@@ -277,8 +277,7 @@ impl<'py> Master<'py> {
 
     fn export_env(&self) -> Result<(), String> {
         for (k, v) in self.cfg.env(self.py)? {
-            // SAFETY (of set_var): the master is single-threaded.
-            std::env::set_var(k, v);
+            crate::python::set_env(self.py, &k, Some(&v));
         }
         Ok(())
     }
@@ -563,10 +562,8 @@ impl<'py> Master<'py> {
         // apply the new raw_env.
         if let Ok(old) = self.cfg.env(py) {
             for (k, _) in old {
-                match self.env_orig.get(std::ffi::OsStr::new(&k)) {
-                    Some(v) => std::env::set_var(&k, v),
-                    None => std::env::remove_var(&k),
-                }
+                let orig = self.env_orig.get(std::ffi::OsStr::new(&k));
+                crate::python::set_env(py, &k, orig.and_then(|v| v.to_str()));
             }
         }
         self.cfg = cfg;
@@ -918,6 +915,7 @@ impl<'py> Master<'py> {
         let child_server = self.server.clone_ref(py);
         let cfg = &self.cfg;
         let title = format!("rgunicorn: worker [{}]", self.proc_name);
+        let python_app = self.python_app.as_deref();
         let master_fds: Vec<std::os::fd::RawFd> = self
             .polled_fds()
             .iter()
@@ -925,7 +923,7 @@ impl<'py> Master<'py> {
             .collect();
         let pid = process::fork_python(py, ChildKind::Worker, move || {
             process::close_master_fds(&master_fds);
-            worker_main(py, cfg, &title, child_server, child_worker, setup)
+            worker_main(py, cfg, &title, child_server, child_worker, setup, python_app)
         })
         .map_err(|e| format!("fork failed: {e}"))?;
         worker.borrow_mut(py).set_pid(py, pid.as_raw());
@@ -1358,13 +1356,14 @@ fn worker_main(
     server: Py<PyServer>,
     worker: Py<PyWorker>,
     setup: WorkerSetup,
+    python_app: Option<&str>,
 ) -> i32 {
     let pid = std::process::id();
     worker.borrow_mut(py).set_pid(py, pid as i32);
     process::set_title(title);
     log::info(&format!("Booting worker with pid: {pid}"));
-    let status = match boot_worker(py, cfg, &server, &worker) {
-        Err(()) => WORKER_BOOT_ERROR,
+    let status = match boot_worker(py, cfg, &server, &worker, python_app) {
+        Err(status) => status,
         Ok(()) => {
             let signal_hooks = SignalHooks {
                 on_quit: signal_hook(py, cfg, &server, &worker, "worker_int"),
@@ -1385,14 +1384,20 @@ fn worker_main(
     status
 }
 
-/// Everything before serving; an error is logged and means exit 3.
+/// Everything before serving, in gunicorn's order (its `init_process`:
+/// `post_fork`, env, user/group, the app's import, `post_worker_init`); an
+/// error is logged and is the exit status (3, or 4 for an app not found).
 fn boot_worker(
     py: Python<'_>,
     cfg: &Config,
     server: &Py<PyServer>,
     worker: &Py<PyWorker>,
-) -> Result<(), ()> {
-    let failed = |e: PyErr| hooks::log_exception(py, "Exception in worker process", &e);
+    python_app: Option<&str>,
+) -> Result<(), i32> {
+    let failed = |e: PyErr| {
+        hooks::log_exception(py, "Exception in worker process", &e);
+        WORKER_BOOT_ERROR
+    };
     hooks::call(
         py,
         cfg,
@@ -1402,7 +1407,7 @@ fn boot_worker(
     .map_err(failed)?;
     if let Ok(env) = cfg.env(py) {
         for (k, v) in env {
-            std::env::set_var(k, v);
+            crate::python::set_env(py, &k, Some(&v));
         }
     }
     // user/group: after post_fork, which runs with the master's privileges.
@@ -1411,7 +1416,15 @@ fn boot_worker(
         log::error(&format!(
             "Exception in worker process: can't switch to user {uid} group {gid}: {e}"
         ));
-        return Err(());
+        return Err(WORKER_BOOT_ERROR);
+    }
+    // The app is there for post_worker_init, as gunicorn's `worker.wsgi`
+    // and `worker.app.callable` (the interface takes it from here).
+    if let Some(uri) = python_app {
+        let app = crate::pyapp::import_in_worker(py, uri)?;
+        let worker = worker.bind(py);
+        worker.setattr("wsgi", &app).map_err(failed)?;
+        worker.getattr("app").and_then(|a| a.setattr("callable", &app)).map_err(failed)?;
     }
     hooks::call(py, cfg, "post_worker_init", (worker.clone_ref(py),)).map_err(failed)?;
     worker.borrow_mut(py).booted = true;

@@ -322,11 +322,26 @@ pub fn block_worker_signals() -> SigSet {
     set
 }
 
+/// Another way to set the title: the Python `setproctitle` module when it
+/// is installed, as gunicorn uses it. It owns the argument area once it has
+/// started (and apps call it too), so rgunicorn must not write there then.
+static TITLE_SETTER: std::sync::OnceLock<fn(&str) -> bool> = std::sync::OnceLock::new();
+
+/// Set titles through `set` from now on (`false` from it: written here).
+pub fn set_title_with(set: fn(&str) -> bool) {
+    let _ = TITLE_SETTER.set(set);
+}
+
 /// Set the process title shown by `ps` and `/proc/PID/cmdline`
 /// (`rgunicorn: master [name]`), as gunicorn does with `setproctitle`: the
 /// title is written over the process's original argument strings (so it
 /// is cut to their length) and the short name (`comm`, 15 bytes) is set too.
 pub fn set_title(title: &str) {
+    if let Some(set) = TITLE_SETTER.get() {
+        if set(title) {
+            return;
+        }
+    }
     let short: String = title.chars().take(15).collect();
     if let Ok(c) = std::ffi::CString::new(short) {
         // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.

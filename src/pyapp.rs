@@ -177,12 +177,26 @@ pub fn preload(py: Python<'_>, uri: &str) -> Result<(), AppError> {
     Ok(())
 }
 
-/// In a worker: the preloaded app, or the app imported now (after fork).
+/// The app a worker imported during its boot ([`import_in_worker`]);
+/// empty in the master, so each forked worker starts without one.
+static WORKER_APP: std::sync::OnceLock<Py<PyAny>> = std::sync::OnceLock::new();
+
+/// In a worker: the preloaded app, the one imported during its boot, or
+/// the app imported now (after fork).
 pub fn worker_app(py: Python<'_>, uri: &str) -> Result<Py<PyAny>, AppError> {
-    match PRELOADED.get() {
+    match PRELOADED.get().or_else(|| WORKER_APP.get()) {
         Some(app) => Ok(app.clone_ref(py)),
         None => import_app(py, uri),
     }
+}
+
+/// In a worker's boot, before `post_worker_init` (gunicorn's
+/// `load_wsgi`): import the app once; the interface's factory then takes
+/// it. `Err` is the exit status, the reason logged.
+pub fn import_in_worker(py: Python<'_>, uri: &str) -> Result<Py<PyAny>, i32> {
+    let app = worker_app_or_status(py, uri)?;
+    let _ = WORKER_APP.set(app.clone_ref(py));
+    Ok(app)
 }
 
 /// [`worker_app`] as a worker's boot needs it: a failure is logged as

@@ -237,3 +237,43 @@ mod tests {
         );
     }
 }
+
+/// Set (or with `None` remove) an environment variable through Python's
+/// `os.environ`, which also changes the C environment: `std::env` alone
+/// would leave `os.environ`, read once at start-up, out of date for the
+/// app (`raw_env` must reach `os.environ[...]` as under gunicorn).
+pub fn set_env(py: pyo3::Python<'_>, key: &str, value: Option<&str>) {
+    use pyo3::prelude::*;
+    let done = py.import("os").and_then(|os| {
+        let environ = os.getattr("environ")?;
+        match value {
+            Some(v) => environ.set_item(key, v),
+            None => environ.call_method1("pop", (key, py.None())).map(drop),
+        }
+    });
+    if done.is_err() {
+        // SAFETY (of set_var/remove_var): called where the process runs no
+        // other thread (the master, a worker before it serves).
+        match value {
+            Some(v) => std::env::set_var(key, v),
+            None => std::env::remove_var(key),
+        }
+    }
+}
+
+/// When the `setproctitle` module is installed, process titles go through
+/// it, as gunicorn's do: an app or a hook that calls it too then finds the
+/// title it expects, where rgunicorn's own writes to the argument area
+/// would leave the module's copy stale.
+pub fn use_setproctitle_if_installed(py: pyo3::Python<'_>) {
+    use pyo3::prelude::*;
+    if py.import("setproctitle").is_ok() {
+        crate::process::set_title_with(|title| {
+            Python::attach(|py| {
+                py.import("setproctitle")
+                    .and_then(|m| m.call_method1("setproctitle", (title,)))
+                    .is_ok()
+            })
+        });
+    }
+}

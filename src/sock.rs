@@ -83,6 +83,8 @@ fn bind_one(addr: &Address, opts: &BindOptions) -> Result<Listener, std::io::Err
         Address::Tcp(host, port) => {
             let ip: std::net::IpAddr = match host.parse() {
                 Ok(ip) => ip,
+                // `:8000`: Python binds ('', port) to every IPv4 address.
+                Err(_) if host.is_empty() => std::net::Ipv4Addr::UNSPECIFIED.into(),
                 Err(_) => {
                     use std::net::ToSocketAddrs;
                     (host.as_str(), *port)

@@ -105,6 +105,18 @@ class FileWrapper:
         raise StopIteration
 
 
+def server_software(default):
+    """SERVER_SOFTWARE: a config that set `gunicorn.SERVER_SOFTWARE` (to
+    hide the version, say) is obeyed, as gunicorn's environ reads it."""
+    import sys
+    gunicorn = sys.modules.get("gunicorn")
+    if gunicorn is None or not hasattr(gunicorn, "SERVER_SOFTWARE"):
+        return default
+    if gunicorn.SERVER_SOFTWARE == "gunicorn/%s" % getattr(gunicorn, "__version__", ""):
+        return default
+    return gunicorn.SERVER_SOFTWARE
+
+
 def is_asgi(app):
     """An ASGI 3 app: a coroutine function (or an object whose __call__
     is one) that takes (scope, receive, send)."""
@@ -333,7 +345,10 @@ impl WsgiApp {
         base.set_item("wsgi.input_terminated", true)?;
         base.set_item(
             "SERVER_SOFTWARE",
-            format!("rgunicorn/{}", env!("CARGO_PKG_VERSION")),
+            helpers.getattr("server_software")?.call1((format!(
+                "rgunicorn/{}",
+                env!("CARGO_PKG_VERSION")
+            ),))?,
         )?;
         Ok(WsgiApp {
             app,
