@@ -923,7 +923,15 @@ impl<'py> Master<'py> {
             .collect();
         let pid = process::fork_python(py, ChildKind::Worker, move || {
             process::close_master_fds(&master_fds);
-            worker_main(py, cfg, &title, child_server, child_worker, setup, python_app)
+            worker_main(
+                py,
+                cfg,
+                &title,
+                child_server,
+                child_worker,
+                setup,
+                python_app,
+            )
         })
         .map_err(|e| format!("fork failed: {e}"))?;
         worker.borrow_mut(py).set_pid(py, pid.as_raw());
@@ -1421,10 +1429,20 @@ fn boot_worker(
     // The app is there for post_worker_init, as gunicorn's `worker.wsgi`
     // and `worker.app.callable` (the interface takes it from here).
     if let Some(uri) = python_app {
-        let app = crate::pyapp::import_in_worker(py, uri)?;
-        let worker = worker.bind(py);
-        worker.setattr("wsgi", &app).map_err(failed)?;
-        worker.getattr("app").and_then(|a| a.setattr("callable", &app)).map_err(failed)?;
+        match crate::pyapp::import_in_worker(py, uri) {
+            Ok(app) => {
+                let worker = worker.bind(py);
+                worker.setattr("wsgi", &app).map_err(failed)?;
+                worker
+                    .getattr("app")
+                    .and_then(|a| a.setattr("callable", &app))
+                    .map_err(failed)?;
+            }
+            // With `reload` on, the boot goes on to serve gunicorn's fail
+            // app, as gunicorn's `load_wsgi` does (see `reloader`).
+            Err(_) if crate::reloader::import_failed() => {}
+            Err(code) => return Err(code),
+        }
     }
     hooks::call(py, cfg, "post_worker_init", (worker.clone_ref(py),)).map_err(failed)?;
     worker.borrow_mut(py).booted = true;

@@ -612,16 +612,16 @@ pub fn note_import_failure(message: &str) {
     }
 }
 
-/// A worker whose app could not be made: with `reload` on and an import
-/// failure noted, gunicorn's fail app (every request answered 500 with
-/// the traceback), so that the developer sees it and the next save
-/// reloads; otherwise the worker exits with `code`.
-pub fn fail_app_or_exit(code: i32) -> BoxApp {
-    let message = FAILURE.lock().ok().and_then(|f| f.clone());
-    match message {
-        Some(message) if enabled() => fail_app(message),
-        _ => process::exit_now(code),
-    }
+/// With `reload` on, in a worker: its app failed to import.
+pub fn import_failed() -> bool {
+    enabled() && FAILURE.lock().is_ok_and(|f| f.is_some())
+}
+
+/// The fail app when the worker's import failed during its boot (with
+/// `reload` on): the interface does not import the app again.
+pub fn fail_app_if_import_failed() -> Option<BoxApp> {
+    let message = FAILURE.lock().ok().and_then(|f| f.clone())?;
+    enabled().then(|| fail_app(message))
 }
 
 /// gunicorn's `util.make_fail_app`.

@@ -231,12 +231,15 @@ pub fn app_factory(
         asgi: crate::asgi::Settings::from_config(py, cfg, None)?,
     };
     Ok(Arc::new(move |info: &WorkerInfo| {
+        // With `reload` on, an import that failed during the boot is
+        // served as gunicorn's fail app.
+        if let Some(app) = crate::reloader::fail_app_if_import_failed() {
+            return app;
+        }
         match load(&settings, info) {
             Ok(app) => app,
-            // The reason is logged; gunicorn's status tells the master why
-            // (with `reload` on, a failed import is served as gunicorn's
-            // fail app instead).
-            Err(code) => crate::reloader::fail_app_or_exit(code),
+            // The reason is logged; gunicorn's status tells the master why.
+            Err(code) => crate::process::exit_now(code),
         }
     }))
 }
@@ -345,10 +348,9 @@ impl WsgiApp {
         base.set_item("wsgi.input_terminated", true)?;
         base.set_item(
             "SERVER_SOFTWARE",
-            helpers.getattr("server_software")?.call1((format!(
-                "rgunicorn/{}",
-                env!("CARGO_PKG_VERSION")
-            ),))?,
+            helpers
+                .getattr("server_software")?
+                .call1((format!("rgunicorn/{}", env!("CARGO_PKG_VERSION")),))?,
         )?;
         Ok(WsgiApp {
             app,
