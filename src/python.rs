@@ -217,27 +217,6 @@ pub fn python_version() -> String {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_as_written_by_venv_virtualenv_and_uv() {
-        let venv = "home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.11.7\n";
-        assert_eq!(cfg_version(venv), Some((3, 11)));
-        let virtualenv =
-            "home = /usr/bin\nimplementation = CPython\nversion_info = 3.12.1.final.0\n";
-        assert_eq!(cfg_version(virtualenv), Some((3, 12)));
-        let uv = "home = /x/bin\nVersion_Info = 3.13.0\n";
-        assert_eq!(cfg_version(uv), Some((3, 13)));
-        assert_eq!(cfg_version("home = /usr/bin\n"), None);
-        assert_eq!(
-            major_minor("3.11.7 (main, Jan  1 2024) [GCC 12]"),
-            Some((3, 11))
-        );
-    }
-}
-
 /// Set (or with `None` remove) an environment variable through Python's
 /// `os.environ`, which also changes the C environment: `std::env` alone
 /// would leave `os.environ`, read once at start-up, out of date for the
@@ -275,5 +254,26 @@ pub fn use_setproctitle_if_installed(py: pyo3::Python<'_>) {
                     .is_ok()
             })
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_as_written_by_venv_virtualenv_and_uv() {
+        let venv = "home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.11.7\n";
+        assert_eq!(cfg_version(venv), Some((3, 11)));
+        let virtualenv =
+            "home = /usr/bin\nimplementation = CPython\nversion_info = 3.12.1.final.0\n";
+        assert_eq!(cfg_version(virtualenv), Some((3, 12)));
+        let uv = "home = /x/bin\nVersion_Info = 3.13.0\n";
+        assert_eq!(cfg_version(uv), Some((3, 13)));
+        assert_eq!(cfg_version("home = /usr/bin\n"), None);
+        assert_eq!(
+            major_minor("3.11.7 (main, Jan  1 2024) [GCC 12]"),
+            Some((3, 11))
+        );
     }
 }
