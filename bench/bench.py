@@ -446,6 +446,7 @@ class Spec:
     python_app: bool = False
     unavailable: str = ""  # set when it cannot serve (NOT_YET)
     runs: list = field(default_factory=list)
+    conns: tuple = BENCH_CONNS  # wrk -c of each run, the first also sampled
 
 
 def python_env(*extra):
@@ -548,7 +549,67 @@ def bench_specs():
              lambda p: [GRANIAN, "--interface", "wsgi", "--workers", "2", "--host", "127.0.0.1", "--port", str(p),
                         "wsgi_hello:app"], "/", 2),
     ]
+    # The access log's cost: written from Rust (the default) and through
+    # Python's logging (a logconfig_dict with gunicorn.access's own
+    # handler), next to gunicorn sync writing it.
+    specs += [
+        Spec("wsgi-access-log", "rgunicorn, accesslog (Rust writer)",
+             lambda p: [RGUNICORN, "wsgi_hello:app", "-w", "2", "-b", b(p), "--access-logfile", "/dev/null"],
+             "/", 2, rgunicorn=True, python_app=True),
+        Spec("wsgi-access-log", "rgunicorn, logconfig_dict (through Python's logging)",
+             lambda p: [RGUNICORN, "wsgi_hello:app", "-w", "2", "-b", b(p), "-c", "access_python.conf.py"],
+             "/", 2, rgunicorn=True, python_app=True),
+        Spec("wsgi-access-log", "gunicorn sync, accesslog",
+             lambda p: [GUNICORN, "wsgi_hello:app", "-w", "2", "-b", b(p), "-k", "sync",
+                        "--access-logfile", "/dev/null"], "/", 2),
+    ]
+    # gevent: gunicorn 27's gevent worker is the peer (2 workers each).
+    for app, path, conns in (("gevent-sleep", "/sleep", (200,)),
+                             ("gevent-hello", "/", (64, 16)),
+                             ("gevent-upstream", "/upstream", (64,))):
+        specs += [
+            Spec(app, "rgunicorn -k gevent",
+                 lambda p: [RGUNICORN, "gevent_bench:app", "-w", "2", "-b", b(p), "-k", "gevent"], path, 2,
+                 rgunicorn=True, python_app=True, conns=conns),
+            Spec(app, "gunicorn -k gevent",
+                 lambda p: [GUNICORN, "gevent_bench:app", "-w", "2", "-b", b(p), "-k", "gevent"], path, 2,
+                 conns=conns),
+        ]
     return specs
+
+
+class Upstream(threading.Thread):
+    """The gevent-upstream rows' upstream: an asyncio HTTP/1.0 server that
+    answers every request after 50 ms (many at once), in a thread of the
+    harness."""
+
+    DELAY = 0.05
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.port = free_port()
+        self.ready = threading.Event()
+
+    def run(self):
+        import asyncio
+
+        async def handle(reader, writer):
+            try:
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass
+                await asyncio.sleep(self.DELAY)
+                writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nupstream")
+                await writer.drain()
+            finally:
+                writer.close()
+
+        async def main():
+            server = await asyncio.start_server(handle, "127.0.0.1", self.port, backlog=1024)
+            self.ready.set()
+            async with server:
+                await server.serve_forever()
+
+        asyncio.run(main())
 
 
 APP_TITLES = {
@@ -556,6 +617,10 @@ APP_TITLES = {
     "asgi-hello": "Raw ASGI hello: `GET /`",
     "fastapi-health": "FastAPI: `GET /health`",
     "wsgi-hello": "Raw WSGI hello: `GET /`",
+    "gevent-sleep": "gevent: `GET /sleep`, a 0.2 s monkey-patched `time.sleep` (ideal: 200 / 0.2 = 1,000 req/s)",
+    "gevent-hello": "gevent: raw WSGI hello `GET /`",
+    "gevent-upstream": "gevent: `GET /upstream`, urllib to a local upstream answering after 50 ms "
+                       "(ideal: 64 / 0.05 = 1,280 req/s)",
 }
 
 
@@ -578,17 +643,18 @@ def bench_one(spec, plan, rep, step, total):
         progress(f"bench {step}/{total}: {tag}: {spec.unavailable[:80]}")
         return
     run = {"rep": rep, "start_s": srv.start_s}
+    first = spec.conns[0]
     try:
         wait_workers(srv.popen.pid, spec.workers)
         time.sleep(plan.settle)
         pids = [srv.popen.pid] + descendants(srv.popen.pid)
         run["procs"] = len(pids)
         run["pss_kib"], run["rss_kib"] = memory_kib(pids)
-        for conns in BENCH_CONNS:
+        for conns in spec.conns:
             progress(f"bench {step}/{total} rep {rep + 1}/{plan.reps}: {tag}: c{conns}")
-            if plan.warmup and (plan.warmup_each or conns == BENCH_CONNS[0]):
+            if plan.warmup and (plan.warmup_each or conns == first):
                 run_wrk(port, spec.path, conns, plan.warmup)
-            during = (lambda: connections_per_worker(srv.popen.pid, port)) if conns == 64 else None
+            during = (lambda: connections_per_worker(srv.popen.pid, port)) if conns == first else None
             server_pids = [srv.popen.pid] + descendants(srv.popen.pid)
             ticks = cpu_ticks(server_pids)
             r, sample = run_wrk(port, spec.path, conns, plan.duration, during)
@@ -601,7 +667,7 @@ def bench_one(spec, plan, rep, step, total):
             if sample is not None:
                 run["conns_per_worker"] = sample
         progress(f"bench {step}/{total} rep {rep + 1}/{plan.reps}: {tag}: "
-                 f"c64 {run['c64']['rps']:,.0f} req/s, c16 {run['c16']['rps']:,.0f} req/s")
+                 + ", ".join(f"c{c} {run[f'c{c}']['rps']:,.0f} req/s" for c in spec.conns))
     finally:
         stop_tree(srv.popen.pid)
         srv.popen.wait()
@@ -923,7 +989,7 @@ def machine():
     pkgs = sh([str(VENV_PYTHON), "-c",
                "import importlib.metadata as m\n"
                "for p in ('gunicorn','uvicorn','uvicorn-worker','uvloop','httptools','h11','granian',"
-               "'fastapi','starlette'):\n"
+               "'fastapi','starlette','gevent','greenlet'):\n"
                "    try: print(p, m.version(p))\n"
                "    except Exception: print(p, '-')"])
     commit = sh(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
@@ -971,18 +1037,19 @@ def ms_fmt(v):
 
 def spec_summary(spec):
     runs = spec.runs
-    return {
-        "c64": [r["c64"]["rps"] for r in runs],
-        "c16": [r["c16"]["rps"] for r in runs],
-        "p99_c64": [r["c64"]["lat"].get("99", 0) for r in runs],
-        "p99_c16": [r["c16"]["lat"].get("99", 0) for r in runs],
-        "cpu_c64": [r["c64"].get("cpu_us_per_req", 0.0) for r in runs],
+    keys = [f"c{c}" for c in spec.conns]
+    out = {
+        "cpu": [r[keys[0]].get("cpu_us_per_req", 0.0) for r in runs],
         "pss": [r["pss_kib"] / 1024 for r in runs],
         "rss": [r["rss_kib"] / 1024 for r in runs],
         "start": [r["start_s"] for r in runs],
         "conns": [r.get("conns_per_worker", []) for r in runs],
-        "errors": sum(sum(r[c]["errors"].values()) + r[c]["non2xx"] for r in runs for c in ("c64", "c16")),
+        "errors": sum(sum(r[c]["errors"].values()) + r[c]["non2xx"] for r in runs for c in keys),
     }
+    for c in keys:
+        out[c] = [r[c]["rps"] for r in runs]
+        out[f"p99_{c}"] = [r[c]["lat"].get("99", 0) for r in runs]
+    return out
 
 
 def ratio(a, b):
@@ -1000,30 +1067,32 @@ def bench_tables(specs):
         group = [s for s in specs if s.app == app]
         rg = next((s for s in group if s.rgunicorn), None)
         rg_sum = spec_summary(rg) if rg and rg.runs else None
+        keys = [f"c{c}" for c in group[0].conns]
+        each = " / ".join(keys)
         lines += [f"### {APP_TITLES.get(app, app)}", "",
-                  "| server | req/s c64 | req/s c16 | p99 c64 / c16 | CPU per request, c64 | idle PSS (RSS) "
-                  "| start to first 200 | ESTABLISHED per worker, c64 | errors | rgunicorn / this, c64 / c16 |",
-                  "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+                  "| server | " + " | ".join(f"req/s {k}" for k in keys) + f" | p99 {each} "
+                  f"| CPU per request, {keys[0]} | idle PSS (RSS) "
+                  f"| start to first 200 | ESTABLISHED per worker, {keys[0]} | errors | rgunicorn / this, {each} |",
+                  "|---|" + "---:|" * len(keys) + "---:|---:|---:|---:|---|---:|---:|"]
         for s in group:
             if not s.runs:
-                lines.append(f"| {s.label} | {s.unavailable or 'no data'} | | | | | | | | |")
+                lines.append(f"| {s.label} | {s.unavailable or 'no data'} |" + " |" * (len(keys) + 7))
                 continue
             m = spec_summary(s)
             conns = ", ".join("/".join(str(c) for c in cs) for cs in m["conns"]) or "-"
             if s.app == "rust-health" and s.label.startswith("bare hyper, 1 process"):
                 conns += " (1 process)"
             if rg_sum and s is not rg:
-                rel = (f"{ratio(statistics.median(rg_sum['c64']), statistics.median(m['c64']))} / "
-                       f"{ratio(statistics.median(rg_sum['c16']), statistics.median(m['c16']))}")
+                rel = " / ".join(ratio(statistics.median(rg_sum[k]), statistics.median(m[k])) for k in keys)
                 headline.append((app, s.label, rel))
             elif s is rg:
-                rel = "1.00 / 1.00"
+                rel = " / ".join("1.00" for _ in keys)
             else:
                 rel = "- (rgunicorn: not yet)"
             lines.append(
-                f"| {s.label} | {med_range(m['c64'], rps_fmt)} | {med_range(m['c16'], rps_fmt)} "
-                f"| {ms_fmt(statistics.median(m['p99_c64']))} / {ms_fmt(statistics.median(m['p99_c16']))} "
-                f"| {statistics.median(m['cpu_c64']):.1f} us "
+                f"| {s.label} | " + " | ".join(med_range(m[k], rps_fmt) for k in keys) + " "
+                f"| {' / '.join(ms_fmt(statistics.median(m[f'p99_{k}'])) for k in keys)} "
+                f"| {statistics.median(m['cpu']):.1f} us "
                 f"| {statistics.median(m['pss']):.1f} MiB ({statistics.median(m['rss']):.1f} MiB) "
                 f"| {med_range(m['start'], lambda v: f'{v:.2f} s')} | {conns} | {m['errors']} | {rel} |")
         lines.append("")
@@ -1196,6 +1265,11 @@ def main():
     info = machine()
     specs = [] if args.no_bench else [
         s for s in bench_specs() if not args.only or args.only.lower() in f"{s.app} {s.label}".lower()]
+    if any(s.app == "gevent-upstream" for s in specs):
+        upstream = Upstream()
+        upstream.start()
+        upstream.ready.wait(10)
+        os.environ["GEVENT_BENCH_UPSTREAM"] = f"http://127.0.0.1:{upstream.port}/"
     faults = []
     try:
         if specs:
@@ -1212,7 +1286,8 @@ def main():
     md, js, headline = write_report(plan, specs, faults, info, started, elapsed)
     progress(f"done in {elapsed / 60:.1f} min", final=True)
     for app, label, rel in headline:
-        print(f"rgunicorn / {label} ({app}), req/s c64 / c16: {rel}")
+        conns = next(s.conns for s in specs if s.app == app)
+        print(f"rgunicorn / {label} ({app}), req/s {' / '.join(f'c{c}' for c in conns)}: {rel}")
     for r in faults:
         if "error" not in r:
             print(f"fault {r['fault']:>10} {r['server']:>9}: {r['failed']} failed, "

@@ -9,6 +9,7 @@ pub mod app;
 pub mod asgi;
 pub mod control;
 pub mod entry;
+pub mod gevent;
 pub mod health;
 pub mod hooks;
 pub mod http2;

@@ -353,7 +353,11 @@ impl<'py> Master<'py> {
             .collect();
         log::info(&format!("Listening at: {} ({})", shown.join(","), self.pid));
         self.metrics = MasterMetrics::start(py, &self.cfg);
-        log::info("Using worker: rgunicorn (Rust, tokio + hyper)");
+        log::info(if crate::gevent::plan().is_some() {
+            "Using worker: rgunicorn (Rust, tokio + hyper; the WSGI app in greenlets on gevent's hub)"
+        } else {
+            "Using worker: rgunicorn (Rust, tokio + hyper)"
+        });
         let server = self.server.clone_ref(py);
         self.hook("when_ready", (server,))
             .map_err(|e| MasterError::StartupHook(self.traceback(&e)))?;
@@ -1367,6 +1371,10 @@ fn worker_main(
     python_app: Option<&str>,
 ) -> i32 {
     let pid = std::process::id();
+    // The worker's signals are taken by its signal thread (sigwait) from
+    // the start: a Python-level handler a hook installs must not take them
+    // first (it is called from there instead, see `on_term`).
+    process::block_worker_signals();
     worker.borrow_mut(py).set_pid(py, pid as i32);
     process::set_title(title);
     log::info(&format!("Booting worker with pid: {pid}"));
@@ -1376,8 +1384,14 @@ fn worker_main(
             let signal_hooks = SignalHooks {
                 on_quit: signal_hook(py, cfg, &server, &worker, "worker_int"),
                 on_abort: signal_hook(py, cfg, &server, &worker, "worker_abort"),
+                on_term: Box::new(crate::python::call_sigterm_handler),
             };
-            match py.detach(|| worker::serve(setup, signal_hooks)) {
+            let served = match crate::gevent::plan() {
+                // This thread runs gevent's hub; tokio gets its own.
+                Some(plan) => crate::gevent::serve(py, plan, setup, signal_hooks),
+                None => py.detach(|| worker::serve(setup, signal_hooks)),
+            };
+            match served {
                 Ok(requests) => worker.borrow_mut(py).nr = requests,
                 Err(e) => log::error(&format!("Worker failed: {e}")),
             }
@@ -1413,11 +1427,20 @@ fn boot_worker(
         (server.clone_ref(py), worker.clone_ref(py)),
     )
     .map_err(failed)?;
+    // gunicorn's gevent worker patches first thing in init_process, after
+    // post_fork (so psycogreen's patch there comes first too).
+    if let Some(plan) = crate::gevent::plan() {
+        plan.patch(py, worker).map_err(failed)?;
+    }
     if let Ok(env) = cfg.env(py) {
         for (k, v) in env {
             crate::python::set_env(py, &k, Some(&v));
         }
     }
+    // As gunicorn's init_signals: SIGTERM has a Python handler for code
+    // that wraps it (the worker drains on TERM whatever it does). Before
+    // the user switch: the new user may not read the stdlib's files.
+    crate::python::install_sigterm_standin(py).map_err(failed)?;
     // user/group: after post_fork, which runs with the master's privileges.
     let (uid, gid) = (cfg.int(py, "user") as u32, cfg.int(py, "group") as u32);
     if let Err(e) = process::set_owner(uid, gid, cfg.bool(py, "initgroups")) {

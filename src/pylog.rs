@@ -196,13 +196,13 @@ pub fn refresh(py: Python<'_>) {
 }
 
 fn refresh_attached() {
-    Python::attach(refresh);
+    crate::gevent::run_python(refresh);
 }
 
 /// USR1, as gunicorn's `reopen_files`: the captured output and Python's
 /// file handlers (rgunicorn's own files are reopened by [`log::reopen`]).
 fn reopen_attached() {
-    Python::attach(|py| {
+    crate::gevent::run_python(|py| {
         if let Some(glue) = MODULE.get(py) {
             if let Err(e) = glue
                 .bind(py)
@@ -216,36 +216,55 @@ fn reopen_attached() {
 }
 
 fn route_error(level: Level, msg: &str) -> bool {
-    Python::attach(|py| {
-        let Some(glue) = MODULE.get(py) else {
-            return false;
-        };
-        glue.bind(py)
-            .getattr("route_error")
-            .and_then(|f| f.call1((level as i32, msg)))
-            .is_ok()
-    })
+    if crate::gevent::elsewhere() {
+        // A gevent worker's handlers run on its hub's thread.
+        let msg = msg.to_string();
+        crate::gevent::post(move |py| {
+            route_error_attached(py, level, &msg);
+        });
+        return true;
+    }
+    Python::attach(|py| route_error_attached(py, level, msg))
+}
+
+fn route_error_attached(py: Python<'_>, level: Level, msg: &str) -> bool {
+    let Some(glue) = MODULE.get(py) else {
+        return false;
+    };
+    glue.bind(py)
+        .getattr("route_error")
+        .and_then(|f| f.call1((level as i32, msg)))
+        .is_ok()
 }
 
 fn route_access(format: &str, atoms: Vec<(String, Value)>) -> bool {
-    Python::attach(|py| {
-        let Some(glue) = MODULE.get(py) else {
-            return false;
+    if crate::gevent::elsewhere() {
+        let format = format.to_string();
+        crate::gevent::post(move |py| {
+            route_access_attached(py, &format, atoms);
+        });
+        return true;
+    }
+    Python::attach(|py| route_access_attached(py, format, atoms))
+}
+
+fn route_access_attached(py: Python<'_>, format: &str, atoms: Vec<(String, Value)>) -> bool {
+    let Some(glue) = MODULE.get(py) else {
+        return false;
+    };
+    let dict = PyDict::new(py);
+    for (key, value) in atoms {
+        let set = match value {
+            Value::Str(s) => dict.set_item(key, s),
+            Value::Int(n) => dict.set_item(key, n),
+            Value::None => dict.set_item(key, py.None()),
         };
-        let dict = PyDict::new(py);
-        for (key, value) in atoms {
-            let set = match value {
-                Value::Str(s) => dict.set_item(key, s),
-                Value::Int(n) => dict.set_item(key, n),
-                Value::None => dict.set_item(key, py.None()),
-            };
-            if set.is_err() {
-                return false;
-            }
+        if set.is_err() {
+            return false;
         }
-        glue.bind(py)
-            .getattr("route_access")
-            .and_then(|f| f.call1((format, dict)))
-            .is_ok()
-    })
+    }
+    glue.bind(py)
+        .getattr("route_access")
+        .and_then(|f| f.call1((format, dict)))
+        .is_ok()
 }

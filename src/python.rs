@@ -257,6 +257,60 @@ pub fn use_setproctitle_if_installed(py: pyo3::Python<'_>) {
     }
 }
 
+/// The worker's own Python-level SIGTERM handler: the drain is rgunicorn's
+/// (its signal thread takes TERM), so a handler that wraps this one and
+/// calls it through adds its work before the drain, as under gunicorn.
+const SIGTERM_STANDIN: &std::ffi::CStr = cr#"
+def handle_exit(signum, frame):
+    """rgunicorn's worker drains on TERM by itself."""
+"#;
+
+/// Install [`SIGTERM_STANDIN`] (in a worker's boot, on its main thread)
+/// unless code has installed a handler already.
+pub fn install_sigterm_standin(py: pyo3::Python<'_>) -> pyo3::PyResult<()> {
+    use pyo3::prelude::*;
+    let signal = py.import("signal")?;
+    let term = signal.getattr("SIGTERM")?;
+    let current = signal.call_method1("getsignal", (&term,))?;
+    if current.is_callable() {
+        return Ok(());
+    }
+    let standin = PyModule::from_code(
+        py,
+        SIGTERM_STANDIN,
+        c"rgunicorn_signals.py",
+        c"rgunicorn_signals",
+    )?
+    .getattr("handle_exit")?;
+    signal.call_method1("signal", (&term, &standin))?;
+    Ok(())
+}
+
+/// On TERM in a worker: the Python-level SIGTERM handler, if code replaced
+/// the stand-in, called as Python would call it (`handler(signum, None)`);
+/// an exception is logged.
+pub fn call_sigterm_handler() {
+    use pyo3::prelude::*;
+    Python::attach(|py| {
+        let called = (|| -> PyResult<()> {
+            let signal = py.import("signal")?;
+            let term = signal.getattr("SIGTERM")?;
+            let handler = signal.call_method1("getsignal", (&term,))?;
+            let ours = handler.getattr("__module__").is_ok_and(|m| {
+                m.extract::<String>()
+                    .is_ok_and(|m| m == "rgunicorn_signals")
+            });
+            if handler.is_callable() && !ours {
+                handler.call1((&term, py.None()))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = called {
+            crate::hooks::log_exception(py, "Exception in the SIGTERM handler", &e);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

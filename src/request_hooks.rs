@@ -2,7 +2,8 @@
 //! `post_request(worker, req, environ, resp)`, for every kind of app.
 //! They run only when the config sets them (no GIL is taken per request
 //! otherwise), on tokio's blocking pool so the serving loop never waits for
-//! the GIL. `req` and `resp` are shaped like gunicorn's; `environ` is the
+//! the GIL; in a gevent worker, in a greenlet on the hub's thread (the
+//! only thread that runs Python there). `req` and `resp` are shaped like gunicorn's; `environ` is the
 //! WSGI app's own environ (as gunicorn's sync and gthread workers pass),
 //! and for other apps the minimal WSGI-style one gunicorn 27's `asgi`
 //! worker builds (REQUEST_METHOD, RAW_URI, PATH_INFO, QUERY_STRING,
@@ -79,27 +80,32 @@ impl RequestHooks {
             return true;
         };
         let (hooks, info) = (self.clone(), info.clone());
-        let ran = tokio::task::spawn_blocking(move || {
-            Python::attach(|py| {
-                hooks.worker.borrow_mut(py).nr = nr;
-                let Some(pre) = &hooks.pre else { return true };
-                let called = py_request(py, &info)
-                    .and_then(|req| pre.bind(py).call1((hooks.worker.clone_ref(py), req)));
-                match called {
-                    Ok(_) => true,
-                    Err(e) => {
-                        crate::hooks::log_exception(
-                            py,
-                            &format!("Error handling request {}", info.uri),
-                            &e,
-                        );
-                        false
-                    }
-                }
-            })
-        })
-        .await;
-        ran.unwrap_or(false)
+        let run = move |py: Python<'_>| hooks.run_pre(py, &info, nr);
+        if crate::gevent::elsewhere() {
+            // A gevent worker: on the hub's thread, in a greenlet.
+            return crate::gevent::call(run).await.unwrap_or(false);
+        }
+        tokio::task::spawn_blocking(move || Python::attach(run))
+            .await
+            .unwrap_or(false)
+    }
+
+    fn run_pre(&self, py: Python<'_>, info: &RequestInfo, nr: u64) -> bool {
+        self.worker.borrow_mut(py).nr = nr;
+        let Some(pre) = &self.pre else { return true };
+        let called = py_request(py, info)
+            .and_then(|req| pre.bind(py).call1((self.worker.clone_ref(py), req)));
+        match called {
+            Ok(_) => true,
+            Err(e) => {
+                crate::hooks::log_exception(
+                    py,
+                    &format!("Error handling request {}", info.uri),
+                    &e,
+                );
+                false
+            }
+        }
     }
 
     /// Run `post_request` in the background (the response is already
@@ -108,48 +114,53 @@ impl RequestHooks {
         if self.post.is_none() {
             return;
         }
+        let hooks = self.clone();
+        let run = move |py: Python<'_>| hooks.run_post(py, &info, resp.as_ref());
+        if crate::gevent::elsewhere() {
+            crate::gevent::post(run);
+            return;
+        }
         // A body dropped when the runtime is already gone has no pool to
         // run on; its post_request is skipped.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let hooks = self.clone();
-        runtime.spawn_blocking(move || {
-            Python::attach(|py| {
-                let Some((post, arity)) = &hooks.post else {
-                    return;
-                };
-                let called = (|| -> PyResult<()> {
-                    let req = py_request(py, &info)?;
-                    let worker = hooks.worker.clone_ref(py).into_any();
-                    let environ = match &resp {
-                        Some(ResponseInfo {
-                            environ: Some(AppEnviron(env)),
-                            ..
-                        }) => env.bind(py).clone(),
-                        Some(_) => environ(py, &info)?,
-                        None => PyDict::new(py),
-                    };
-                    let resp_obj: Bound<'_, PyAny> = match &resp {
-                        Some(r) => Py::new(py, py_response(r))?.into_bound(py).into_any(),
-                        None => py.None().into_bound(py),
-                    };
-                    let args: Bound<'_, PyTuple> = match arity {
-                        2 => PyTuple::new(py, [worker.into_bound(py), req])?,
-                        3 => PyTuple::new(py, [worker.into_bound(py), req, environ.into_any()])?,
-                        _ => PyTuple::new(
-                            py,
-                            [worker.into_bound(py), req, environ.into_any(), resp_obj],
-                        )?,
-                    };
-                    post.bind(py).call1(args)?;
-                    Ok(())
-                })();
-                if let Err(e) = called {
-                    crate::hooks::log_exception(py, "Exception in post_request hook", &e);
-                }
-            })
-        });
+        runtime.spawn_blocking(move || Python::attach(run));
+    }
+
+    fn run_post(&self, py: Python<'_>, info: &RequestInfo, resp: Option<&ResponseInfo>) {
+        let Some((post, arity)) = &self.post else {
+            return;
+        };
+        let called = (|| -> PyResult<()> {
+            let req = py_request(py, info)?;
+            let worker = self.worker.clone_ref(py).into_any();
+            let environ = match resp {
+                Some(ResponseInfo {
+                    environ: Some(AppEnviron(env)),
+                    ..
+                }) => env.bind(py).clone(),
+                Some(_) => environ(py, info)?,
+                None => PyDict::new(py),
+            };
+            let resp_obj: Bound<'_, PyAny> = match resp {
+                Some(r) => Py::new(py, py_response(r))?.into_bound(py).into_any(),
+                None => py.None().into_bound(py),
+            };
+            let args: Bound<'_, PyTuple> = match arity {
+                2 => PyTuple::new(py, [worker.into_bound(py), req])?,
+                3 => PyTuple::new(py, [worker.into_bound(py), req, environ.into_any()])?,
+                _ => PyTuple::new(
+                    py,
+                    [worker.into_bound(py), req, environ.into_any(), resp_obj],
+                )?,
+            };
+            post.bind(py).call1(args)?;
+            Ok(())
+        })();
+        if let Err(e) = called {
+            crate::hooks::log_exception(py, "Exception in post_request hook", &e);
+        }
     }
 }
 

@@ -115,6 +115,10 @@ enum Event {
 pub struct SignalHooks {
     pub on_quit: Box<dyn Fn() + Send>,
     pub on_abort: Box<dyn Fn() + Send>,
+    /// TERM, before the drain starts: a Python-level SIGTERM handler that
+    /// the app or a hook installed (it wraps the worker's own, as under
+    /// gunicorn) is called.
+    pub on_term: Box<dyn Fn() + Send>,
 }
 
 /// How long a kept-alive connection may stay idle once draining started
@@ -162,6 +166,7 @@ fn signal_thread(
         let Ok(sig) = set.wait() else { continue };
         match sig {
             Signal::SIGTERM => {
+                (hooks.on_term)();
                 let _ = events.send(Event::Drain);
             }
             Signal::SIGUSR1 => {

@@ -32,6 +32,9 @@ KNOWN = {
     "gunicorn.workers.ggevent.GeventWorker": ("gevent", None),
     "gunicorn.workers.ggevent.GeventPyWSGIWorker": ("gevent", None),
     "gunicorn.workers.gtornado.TornadoWorker": ("tornado", None),
+    # Flask-SocketIO's worker: websockets through gevent-websocket's
+    # handler, which takes over the connection's socket.
+    "geventwebsocket.gunicorn.workers.GeventWebSocketWorker": ("geventwebsocket", None),
     "uvicorn.workers.UvicornWorker": ("uvicorn", _UVICORN),
     "uvicorn.workers.UvicornH11Worker": ("uvicorn", _UVICORN_H11),
     "uvicorn_worker.UvicornWorker": ("uvicorn", _UVICORN),
@@ -68,6 +71,32 @@ def _entry_point(dist, group, name):
     if not eps:
         raise ImportError("Entry point %r not found" % ((group, name),))
     return eps[0].load()
+
+
+def _require_gevent(uri):
+    """gunicorn's ggevent module refuses to load without gevent 24.10.1 or
+    later; so does a gevent class here, with gunicorn's message."""
+    try:
+        try:
+            import gevent
+        except ImportError:
+            raise RuntimeError("gevent worker requires gevent 24.10.1 or higher")
+        parts = []
+        for p in gevent.__version__.split(".")[:3]:
+            digits = "".join(c for c in p if c.isdigit()) or "0"
+            parts.append(int(digits))
+        if tuple(parts) < (24, 10, 1):
+            raise RuntimeError("gevent worker requires gevent 24.10.1 or higher")
+        # What gunicorn's ggevent module imports, in the master as there:
+        # configs use gevent.monkey after a bare `import gevent`.
+        import gevent.hub  # noqa: F401
+        import gevent.monkey  # noqa: F401
+        import gevent.pool  # noqa: F401
+        import gevent.pywsgi  # noqa: F401
+        import gevent.server  # noqa: F401
+        import gevent.socket  # noqa: F401
+    except Exception:
+        raise _invalid(uri)
 
 
 def _path(cls):
@@ -118,6 +147,9 @@ def classify(uri):
     found = load(uri)
     if isinstance(found, str):
         kind, kwargs = KNOWN[found]
+        if kind == "gevent":
+            # gunicorn names the class uri as given, less a leading "#".
+            _require_gevent(uri.lstrip("#") if "." not in uri else uri)
         return kind, found, dict(kwargs) if kwargs is not None else None, []
     if not inspect.isclass(found):
         raise RuntimeError("worker_class %r is not a class: %r" % (uri, found))
@@ -130,6 +162,8 @@ def classify(uri):
             kwargs = None
             if kind == "uvicorn":
                 kwargs = dict(getattr(found, "CONFIG_KWARGS", None) or {})
+            if kind == "gevent":
+                _require_gevent(uri if isinstance(uri, str) else name)
             return kind, name, kwargs, overridden
         for attr, value in vars(base).items():
             if attr in _NOT_METHODS or attr in overridden:

@@ -7,8 +7,10 @@
 //! classified by the nearest known class it derives from. A subclass of
 //! uvicorn's `UvicornWorker` brings its `CONFIG_KWARGS` ([`UvicornOptions`]);
 //! what rgunicorn does not act on (other keys, overridden methods) is
-//! named in one warning. gevent and tornado classes are refused by name.
-//! The Python half is `worker_class.py`.
+//! named in one warning. gevent's classes (and their subclasses) are served
+//! with greenlets ([`crate::gevent`]); a subclass that overrides `patch()`
+//! gets it called. tornado's class and gevent-websocket's worker are
+//! refused by name. The Python half is `worker_class.py`.
 
 use std::time::Duration;
 
@@ -31,6 +33,34 @@ pub enum Interface {
     Wsgi { threaded: bool },
     /// ASGI; uvicorn's options when the class is one of uvicorn's.
     Asgi(Option<Box<UvicornOptions>>),
+    /// WSGI served by greenlets on gevent's hub (gunicorn's GeventWorker,
+    /// GeventPyWSGIWorker and their subclasses).
+    Gevent(GeventClass),
+}
+
+/// A gevent class: the subclass whose own `patch()` replaces gunicorn's
+/// `monkey.patch_all()`, if it overrides it.
+#[derive(Clone, Default)]
+pub struct GeventClass {
+    pub patch_override: Option<std::sync::Arc<Py<PyAny>>>,
+}
+
+impl std::fmt::Debug for GeventClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeventClass")
+            .field("patch_override", &self.patch_override.is_some())
+            .finish()
+    }
+}
+
+impl PartialEq for GeventClass {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.patch_override, &other.patch_override) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 /// The resolved class: its name for the logs, and its interface.
@@ -112,12 +142,16 @@ pub fn resolve(py: Python<'_>, cfg: &Config) -> anyhow::Result<WorkerClass> {
         .unwrap_or_else(|_| value.to_string());
     let glue = glue(py)?;
     let classified = glue.getattr("classify")?.call1((&value,));
-    let (kind, name, kwargs, overridden): (Option<String>, String, Bound<'_, PyAny>, Vec<String>) =
-        match classified {
-            Ok(t) => t.extract()?,
-            // gunicorn's RuntimeError text (with the import's traceback).
-            Err(e) => anyhow::bail!("{}", e.value(py)),
-        };
+    let (kind, name, kwargs, mut overridden): (
+        Option<String>,
+        String,
+        Bound<'_, PyAny>,
+        Vec<String>,
+    ) = match classified {
+        Ok(t) => t.extract()?,
+        // gunicorn's RuntimeError text (with the import's traceback).
+        Err(e) => anyhow::bail!("{}", e.value(py)),
+    };
     let mut ignored: Vec<String> = Vec::new();
     let interface = match kind.as_deref() {
         Some("sync") => Interface::Wsgi { threaded: false },
@@ -131,10 +165,23 @@ pub fn resolve(py: Python<'_>, cfg: &Config) -> anyhow::Result<WorkerClass> {
             ignored.extend(unknown.into_iter().map(|k| format!("CONFIG_KWARGS[{k:?}]")));
             Interface::Asgi(Some(Box::new(options)))
         }
-        Some("gevent") => anyhow::bail!(
-            "worker_class {given:?} ({name}) is not supported by rgunicorn yet: its workers \
-             are Rust threads, not greenlets; use sync or gthread (WSGI), or \
-             uvicorn.workers.UvicornWorker (ASGI)"
+        Some("gevent") => {
+            // The override is honoured: it runs in each worker, after fork.
+            let patch_override = if overridden.iter().any(|m| m == "patch") {
+                overridden.retain(|m| m != "patch");
+                Some(std::sync::Arc::new(
+                    glue.getattr("load")?.call1((&value,))?.unbind(),
+                ))
+            } else {
+                None
+            };
+            Interface::Gevent(GeventClass { patch_override })
+        }
+        Some("geventwebsocket") => anyhow::bail!(
+            "worker_class {given:?} ({name}) is not supported by rgunicorn: gevent-websocket's \
+             handler takes over the client's socket, and rgunicorn's HTTP is Rust; use \
+             gevent (plain WSGI, greenlets; Flask-SocketIO falls back to long-polling) or an \
+             ASGI app with uvicorn.workers.UvicornWorker for websockets"
         ),
         Some(_) => anyhow::bail!(
             "worker_class {given:?} ({name}) is not supported by rgunicorn: use sync or \
@@ -299,12 +346,44 @@ mod tests {
             ("gthread", "gthread"),
             ("#gthread", "gthread"),
             ("asgi", "asgi"),
-            ("gevent_pywsgi", "gevent"),
+            (
+                "geventwebsocket.gunicorn.workers.GeventWebSocketWorker",
+                "geventwebsocket",
+            ),
             ("uvicorn.workers.UvicornWorker", "uvicorn"),
             ("uvicorn_worker.UvicornH11Worker", "uvicorn"),
         ] {
             let (k, _) = classify("", uri).unwrap();
             assert_eq!(k.as_deref(), Some(kind), "{uri}");
+        }
+    }
+
+    #[test]
+    fn a_gevent_class_needs_gevent_as_gunicorn_says() {
+        pyo3::Python::initialize();
+        let has_gevent = Python::attach(|py| py.import("gevent").is_ok());
+        match classify("", "#gevent_pywsgi") {
+            Ok((k, name)) => {
+                assert!(has_gevent);
+                assert_eq!(
+                    (k.as_deref(), name.as_str()),
+                    (
+                        Some("gevent"),
+                        "gunicorn.workers.ggevent.GeventPyWSGIWorker"
+                    )
+                );
+            }
+            Err(err) => {
+                assert!(!has_gevent);
+                let text = Python::attach(|py| err.value(py).to_string());
+                assert!(
+                    text.starts_with("class uri 'gevent_pywsgi' invalid or not found: \n\n[")
+                        && text.contains(
+                            "RuntimeError: gevent worker requires gevent 24.10.1 or higher"
+                        ),
+                    "{text}"
+                );
+            }
         }
     }
 

@@ -9,7 +9,10 @@
 //!   statuses 3 and 4 when it can't);
 //! - the pool of `threads` app threads: std threads attached to the
 //!   interpreter for their whole life, that detach while they wait for a
-//!   request. The tokio thread never runs Python and never takes the GIL;
+//!   request. The tokio thread never runs Python and never takes the GIL.
+//!   Under a gevent class there is no pool: [`crate::gevent`] runs
+//!   [`handle`] in a greenlet per request, and the waits below park the
+//!   greenlet instead of detaching the thread;
 //! - the environ (compared key by key with gunicorn 27.0.1's sync worker in
 //!   `tests/wsgi.rs`), `wsgi.input` (the request body streamed from the
 //!   tokio side through a small bounded channel, the GIL released while an
@@ -144,9 +147,10 @@ enum Choice {
     Detect,
 }
 
-/// Settings the app threads need, read in the master at start.
+/// Settings the app threads (or a gevent worker's hub) need, read in the
+/// master at start.
 #[derive(Clone)]
-struct Settings {
+pub(crate) struct Settings {
     uri: String,
     choice: Choice,
     threads: usize,
@@ -207,7 +211,9 @@ pub fn app_factory(
 ) -> anyhow::Result<AppFactory> {
     let (choice, threaded) = match &class.interface {
         Interface::Detect => (Choice::Detect, false),
+        // gunicorn's async workers say multithread (greenlets).
         Interface::Wsgi { threaded } => (Choice::Wsgi, *threaded),
+        Interface::Gevent(_) => (Choice::Wsgi, true),
         Interface::Asgi(uvicorn) => {
             return crate::asgi::app_factory(py, cfg, uri, uvicorn.as_deref())
         }
@@ -230,6 +236,12 @@ pub fn app_factory(
         post_request: cfg.hook_is_set(py, "post_request"),
         asgi: crate::asgi::Settings::from_config(py, cfg, None)?,
     };
+    if let Interface::Gevent(gevent) = &class.interface {
+        return Ok(crate::gevent::app_factory(
+            settings,
+            gevent.patch_override.clone(),
+        ));
+    }
     Ok(Arc::new(move |info: &WorkerInfo| {
         // With `reload` on, an import that failed during the boot is
         // served as gunicorn's fail app.
@@ -305,12 +317,30 @@ fn load(settings: &Settings, info: &WorkerInfo) -> Result<BoxApp, i32> {
     )))
 }
 
+/// In a gevent worker, on the hub's thread: import the app (always WSGI,
+/// as gunicorn's gevent workers serve it). `Err` is the exit status, the
+/// reason already logged.
+pub(crate) fn load_green(py: Python<'_>, settings: &Settings) -> Result<WsgiApp, i32> {
+    let app = pyapp::worker_app_or_status(py, &settings.uri)?;
+    let made = helpers(py).and_then(|helpers| WsgiApp::new(py, settings, app, &helpers));
+    match made {
+        Ok(mut app) => {
+            app.green = true;
+            Ok(app)
+        }
+        Err(e) => {
+            crate::hooks::log_exception(py, "Exception in worker process", &e);
+            Err(WORKER_BOOT_ERROR)
+        }
+    }
+}
+
 fn helpers(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     PyModule::from_code(py, HELPERS, c"rgunicorn_wsgi.py", c"rgunicorn_wsgi")
 }
 
 /// The imported app and what every environ shares.
-struct WsgiApp {
+pub(crate) struct WsgiApp {
     app: Py<PyAny>,
     /// The environ keys that are the same for every request.
     base: Py<PyDict>,
@@ -320,6 +350,9 @@ struct WsgiApp {
     limits: Arc<Limits>,
     /// See [`Settings::post_request`].
     post_request: bool,
+    /// Served by greenlets on gevent's hub: waits for the tokio side park
+    /// the greenlet ([`crate::gevent::block_on`]) instead of the thread.
+    green: bool,
 }
 
 impl WsgiApp {
@@ -359,18 +392,19 @@ impl WsgiApp {
             script_name_env: std::env::var("SCRIPT_NAME").unwrap_or_default(),
             limits: s.limits.clone(),
             post_request: s.post_request,
+            green: false,
         })
     }
 }
 
-/// One request for an app thread.
-struct Job {
-    parts: http::request::Parts,
-    body: Option<mpsc::Receiver<BodyChunk>>,
-    reply: oneshot::Sender<Response<ResponseBody>>,
+/// One request for an app thread (or a greenlet).
+pub(crate) struct Job {
+    pub(crate) parts: http::request::Parts,
+    pub(crate) body: Option<mpsc::Receiver<BodyChunk>>,
+    pub(crate) reply: oneshot::Sender<Response<ResponseBody>>,
 }
 
-type BodyChunk = Result<Bytes, String>;
+pub(crate) type BodyChunk = Result<Bytes, String>;
 
 /// The app threads and the queue that feeds them.
 struct Pool {
@@ -416,7 +450,7 @@ impl Pool {
 
 /// Read the request body on the tokio side into a bounded channel, as the
 /// app asks for it; stops when the app's end is dropped.
-fn pump(mut body: Incoming) -> mpsc::Receiver<BodyChunk> {
+pub(crate) fn pump(mut body: Incoming) -> mpsc::Receiver<BodyChunk> {
     let (tx, rx) = mpsc::channel(BODY_CHANNEL);
     tokio::spawn(async move {
         loop {
@@ -489,7 +523,7 @@ fn app_thread(
 }
 
 /// Run the app for one request and send its response.
-fn handle(py: Python<'_>, app: &WsgiApp, job: Job) {
+pub(crate) fn handle(py: Python<'_>, app: &WsgiApp, job: Job) {
     let Job { parts, body, reply } = job;
     let label = format!(
         "{} {}",
@@ -508,8 +542,9 @@ fn handle(py: Python<'_>, app: &WsgiApp, job: Job) {
             remaining: None,
             environ: None,
         }),
+        green: app.green,
     });
-    let input = match Py::new(py, Input::new(body)) {
+    let input = match Py::new(py, Input::new(body, app.green)) {
         Ok(i) => i,
         Err(e) => {
             shared.fail(py, &label, &e);
@@ -803,12 +838,15 @@ struct Head {
     content_length: Option<u64>,
 }
 
+type Chunk = Result<Bytes, BoxError>;
+type ChunkSender = mpsc::Sender<Chunk>;
+
 /// Where the response is.
 enum Phase {
     /// Nothing sent yet.
     Pending(oneshot::Sender<Response<ResponseBody>>),
     /// Head sent; the body goes through this channel.
-    Streaming(mpsc::Sender<Result<Bytes, BoxError>>),
+    Streaming(ChunkSender),
     /// All sent, or the client is gone.
     Done,
 }
@@ -828,6 +866,8 @@ struct RespState {
 /// `start_response`/`write` callables and whatever thread the app uses.
 struct Shared {
     state: Mutex<RespState>,
+    /// See [`WsgiApp::green`].
+    green: bool,
 }
 
 impl Shared {
@@ -938,15 +978,24 @@ impl Shared {
         // Never block with the lock held or while attached.
         let sent = match tx.try_send(Ok(data)) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(item)) => {
-                py.detach(|| tx.blocking_send(item)).is_ok()
-            }
+            Err(mpsc::error::TrySendError::Full(item)) => self.wait_send(py, tx, item)?,
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         };
         if !sent {
             self.lock().phase = Phase::Done;
         }
         Ok(sent)
+    }
+
+    /// Send `item` once the channel has room: the thread detached, or the
+    /// greenlet parked. `Ok(false)`: the client is gone.
+    fn wait_send(&self, py: Python<'_>, tx: ChunkSender, item: Chunk) -> PyResult<bool> {
+        if self.green {
+            let permit = crate::gevent::block_on(py, tx.reserve_owned())?;
+            Ok(permit.map(|p| p.send(item)).is_ok())
+        } else {
+            Ok(py.detach(|| tx.blocking_send(item)).is_ok())
+        }
     }
 
     /// The iterable is exhausted: send what is still pending, end the stream.
@@ -985,7 +1034,7 @@ impl Shared {
                 // that the connection is aborted instead of the response
                 // looking complete: wait for room, detached.
                 let abort: BoxError = "the WSGI app failed while streaming its response".into();
-                let _ = py.detach(|| tx.blocking_send(Err(abort)));
+                let _ = self.wait_send(py, tx, Err(abort));
             }
             Phase::Done => {
                 drop(st);
@@ -1217,13 +1266,16 @@ impl Responder {
 struct Input {
     rx: Option<mpsc::Receiver<BodyChunk>>,
     buf: BytesMut,
+    /// See [`WsgiApp::green`].
+    green: bool,
 }
 
 impl Input {
-    fn new(rx: Option<mpsc::Receiver<BodyChunk>>) -> Input {
+    fn new(rx: Option<mpsc::Receiver<BodyChunk>>, green: bool) -> Input {
         Input {
             rx,
             buf: BytesMut::new(),
+            green,
         }
     }
 
@@ -1235,6 +1287,9 @@ impl Input {
         let next = match rx.try_recv() {
             Ok(item) => Some(item),
             Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) if self.green => {
+                crate::gevent::block_on(py, std::future::poll_fn(|cx| rx.poll_recv(cx)))?
+            }
             Err(mpsc::error::TryRecvError::Empty) => py.detach(|| rx.blocking_recv()),
         };
         match next {

@@ -461,7 +461,7 @@ fn check_config_reports_what_a_start_refuses() {
             &["-k", "nosuch.Worker"],
             "class uri 'nosuch.Worker' invalid or not found",
         ),
-        (&["-k", "gevent"], "is not supported by rgunicorn"),
+        (&["-k", "tornado"], "is not supported by rgunicorn"),
         (
             &["--certfile", "missing.pem", "--keyfile", "missing.key"],
             "missing.pem",

@@ -364,10 +364,10 @@ fn interface_by_worker_class() {
     assert_eq!(server.stop(), 0);
     assert!(!lines.lock().unwrap().join("\n").contains("detected"));
     // Another class: an error naming the supported ones.
-    let (code, err) = run_to_exit(&rgunicorn(), &dir, &["wsgi_app", "-k", "gevent"]);
+    let (code, err) = run_to_exit(&rgunicorn(), &dir, &["wsgi_app", "-k", "tornado"]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("\"gevent\" (gunicorn.workers.ggevent.GeventWorker) is not supported")
+        err.contains("\"tornado\" (gunicorn.workers.gtornado.TornadoWorker) is not supported")
             && err.contains("sync or gthread"),
         "{err}"
     );
