@@ -330,6 +330,11 @@ pub fn app_factory(
     let settings = Settings::from_config(py, cfg, uvicorn)?;
     let uri = uri.to_string();
     Ok(Arc::new(move |info: &WorkerInfo| {
+        // With `reload` on, an import that failed during the boot is
+        // served as gunicorn's fail app.
+        if let Some(app) = crate::reloader::fail_app_if_import_failed() {
+            return app;
+        }
         let app = Python::attach(|py| pyapp::worker_app_or_status(py, &uri));
         match app.and_then(|app| serve_imported(&settings, app, info)) {
             Ok(app) => app,

@@ -62,13 +62,20 @@ fn report(result: anyhow::Result<u8>) -> u8 {
     }
 }
 
-/// Entry point once an interpreter exists (binary, console script, or a
-/// Rust application's own `main`): returns the exit status.
-pub fn run_in_python(argv: Vec<String>) -> u8 {
+/// Entry point once an interpreter exists (the console script,
+/// `python -m rgunicorn`): returns the exit status. `prog`, when given,
+/// replaces `argv[0]` as the program's name.
+pub fn run_in_python(argv: Vec<String>, prog: Option<String>) -> u8 {
     // USR2 runs `sys.executable` with `sys.argv` again, as gunicorn does.
     let executable: Option<String> =
         Python::attach(|py| py.import("sys")?.getattr("executable")?.extract()).ok();
     let reexec = executable.into_iter().chain(argv.iter().cloned()).collect();
+    let argv = match prog {
+        Some(prog) => std::iter::once(prog)
+            .chain(argv.into_iter().skip(1))
+            .collect(),
+        None => argv,
+    };
     report(run(argv, None, reexec))
 }
 

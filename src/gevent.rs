@@ -376,6 +376,11 @@ pub fn serve(
 ) -> std::io::Result<u64> {
     let app = match wsgi::load_green(py, &plan.settings) {
         Ok(app) => Arc::new(app),
+        // With `reload` on, a failed import is served as gunicorn's fail
+        // app, by the plain worker: there is no app to run on a hub.
+        Err(_) if crate::reloader::import_failed() => {
+            return py.detach(|| crate::worker::serve(setup, hooks));
+        }
         Err(code) => crate::process::exit_now(code),
     };
     // The app's import may have changed Python's log handlers.

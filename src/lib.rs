@@ -23,6 +23,7 @@ pub mod process;
 pub mod pyapp;
 pub mod pylog;
 pub mod python;
+pub mod reloader;
 pub mod request_hooks;
 pub mod scoreboard;
 pub mod sock;

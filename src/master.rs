@@ -2,12 +2,16 @@
 //! supervisor loop is in this file (see LIFECYCLE.md for the picture):
 //!
 //! ```text
-//! start: nworkers_changed -> on_starting -> signals -> listeners -> when_ready -> spawn
-//!        -> control socket
+//! start: nworkers_changed -> on_starting -> signals -> listeners -> when_ready
+//!        -> reloader (`reload`) -> spawn -> control socket
 //! loop:  wait for signals (<= 1 s) -> handle each -> answer control
-//!        commands -> reap -> murder silent workers -> recycle by age and
-//!        memory -> manage the worker count -> retire the replaced
+//!        commands -> changed files (`reload`) -> reap -> murder silent
+//!        workers -> recycle by age and memory -> manage the worker count
+//!        -> retire the replaced
 //! ```
+//!
+//! The reloader (the file watcher of `reload`) is a process of its own:
+//! see `reloader` and LIFECYCLE.md.
 //!
 //! The control socket's commands are executed in `master/control.rs`.
 //!
@@ -34,6 +38,7 @@ use crate::metrics::{MasterMetrics, RestartCause};
 use crate::notify::{Awaiting, Notifier};
 use crate::pidfile::Pidfile;
 use crate::process::{self, ChildKind, ExitKind, SignalPipe};
+use crate::reloader::Reloader;
 use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
 use crate::sock::{self, BindOptions, Listener};
 use crate::worker::{self, SignalHooks, WorkerSetup};
@@ -137,6 +142,13 @@ pub struct Master<'py> {
     started: Instant,
     workers_killed: u64,
     reloads: u64,
+    /// `reload`: the process watching the workers' files.
+    reloader: Option<Reloader>,
+    /// When to start a reloader again after the last one died.
+    reloader_restart: Option<Instant>,
+    /// `reload`: a replacement failed to boot while others serve; no
+    /// worker is started until the next change of a watched file.
+    reload_hold: bool,
 }
 
 /// Errors that end the master the way gunicorn's would.
@@ -225,6 +237,9 @@ impl<'py> Master<'py> {
             started: Instant::now(),
             workers_killed: 0,
             reloads: 0,
+            reloader: None,
+            reloader_restart: None,
+            reload_hold: false,
         })
     }
 
@@ -402,6 +417,8 @@ impl<'py> Master<'py> {
     }
 
     fn main_loop(&mut self) -> Result<Stop, String> {
+        // The watcher exists before the first worker reports to it.
+        self.start_reloader(true);
         // The first workers start at once, not after the first wait.
         self.manage_workers()?;
         // Then the control socket (gunicorn's order).
@@ -476,6 +493,7 @@ impl<'py> Master<'py> {
                 }
             }
             self.serve_control();
+            self.check_reloader();
             if let Some(stop) = self.reap_workers()? {
                 return Ok(stop);
             }
@@ -496,6 +514,9 @@ impl<'py> Master<'py> {
         let mut fds = self.metrics.poll_fds();
         if let Some(control) = &self.control {
             fds.extend(control.poll_fds());
+        }
+        if let Some(reloader) = &self.reloader {
+            fds.push(reloader.poll_fd());
         }
         fds
     }
@@ -591,12 +612,123 @@ impl<'py> Master<'py> {
         let server = self.server.clone_ref(py);
         self.hook("on_reload", (server,))
             .map_err(|e| self.traceback(&e))?;
+        // The reload settings may have changed: a new watcher (or none),
+        // told of the files by the new workers.
+        if let Some(old) = self.reloader.take() {
+            old.stop();
+        }
+        crate::reloader::disable();
+        self.start_reloader(true);
+        self.replace_all();
+        Ok(())
+    }
+
+    /// Every worker is replaced, replacement first (HUP, or `reload`
+    /// after a change).
+    fn replace_all(&mut self) {
+        self.reload_hold = false;
         for w in self.workers.values_mut().filter(|w| !w.retiring) {
             w.retiring = true;
             w.retiring_since = Some(Instant::now());
             w.cause = Some(RestartCause::Reload);
         }
-        Ok(())
+    }
+
+    /// `reload`: fork the process that watches the files (see
+    /// `reloader`); `announce` logs gunicorn's warning.
+    fn start_reloader(&mut self, announce: bool) {
+        let py = self.py;
+        self.reloader_restart = None;
+        if !self.cfg.bool(py, "reload") {
+            return;
+        }
+        if announce {
+            log::warning("Reloader is on. Use in development only!");
+            if self.cfg.bool(py, "preload_app") {
+                log::warning(
+                    "reload with preload_app: as in gunicorn, a change replaces the workers, \
+                     but they run the code the master preloaded",
+                );
+            }
+        }
+        let mut close: Vec<std::os::fd::RawFd> = self
+            .polled_fds()
+            .iter()
+            .map(std::os::fd::AsRawFd::as_raw_fd)
+            .collect();
+        close.extend(self.listeners.iter().map(|l| l.fd()));
+        let title = format!("rgunicorn: reloader [{}]", self.proc_name);
+        match Reloader::start(py, &self.cfg, &title, &close) {
+            Ok(r) => self.reloader = Some(r),
+            Err(e) => log::error(&e),
+        }
+    }
+
+    /// `reload`: a burst of changes to watched files replaces every
+    /// worker; a reloader that died is started again (a second later),
+    /// and the workers replaced so that it learns their files.
+    fn check_reloader(&mut self) {
+        if self.reloader_restart.is_some_and(|t| Instant::now() >= t) {
+            self.start_reloader(false);
+            self.replace_all();
+        }
+        let Some(reloader) = self.reloader.as_mut() else {
+            return;
+        };
+        let files = reloader.changed_files();
+        if !files.is_empty() {
+            crate::reloader::log_changes(&files);
+            self.replace_all();
+        }
+    }
+
+    /// With `reload` on, a worker that failed to boot (3) or to load the
+    /// app (4) while other workers serve does not halt the master, as it
+    /// does in gunicorn: the workers that serve go on (those a reload was
+    /// replacing are kept), and none is started until the next change.
+    /// (A failed import does not get here: it is served as gunicorn's
+    /// fail app.)
+    fn hold_after_boot_failure(&mut self, pid: i32) -> bool {
+        if !self.cfg.bool(self.py, "reload") {
+            return false;
+        }
+        let board = &self.board;
+        let serving = self
+            .workers
+            .values()
+            .any(|w| !w.terminated && board.slot(w.slot).state() == SlotState::Serving);
+        if !serving {
+            return false;
+        }
+        if !self.reload_hold {
+            log::error(&format!(
+                "Worker (pid:{pid}) failed to boot; the workers that serve go on until \
+                 the next change of a watched file"
+            ));
+        }
+        self.reload_hold = true;
+        // The rest of the failing generation goes (it runs the same
+        // code); the workers it was replacing stay.
+        let failing: Vec<i32> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.retiring && board.slot(w.slot).state() == SlotState::Booting)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for w in self.workers.values_mut() {
+            if w.retiring && !w.terminated && w.cause == Some(RestartCause::Reload) {
+                w.retiring = false;
+                w.retiring_since = None;
+                w.cause = None;
+            }
+        }
+        for pid in failing {
+            if let Some(w) = self.workers.get_mut(&pid) {
+                w.cause = Some(RestartCause::Reload);
+            }
+            self.terminate(pid);
+        }
+        true
     }
 
     /// USR2: fork a child that runs `pre_exec` and execs a new master
@@ -782,6 +914,7 @@ impl<'py> Master<'py> {
             metrics: self.metrics.enabled(),
             statsd: self.metrics.statsd_config(),
             python_app: self.python_app.is_some(),
+            reload_report: self.reloader.as_ref().map(Reloader::report_fd),
         };
         let child_worker = worker.clone_ref(py);
         let child_server = self.server.clone_ref(py);
@@ -926,7 +1059,7 @@ impl<'py> Master<'py> {
             }
         }
         let active = |m: &Self| m.workers.values().filter(|w| !w.retiring).count();
-        while active(self) < self.num_workers {
+        while !self.reload_hold && active(self) < self.num_workers {
             self.spawn_worker()?;
         }
         let mut extra = active(self).saturating_sub(self.num_workers);
@@ -1042,6 +1175,14 @@ impl<'py> Master<'py> {
                 }
                 continue;
             }
+            if self.reloader.as_ref().is_some_and(|r| r.pid == pid) {
+                log::error(&format!(
+                    "The reloader (pid:{pid}) ended ({how:?}); starting a new one"
+                ));
+                self.reloader = None;
+                self.reloader_restart = Some(Instant::now() + Duration::from_secs(1));
+                continue;
+            }
             let Some(w) = self.workers.remove(&pid.as_raw()) else {
                 // Not a worker: a process a hook spawned, or (as PID 1 in a
                 // container) an orphan reparented here. Reaped, nothing else.
@@ -1070,7 +1211,8 @@ impl<'py> Master<'py> {
                     Some(Stop::Halt("App failed to load.", APP_LOAD_ERROR))
                 }
                 _ => None,
-            };
+            }
+            .filter(|_| !self.hold_after_boot_failure(pid.as_raw()));
             if let Some(stop) = halt {
                 if matches!(outcome, Ok(None)) {
                     outcome = Ok(Some(stop));
@@ -1111,6 +1253,10 @@ impl<'py> Master<'py> {
         // while the workers stop.
         if let Some(control) = self.control.take() {
             control.close();
+        }
+        self.reloader_restart = None;
+        if let Some(reloader) = self.reloader.take() {
+            reloader.stop();
         }
         // A unix socket file stays while another master may use it (USR2
         // on either side, systemd, reuse_port), as in gunicorn.
@@ -1307,13 +1453,20 @@ fn boot_worker(
     // The app is there for post_worker_init, as gunicorn's `worker.wsgi`
     // and `worker.app.callable` (the interface takes it from here).
     if let Some(uri) = python_app {
-        let app = crate::pyapp::import_in_worker(py, uri)?;
-        let worker = worker.bind(py);
-        worker.setattr("wsgi", &app).map_err(failed)?;
-        worker
-            .getattr("app")
-            .and_then(|a| a.setattr("callable", &app))
-            .map_err(failed)?;
+        match crate::pyapp::import_in_worker(py, uri) {
+            Ok(app) => {
+                let worker = worker.bind(py);
+                worker.setattr("wsgi", &app).map_err(failed)?;
+                worker
+                    .getattr("app")
+                    .and_then(|a| a.setattr("callable", &app))
+                    .map_err(failed)?;
+            }
+            // With `reload` on, the boot goes on to serve gunicorn's fail
+            // app, as gunicorn's `load_wsgi` does (see `reloader`).
+            Err(_) if crate::reloader::import_failed() => {}
+            Err(code) => return Err(code),
+        }
     }
     hooks::call(py, cfg, "post_worker_init", (worker.clone_ref(py),)).map_err(failed)?;
     worker.borrow_mut(py).booted = true;

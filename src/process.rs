@@ -123,7 +123,7 @@ fn reset_child_signals(kind: ChildKind) {
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
     for &sig in MASTER_SIGNALS {
         let action = match sig {
-            Signal::SIGHUP | Signal::SIGUSR2 | Signal::SIGWINCH if kind == ChildKind::Worker => {
+            Signal::SIGHUP | Signal::SIGUSR2 | Signal::SIGWINCH if kind != ChildKind::Exec => {
                 &ignore
             }
             _ => &default,
@@ -147,6 +147,9 @@ pub enum ChildKind {
     /// The USR2 child that execs the new master: default dispositions (an
     /// ignored signal would stay ignored across exec), same process group.
     Exec,
+    /// The `reload` watcher: as a worker (its own process group, so a
+    /// terminal's Ctrl-C reaches only the master, which stops it).
+    Reloader,
 }
 
 /// Fork with CPython's fork protocol (`PyOS_BeforeFork` /
@@ -176,7 +179,7 @@ pub fn fork_python(
             // SAFETY: child side of the protocol, first thing after fork.
             unsafe { pyo3::ffi::PyOS_AfterFork_Child() };
             reset_child_signals(kind);
-            if kind == ChildKind::Worker {
+            if kind != ChildKind::Exec {
                 let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
             }
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(1);
@@ -231,6 +234,16 @@ pub fn close_master_fds(fds: &[std::os::fd::RawFd]) {
         // SAFETY: these fds belong to master objects whose copies in this
         // child are never used or dropped (a worker leaves with _exit).
         unsafe { libc::close(fd) };
+    }
+}
+
+/// In a child that must not outlive the master (the reloader): SIGTERM
+/// when the master's thread ends, or now if the master is already gone.
+pub fn die_with_parent(master: i32) {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+    if nix::unistd::getppid().as_raw() != master {
+        exit_now(0);
     }
 }
 

@@ -30,7 +30,10 @@ pub fn import_app<'py>(py: Python<'py>, uri: &str) -> Result<Py<PyAny>, AppError
         Some((m, e)) => (m, e),
         None => (uri, "application"),
     };
-    let tb = |e: PyErr| AppError::Import(format_traceback(py, &e));
+    let tb = |e: PyErr| {
+        crate::reloader::note_failed_files(py, &e);
+        AppError::Import(format_traceback(py, &e))
+    };
     let not_found = |m: String| AppError::NotFound(m);
     let repr = |s: &str| {
         pyo3::types::PyString::new(py, s)
@@ -203,12 +206,14 @@ pub fn worker_app_or_status(py: Python<'_>, uri: &str) -> Result<Py<PyAny>, i32>
     use crate::master::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
     worker_app(py, uri).map_err(|e| match e {
         AppError::NotFound(msg) => {
+            crate::reloader::note_import_failure(&msg);
             // gunicorn prints an AppImportError as is, on stderr.
             crate::log::debug("Exception while loading the application");
             eprintln!("{msg}");
             APP_LOAD_ERROR
         }
         AppError::Import(tb) => {
+            crate::reloader::note_import_failure(&tb);
             crate::log::error(&format!("Exception in worker process\n{}", tb.trim_end()));
             WORKER_BOOT_ERROR
         }

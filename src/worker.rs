@@ -85,6 +85,9 @@ pub struct WorkerSetup {
     /// The app is the user's Python app (its threads and the I/O threads
     /// get their [`crate::process::ThreadRole`]).
     pub python_app: bool,
+    /// `reload`: the reloader's report pipe, told the files this worker
+    /// imported once its app is made.
+    pub reload_report: Option<RawFd>,
 }
 
 /// The worker's app and what it knows of its worker.
@@ -512,6 +515,9 @@ async fn serve_async(
             let app = (setup.app)(&info);
             // The app's import may have changed Python's log handlers.
             log::refresh_routing();
+            if let Some(fd) = setup.reload_report {
+                crate::reloader::report_modules(fd);
+            }
             app
         },
         info,

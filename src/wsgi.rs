@@ -237,12 +237,19 @@ pub fn app_factory(
         asgi: crate::asgi::Settings::from_config(py, cfg, None)?,
     };
     if let Interface::Gevent(gevent) = &class.interface {
-        return Ok(crate::gevent::app_factory(
-            settings,
-            gevent.patch_override.clone(),
-        ));
+        let green = crate::gevent::app_factory(settings, gevent.patch_override.clone());
+        // With `reload` on, an import that failed during the boot is
+        // served as gunicorn's fail app.
+        return Ok(Arc::new(move |info: &WorkerInfo| {
+            crate::reloader::fail_app_if_import_failed().unwrap_or_else(|| green(info))
+        }));
     }
     Ok(Arc::new(move |info: &WorkerInfo| {
+        // With `reload` on, an import that failed during the boot is
+        // served as gunicorn's fail app.
+        if let Some(app) = crate::reloader::fail_app_if_import_failed() {
+            return app;
+        }
         match load(&settings, info) {
             Ok(app) => app,
             // The reason is logged; gunicorn's status tells the master why.

@@ -1,21 +1,32 @@
 #!/usr/bin/env python3
-"""The pip path, as a new user takes it: build the wheel with maturin,
-install it into a fresh virtualenv with FastAPI, run
+"""The pip path, as a new user takes it, for every wheel of a release.
+
+    tests/wheel_install.py [--wheels DIR]
+
+Without --wheels, builds them first with pyext/build-wheels (the
+manylinux2014 matrix, CPython 3.10-3.13, into target/wheels). Then, for
+each wheel, in a fresh venv of that wheel's Python version made with
+`env -i` and a bare PATH (no activation, no LD_LIBRARY_PATH, no
+compiler needed): install the wheel and FastAPI, check
+`python -m rgunicorn --version`, run
 
     rgunicorn 'examples.fastapi_app.main:create_app()' -c examples/gunicorn.conf.py
 
-from that venv with a bare PATH (no activation, no LD_LIBRARY_PATH), get a
-200, read the worker table with the venv's `rgunicornc` console script,
-then HUP and USR2 (+ TERM to the old master) and still get 200s.
+from that venv, get a 200, read the worker table with the venv's
+`rgunicornc` console script, then HUP and USR2 (+ TERM to the old master)
+and still get 200s. Also checks the sdist holds what a source build needs.
 Run by tests/run; stdlib only; every wait is bounded."""
 
+import glob
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
@@ -23,6 +34,7 @@ import urllib.request
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.path.join(REPO, "target")
 WAIT = 60
+BARE = {"PATH": "/usr/bin:/bin"}
 
 
 def log(msg):
@@ -31,16 +43,20 @@ def log(msg):
 
 def run(*args, **kw):
     log(" ".join(str(a) for a in args))
-    subprocess.run(args, check=True, **kw)
+    return subprocess.run(args, check=True, **kw)
 
 
-def venv(path, *packages):
-    if os.path.exists(path):
-        shutil.rmtree(path)
-    run(sys.executable, "-m", "venv", path)
-    if packages:
-        run(os.path.join(path, "bin", "pip"), "install", "--quiet",
-            "--disable-pip-version-check", *packages)
+def interpreter(version):
+    """CPython `version` (3.X) as pyext/build-wheels finds it."""
+    found = shutil.which(f"python{version}")
+    if not found or "/shims/" in found:
+        root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+        candidates = sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"),
+                            key=lambda p: [int(x) for x in re.findall(r"\d+", p.split("/versions/")[1].split("/")[0])])
+        found = candidates[-1] if candidates else None
+    if not found:
+        raise SystemExit(f"wheel_install: no python{version}")
+    return found
 
 
 def free_port():
@@ -73,28 +89,46 @@ def children(pid):
         return []
 
 
-def main():
-    # 1. The wheel, built as a user would (maturin from PyPI).
-    build_venv = os.path.join(TARGET, "wheel-build-venv")
-    if not os.path.exists(os.path.join(build_venv, "bin", "maturin")):
-        venv(build_venv, "maturin>=1.5,<2")
-    wheels = os.path.join(TARGET, "wheel-test")
-    shutil.rmtree(wheels, ignore_errors=True)
-    run(os.path.join(build_venv, "bin", "maturin"), "build", "--release",
-        "--out", wheels, cwd=REPO)
-    wheel = [os.path.join(wheels, w) for w in os.listdir(wheels) if w.endswith(".whl")]
-    assert len(wheel) == 1, wheel
+def check_sdist(wheels):
+    sdists = glob.glob(os.path.join(wheels, "rgunicorn-*.tar.gz"))
+    assert len(sdists) == 1, sdists
+    with tarfile.open(sdists[0]) as t:
+        names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
+    for needed in ("pyproject.toml", "Cargo.toml", "Cargo.lock", "LICENSE", "README.md",
+                   "pyext/Cargo.toml", "pyext/src/lib.rs", "pyext/python/rgunicorn/__init__.py",
+                   "pyext/python/rgunicorn/__main__.py", "src/lib.rs", "src/reloader.rs",
+                   "pyconf/Cargo.toml", "build.rs"):
+        assert needed in names, f"{needed} missing from {sdists[0]}"
+    log(f"{os.path.basename(sdists[0])}: the sources of a build")
 
-    # 2. A fresh venv with the wheel and FastAPI.
-    app_venv = os.path.join(TARGET, "wheel-app-venv")
-    venv(app_venv, wheel[0], "fastapi")
 
-    # 3. The migration guide's app and config, unchanged, from a bare PATH.
+def check_wheel(wheel):
+    tag = re.search(r"-cp3(\d+)-cp3\d+-", os.path.basename(wheel))
+    version = f"3.{tag.group(1)}"
+    assert "manylinux_2_17_x86_64" in wheel and "manylinux2014_x86_64" in wheel, wheel
+    python = interpreter(version)
+
+    # A fresh venv of the wheel's version, from a bare environment.
+    app_venv = os.path.join(TARGET, f"wheel-app-venv-{version}")
+    shutil.rmtree(app_venv, ignore_errors=True)
+    run(python, "-m", "venv", app_venv, env=BARE)
+    run(os.path.join(app_venv, "bin", "pip"), "install", "--quiet",
+        "--disable-pip-version-check", wheel, "fastapi", env=BARE)
+
+    # python -m rgunicorn: the console script's entry.
+    out = subprocess.run([os.path.join(app_venv, "bin", "python"), "-m", "rgunicorn", "--version"],
+                         env=BARE, capture_output=True, text=True)
+    assert out.returncode == 0, out
+    assert re.fullmatch(rf"rgunicorn \(version [0-9.]+, gunicorn 27\.0\.1 settings, "
+                        rf"Python {re.escape(version)}\.\d+\)\n", out.stdout), out.stdout
+    log(f"python -m rgunicorn --version: {out.stdout.strip()}")
+
+    # The migration guide's app and config, unchanged, from a bare PATH.
     work = tempfile.mkdtemp(prefix="rgunicorn-wheel-")
     shutil.copytree(os.path.join(REPO, "examples"), os.path.join(work, "examples"),
                     ignore=shutil.ignore_patterns("*.rs", "__pycache__"))
     port = free_port()
-    env = {"PATH": "/usr/bin:/bin", "PORT": str(port), "WORKERS": "2"}
+    env = dict(BARE, PORT=str(port), WORKERS="2")
     ctl = os.path.join(work, "ctl.sock")
     errlog = open(os.path.join(work, "server.log"), "w+")
     server = subprocess.Popen(
@@ -107,7 +141,7 @@ def main():
         wait_for("a first 200", lambda: get(port)[0] == 200)
         status, body = get(port)
         assert body == '{"status":"healthy"}', body
-        log(f"200 {body}")
+        log(f"CPython {version}: 200 {body}")
 
         # The rgunicornc console script: the worker table is the master's children.
         def table():
@@ -158,8 +192,28 @@ def main():
             wait_for("the new master to stop", lambda: not os.path.exists(f"/proc/{new_master}")
                      or open(f"/proc/{new_master}/stat").read().split(") ")[1].startswith("Z"))
         errlog.seek(0)
-        print(errlog.read()[-4000:], flush=True)
-    log("ok")
+        print(errlog.read()[-3000:], flush=True)
+    shutil.rmtree(app_venv, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    log(f"CPython {version}: ok")
+
+
+def main():
+    args = sys.argv[1:]
+    if args[:1] == ["--wheels"] and len(args) == 2:
+        wheels = os.path.abspath(args[1])
+    elif not args:
+        wheels = os.path.join(TARGET, "wheels")
+        run(os.path.join(REPO, "pyext", "build-wheels"), "--out", wheels)
+    else:
+        raise SystemExit(__doc__)
+    found = sorted(glob.glob(os.path.join(wheels, "rgunicorn-*.whl")))
+    versions = sorted(re.search(r"-cp3(\d+)-", os.path.basename(w)).group(1) for w in found)
+    assert versions == ["10", "11", "12", "13"], f"wheels for CPython 3.10-3.13 expected: {found}"
+    check_sdist(wheels)
+    for wheel in found:
+        check_wheel(wheel)
+    log(f"{len(found)} passed, 0 failed")
 
 
 if __name__ == "__main__":

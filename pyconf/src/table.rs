@@ -442,7 +442,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: Bool,
         short: "Restart workers when code changes.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "reload_engine",
@@ -455,7 +455,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: ReloadEngine,
         short: "The implementation that should be used to power :ref:`reload`.",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "reload_extra_files",
@@ -468,7 +468,7 @@ pub static SETTINGS: &[Setting] = &[
         validator: FilesOrPatterns,
         short: "Extends :ref:`reload` option to also watch and reload on additional files",
         origin: Gunicorn,
-        support: Later,
+        support: Done,
     },
     Setting {
         name: "spew",

@@ -1,18 +1,23 @@
-//! The `rgunicorn` Python module that `pip install` puts in a virtualenv.
-//! Its `main()` is the `rgunicorn` console script: it runs the same master
-//! code as the cargo-built binary, inside the venv's own `python` process,
-//! so the interpreter, its `sys.prefix` and its packages are already right.
-//! Its `ctl_main()` is the `rgunicornc` console script (the control
-//! socket's client).
+//! `rgunicorn._rgunicorn`, the extension module inside the `rgunicorn`
+//! Python package that `pip install` puts in a virtualenv (the package's
+//! Python half is `pyext/python/rgunicorn`: it re-exports these and adds
+//! `__main__` for `python -m rgunicorn`). Its `main()` is the `rgunicorn`
+//! console script: it runs the same master code as the cargo-built binary,
+//! inside the venv's own `python` process, so the interpreter, its
+//! `sys.prefix` and its packages are already right. Its `ctl_main()` is the
+//! `rgunicornc` console script (the control socket's client).
 
 use pyo3::prelude::*;
 
 /// Entry point of the `rgunicorn` console script: runs rgunicorn with
-/// `sys.argv` and exits the process with its status.
+/// `sys.argv` and exits the process with its status. `prog` names the
+/// program in `--version`/`--help` when `sys.argv[0]` does not
+/// (`python -m rgunicorn`, where it is `__main__.py`).
 #[pyfunction]
-fn main(py: Python<'_>) -> PyResult<()> {
+#[pyo3(signature = (prog=None))]
+fn main(py: Python<'_>, prog: Option<String>) -> PyResult<()> {
     let argv: Vec<String> = py.import("sys")?.getattr("argv")?.extract()?;
-    let code = py.detach(|| rgunicorn_core::entry::run_in_python(argv));
+    let code = py.detach(|| rgunicorn_core::entry::run_in_python(argv, prog));
     std::process::exit(i32::from(code));
 }
 
@@ -26,7 +31,7 @@ fn ctl_main(py: Python<'_>) -> PyResult<()> {
 }
 
 #[pymodule]
-fn rgunicorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
+fn _rgunicorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(main, m)?)?;
     m.add_function(wrap_pyfunction!(ctl_main, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
