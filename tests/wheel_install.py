@@ -14,7 +14,10 @@ compiler needed): install the wheel and FastAPI, check
 
 from that venv, get a 200, read the worker table with the venv's
 `rgunicornc` console script, then HUP and USR2 (+ TERM to the old master)
-and still get 200s. Also checks the sdist holds what a source build needs.
+and still get 200s. With uvloop installed, an ASGI app module that imports
+nothing is served on uvloop (on 3.10-3.12 the first thread to import
+threading becomes the main thread; the master imports it first). Also
+checks the sdist holds what a source build needs.
 Run by tests/run; stdlib only; every wait is bounded."""
 
 import glob
@@ -102,6 +105,49 @@ def check_sdist(wheels):
     log(f"{os.path.basename(sdists[0])}: the sources of a build")
 
 
+BARE_APP = """async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"bare"})
+"""
+
+
+def check_uvloop_bare_app(app_venv, version):
+    """uvloop installed, an ASGI module that imports nothing: served on
+    uvloop, not every worker failing on set_wakeup_fd."""
+    bin_dir = os.path.join(app_venv, "bin")
+    run(os.path.join(bin_dir, "pip"), "install", "--quiet", "--disable-pip-version-check",
+        "uvloop", env=BARE)
+    # The case needs an interpreter whose start-up does not import threading.
+    out = subprocess.run([os.path.join(bin_dir, "python"), "-c",
+                          "import sys; print('threading' in sys.modules)"],
+                         env=BARE, capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out
+    work = tempfile.mkdtemp(prefix="rgunicorn-uvloop-")
+    with open(os.path.join(work, "bare.py"), "w") as f:
+        f.write(BARE_APP)
+    port = free_port()
+    errlog = open(os.path.join(work, "server.log"), "w+")
+    server = subprocess.Popen(
+        [os.path.join(bin_dir, "rgunicorn"), "bare:app", "-b", f"127.0.0.1:{port}",
+         "--log-level", "debug", "--control-socket", os.path.join(work, "ctl.sock")],
+        cwd=work, env=BARE, stdout=errlog, stderr=subprocess.STDOUT)
+    try:
+        wait_for("the bare ASGI app", lambda: get(port, "/") == (200, "bare")
+                 or server.poll() is not None)
+        assert get(port, "/") == (200, "bare"), open(errlog.name).read()[-2000:]
+        assert "Using uvloop event loop" in open(errlog.name).read()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=WAIT) == 0
+        log(f"CPython {version}: uvloop, an app that imports nothing: 200")
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def check_wheel(wheel):
     tag = re.search(r"-cp3(\d+)-cp3\d+-", os.path.basename(wheel))
     version = f"3.{tag.group(1)}"
@@ -122,6 +168,8 @@ def check_wheel(wheel):
     assert re.fullmatch(rf"rgunicorn \(version [0-9.]+, gunicorn 27\.0\.1 settings, "
                         rf"Python {re.escape(version)}\.\d+\)\n", out.stdout), out.stdout
     log(f"python -m rgunicorn --version: {out.stdout.strip()}")
+
+    check_uvloop_bare_app(app_venv, version)
 
     # The migration guide's app and config, unchanged, from a bare PATH.
     work = tempfile.mkdtemp(prefix="rgunicorn-wheel-")
