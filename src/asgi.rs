@@ -394,16 +394,21 @@ pub fn serve_imported(
         stopped: Mutex::new(Some(stopped_rx)),
     });
     let ws = settings.websocket;
-    let limit = settings.limit_concurrency;
-    let in_progress = Arc::new(AtomicU64::new(0));
-    let default_headers = settings.default_headers.clone();
+    // uvicorn's options cost nothing per request unless a class set them.
+    let limit = settings
+        .limit_concurrency
+        .map(|max| (max as u64, Arc::new(AtomicU64::new(0))));
+    let default_headers =
+        (!settings.default_headers.is_empty()).then(|| settings.default_headers.clone());
     Ok(BoxCloneService::new(tower::service_fn(
         move |req: Request<Incoming>| {
             let handle = handle.clone();
             let default_headers = default_headers.clone();
-            let count = InProgress::enter(&in_progress);
+            let count = limit
+                .as_ref()
+                .map(|(max, counter)| (InProgress::enter(counter), *max));
             async move {
-                if limit.is_some_and(|limit| count.now > limit as u64) {
+                if count.as_ref().is_some_and(|(c, max)| c.now > *max) {
                     log::warning("Exceeded concurrency limit.");
                     return Ok(service_unavailable());
                 }
@@ -413,7 +418,7 @@ pub fn serve_imported(
                     call(&handle.bridge, req).await
                 };
                 drop(count);
-                if !default_headers.is_empty() {
+                if let Some(default_headers) = default_headers {
                     // uvicorn sends its default headers ahead of the app's.
                     let app_headers = std::mem::take(resp.headers_mut());
                     let headers = resp.headers_mut();
