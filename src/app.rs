@@ -37,6 +37,7 @@ use hyper::body::Incoming;
 use tower::util::BoxCloneService;
 use tower::Service;
 
+use crate::boot::BootError;
 use crate::log;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -47,8 +48,9 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 /// An app as the worker holds it.
 pub type BoxApp = BoxCloneService<Request<Incoming>, Response<ResponseBody>, Infallible>;
 
-/// Makes a worker's app, in the worker, after fork.
-pub type AppFactory = Arc<dyn Fn(&WorkerInfo) -> BoxApp + Send + Sync>;
+/// Makes a worker's app, in the worker, after fork. A failure (its reason
+/// already logged) ends the worker with gunicorn's boot status.
+pub type AppFactory = Arc<dyn Fn(&WorkerInfo) -> Result<BoxApp, BootError> + Send + Sync>;
 
 /// What an app learns about the worker that serves it.
 #[derive(Clone)]
@@ -297,10 +299,10 @@ where
     B::Error: Into<BoxError>,
 {
     Arc::new(move |worker| {
-        BoxCloneService::new(AppService {
+        Ok(BoxCloneService::new(AppService {
             app: make_app(worker),
             not_ready: None,
-        })
+        }))
     })
 }
 

@@ -52,7 +52,7 @@ use crate::pyapp;
 use crate::strict_http::Limits;
 use crate::worker_class::UvicornOptions;
 
-use crate::master::WORKER_BOOT_ERROR;
+use crate::boot::BootError;
 
 mod websocket;
 
@@ -333,29 +333,26 @@ pub fn app_factory(
         // With `reload` on, an import that failed during the boot is
         // served as gunicorn's fail app.
         if let Some(app) = crate::reloader::fail_app_if_import_failed() {
-            return app;
+            return Ok(app);
         }
-        let app = Python::attach(|py| pyapp::worker_app_or_status(py, &uri));
-        match app.and_then(|app| serve_imported(&settings, app, info)) {
-            Ok(app) => app,
-            Err(code) => crate::process::exit_now(code),
-        }
+        let app = Python::attach(|py| pyapp::worker_app_or_status(py, &uri))?;
+        serve_imported(&settings, app, info)
     }))
 }
 
 /// In the worker, after fork: start the asyncio thread for `app`, run the
-/// lifespan startup, and return the service. `Err` is the exit status
-/// (the reason already logged). May be called with or without the GIL.
+/// lifespan startup, and return the service. The error's reason is
+/// already logged. May be called with or without the GIL.
 pub fn serve_imported(
     settings: &Settings,
     app: Py<PyAny>,
     info: &WorkerInfo,
-) -> Result<BoxApp, i32> {
+) -> Result<BoxApp, BootError> {
     let (wake_tx, wake_rx) = UnixStream::pair().map_err(|e| {
         log::error(&format!(
             "Exception in worker process: can't make the ASGI wake-up pipe: {e}"
         ));
-        WORKER_BOOT_ERROR
+        BootError::Worker
     })?;
     let _ = wake_tx.set_nonblocking(true);
     let _ = wake_rx.set_nonblocking(true);
@@ -382,12 +379,12 @@ pub fn serve_imported(
             log::error(&format!(
                 "Exception in worker process: can't start the asyncio thread: {e}"
             ));
-            WORKER_BOOT_ERROR
+            BootError::Worker
         })?;
     // The caller may hold the GIL: the asyncio thread needs it to start.
     let started = Python::attach(|py| py.detach(move || started_rx.recv().unwrap_or(false)));
     if !started {
-        return Err(WORKER_BOOT_ERROR);
+        return Err(BootError::Worker);
     }
     let handle = Arc::new(Handle {
         bridge: bridge.clone(),

@@ -49,9 +49,10 @@ use tokio::sync::oneshot;
 use tower::util::BoxCloneService;
 
 use crate::app::{internal_error, AppFactory, BoxApp, LoopBeat, ResponseBody, WorkerInfo};
+use crate::boot::BootError;
 use crate::hooks::PyWorker;
 use crate::log;
-use crate::worker::{SignalHooks, WorkerSetup};
+use crate::worker::{ServeError, SignalHooks, WorkerSetup};
 use crate::wsgi::{self, Job, WsgiApp};
 
 const GLUE: &str = include_str!("gevent.py");
@@ -197,16 +198,18 @@ impl Hub {
 
 /// The worker's service (on the tokio thread): every request goes to the
 /// hub. Registers the hub's heartbeat with the worker.
-fn service(info: &WorkerInfo) -> BoxApp {
+fn service(info: &WorkerInfo) -> Result<BoxApp, BootError> {
     let hub = HUB
         .get()
         .expect("a gevent worker's hub is set before it serves")
         .clone();
     let _ = hub.beat.set(info.watch_loop());
-    BoxCloneService::new(tower::service_fn(move |req: Request<Incoming>| {
-        let hub = hub.clone();
-        async move { Ok(hub.call(req).await) }
-    }))
+    Ok(BoxCloneService::new(tower::service_fn(
+        move |req: Request<Incoming>| {
+            let hub = hub.clone();
+            async move { Ok(hub.call(req).await) }
+        },
+    )))
 }
 
 /// True in a gevent worker on any thread but the hub's: Python must be
@@ -366,14 +369,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Serve as a gevent worker: called on the main thread after boot (the
 /// patching done), returns when the worker has drained, as
-/// [`crate::worker::serve`] does. An app that can't be imported exits the
-/// process with gunicorn's status.
+/// [`crate::worker::serve`] does, with its errors.
 pub fn serve(
     py: Python<'_>,
     plan: &Plan,
     setup: WorkerSetup,
     hooks: SignalHooks,
-) -> std::io::Result<u64> {
+) -> Result<u64, ServeError> {
     let app = match wsgi::load_green(py, &plan.settings) {
         Ok(app) => Arc::new(app),
         // With `reload` on, a failed import is served as gunicorn's fail
@@ -381,13 +383,13 @@ pub fn serve(
         Err(_) if crate::reloader::import_failed() => {
             return py.detach(|| crate::worker::serve(setup, hooks));
         }
-        Err(code) => crate::process::exit_now(code),
+        Err(e) => return Err(ServeError::Boot(e)),
     };
     // The app's import may have changed Python's log handlers.
     crate::pylog::refresh(py);
     let hub = Arc::new(Hub::new()?);
     if HUB.set(hub.clone()).is_err() {
-        return Err(std::io::Error::other("a gevent hub is already set"));
+        return Err(std::io::Error::other("a gevent hub is already set").into());
     }
     ON_HUB.with(|h| h.set(true));
     // Before any thread starts: they inherit the mask, so the signals
@@ -436,7 +438,7 @@ pub fn serve(
         call(py);
     }
     py.detach(|| io.join())
-        .unwrap_or_else(|_| Err(std::io::Error::other("the I/O thread panicked")))
+        .unwrap_or_else(|_| Err(std::io::Error::other("the I/O thread panicked").into()))
 }
 
 /// TERM: the Python-level SIGTERM handler runs on the hub, as Python

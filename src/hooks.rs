@@ -499,9 +499,9 @@ impl PyServer {
 #[pymethods]
 impl PyServer {
     #[classattr]
-    const WORKER_BOOT_ERROR: i32 = crate::master::WORKER_BOOT_ERROR;
+    const WORKER_BOOT_ERROR: i32 = crate::boot::WORKER_BOOT_ERROR;
     #[classattr]
-    const APP_LOAD_ERROR: i32 = crate::master::APP_LOAD_ERROR;
+    const APP_LOAD_ERROR: i32 = crate::boot::APP_LOAD_ERROR;
 
     /// `cfg.worker_class`, read when asked (gunicorn reads it at start).
     #[getter]

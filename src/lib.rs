@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod app;
 pub mod asgi;
+pub mod boot;
 pub mod control;
 pub mod entry;
 pub mod gevent;

@@ -31,6 +31,7 @@ use pyo3::prelude::*;
 use pyconf::Config;
 
 use crate::app::AppFactory;
+use crate::boot::{BootError, APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 use crate::control::server::ControlServer;
 use crate::hooks::{self, PyServer, PyWorker};
 use crate::log;
@@ -41,13 +42,9 @@ use crate::process::{self, ChildKind, ExitKind, SignalPipe};
 use crate::reloader::Reloader;
 use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
 use crate::sock::{self, BindOptions, Listener};
-use crate::worker::{self, SignalHooks, WorkerSetup};
+use crate::worker::{self, ServeError, SignalHooks, WorkerSetup};
 
 mod control;
-
-/// Exit statuses of a worker that halt the master (gunicorn's).
-pub const WORKER_BOOT_ERROR: i32 = 3;
-pub const APP_LOAD_ERROR: i32 = 4;
 
 /// Most workers one master can have at once (TTIN beyond this is refused).
 const MAX_SLOTS: usize = 512;
@@ -1380,7 +1377,7 @@ fn worker_main(
     process::set_title(title);
     log::info(&format!("Booting worker with pid: {pid}"));
     let status = match boot_worker(py, cfg, &server, &worker, python_app) {
-        Err(status) => status,
+        Err(e) => e.status(),
         Ok(()) => {
             let signal_hooks = SignalHooks {
                 on_quit: signal_hook(py, cfg, &server, &worker, "worker_int"),
@@ -1393,10 +1390,18 @@ fn worker_main(
                 None => py.detach(|| worker::serve(setup, signal_hooks)),
             };
             match served {
-                Ok(requests) => worker.borrow_mut(py).nr = requests,
-                Err(e) => log::error(&format!("Worker failed: {e}")),
+                Ok(requests) => {
+                    worker.borrow_mut(py).nr = requests;
+                    0
+                }
+                // The app's factory failed: a boot failure (logged), as
+                // gunicorn's `load_wsgi` inside `init_process`.
+                Err(ServeError::Boot(e)) => e.status(),
+                Err(ServeError::Io(e)) => {
+                    log::error(&format!("Worker failed: {e}"));
+                    0
+                }
             }
-            0
         }
     };
     log::info(&format!("Worker exiting (pid: {pid})"));
@@ -1409,17 +1414,17 @@ fn worker_main(
 
 /// Everything before serving, in gunicorn's order (its `init_process`:
 /// `post_fork`, env, user/group, the app's import, `post_worker_init`); an
-/// error is logged and is the exit status (3, or 4 for an app not found).
+/// error is logged where it is found.
 fn boot_worker(
     py: Python<'_>,
     cfg: &Config,
     server: &Py<PyServer>,
     worker: &Py<PyWorker>,
     python_app: Option<&str>,
-) -> Result<(), i32> {
+) -> Result<(), BootError> {
     let failed = |e: PyErr| {
         hooks::log_exception(py, "Exception in worker process", &e);
-        WORKER_BOOT_ERROR
+        BootError::Worker
     };
     hooks::call(
         py,
@@ -1448,7 +1453,7 @@ fn boot_worker(
         log::error(&format!(
             "Exception in worker process: can't switch to user {uid} group {gid}: {e}"
         ));
-        return Err(WORKER_BOOT_ERROR);
+        return Err(BootError::Worker);
     }
     // The app is there for post_worker_init, as gunicorn's `worker.wsgi`
     // and `worker.app.callable` (the interface takes it from here).

@@ -7,6 +7,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
+use crate::boot::BootError;
 use pyconf::config::format_traceback;
 
 #[derive(Debug, thiserror::Error)]
@@ -192,30 +193,29 @@ pub fn worker_app(py: Python<'_>, uri: &str) -> Result<Py<PyAny>, AppError> {
 
 /// In a worker's boot, before `post_worker_init` (gunicorn's
 /// `load_wsgi`): import the app once; the interface's factory then takes
-/// it. `Err` is the exit status, the reason logged.
-pub fn import_in_worker(py: Python<'_>, uri: &str) -> Result<Py<PyAny>, i32> {
+/// it. The error's reason is logged.
+pub fn import_in_worker(py: Python<'_>, uri: &str) -> Result<Py<PyAny>, BootError> {
     let app = worker_app_or_status(py, uri)?;
     let _ = WORKER_APP.set(app.clone_ref(py));
     Ok(app)
 }
 
 /// [`worker_app`] as a worker's boot needs it: a failure is logged as
-/// gunicorn logs it and becomes the worker's exit status (4: the app
-/// object is not there; 3: an exception while importing).
-pub fn worker_app_or_status(py: Python<'_>, uri: &str) -> Result<Py<PyAny>, i32> {
-    use crate::master::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
+/// gunicorn logs it and becomes the boot's error (the app object is not
+/// there, or an exception while importing).
+pub fn worker_app_or_status(py: Python<'_>, uri: &str) -> Result<Py<PyAny>, BootError> {
     worker_app(py, uri).map_err(|e| match e {
         AppError::NotFound(msg) => {
             crate::reloader::note_import_failure(&msg);
             // gunicorn prints an AppImportError as is, on stderr.
             crate::log::debug("Exception while loading the application");
             eprintln!("{msg}");
-            APP_LOAD_ERROR
+            BootError::AppLoad
         }
         AppError::Import(tb) => {
             crate::reloader::note_import_failure(&tb);
             crate::log::error(&format!("Exception in worker process\n{}", tb.trim_end()));
-            WORKER_BOOT_ERROR
+            BootError::Worker
         }
     })
 }

@@ -38,6 +38,7 @@ use tower::ServiceExt;
 
 use crate::access_log::{AccessLog, Record};
 use crate::app::{AfterUpgrade, AppFactory, BoxApp, ConnAddrs, Upgrade, WorkerInfo};
+use crate::boot::BootError;
 use crate::http2::H2Settings;
 use crate::log;
 use crate::request_hooks::{AppEnviron, RequestHooks, RequestInfo, ResponseInfo};
@@ -126,9 +127,29 @@ pub struct SignalHooks {
 /// next request to get an answer with `Connection: close` instead of a reset.
 const DRAIN_IDLE_WINDOW: Duration = Duration::from_millis(1000);
 
+/// Why a worker stopped before it drained.
+#[derive(Debug)]
+pub enum ServeError {
+    /// The app could not be made; the reason is logged.
+    Boot(BootError),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for ServeError {
+    fn from(e: std::io::Error) -> Self {
+        ServeError::Io(e)
+    }
+}
+
+impl From<BootError> for ServeError {
+    fn from(e: BootError) -> Self {
+        ServeError::Boot(e)
+    }
+}
+
 /// Serve until drained. Runs on the worker's main thread, GIL released.
 /// Returns how many requests the worker received (`worker.nr`).
-pub fn serve(setup: WorkerSetup, hooks: SignalHooks) -> std::io::Result<u64> {
+pub fn serve(setup: WorkerSetup, hooks: SignalHooks) -> Result<u64, ServeError> {
     let sigset = crate::process::block_worker_signals();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     std::thread::Builder::new()
@@ -464,7 +485,7 @@ fn note_reclaimed(ctx: &ConnCtx, why: crate::scoreboard::Reclaimed) {
 async fn serve_async(
     setup: WorkerSetup,
     mut events: mpsc::UnboundedReceiver<Event>,
-) -> std::io::Result<u64> {
+) -> Result<u64, ServeError> {
     let setup = Arc::new(setup);
     let slot_index = setup.slot;
     let board = setup.scoreboard.clone();
@@ -512,7 +533,7 @@ async fn serve_async(
     };
     let served = Served {
         app: {
-            let app = (setup.app)(&info);
+            let app = (setup.app)(&info)?;
             // The app's import may have changed Python's log handlers.
             log::refresh_routing();
             if let Some(fd) = setup.reload_report {

@@ -60,7 +60,7 @@ use crate::strict_http::Limits;
 use crate::text::{latin1, percent_decode};
 use crate::worker_class::{Interface, WorkerClass};
 
-use crate::master::WORKER_BOOT_ERROR;
+use crate::boot::BootError;
 
 /// Request body chunks buffered between the pump and the app thread.
 const BODY_CHANNEL: usize = 4;
@@ -240,32 +240,31 @@ pub fn app_factory(
         let green = crate::gevent::app_factory(settings, gevent.patch_override.clone());
         // With `reload` on, an import that failed during the boot is
         // served as gunicorn's fail app.
-        return Ok(Arc::new(move |info: &WorkerInfo| {
-            crate::reloader::fail_app_if_import_failed().unwrap_or_else(|| green(info))
-        }));
+        return Ok(Arc::new(
+            move |info: &WorkerInfo| match crate::reloader::fail_app_if_import_failed() {
+                Some(app) => Ok(app),
+                None => green(info),
+            },
+        ));
     }
     Ok(Arc::new(move |info: &WorkerInfo| {
         // With `reload` on, an import that failed during the boot is
         // served as gunicorn's fail app.
         if let Some(app) = crate::reloader::fail_app_if_import_failed() {
-            return app;
+            return Ok(app);
         }
-        match load(&settings, info) {
-            Ok(app) => app,
-            // The reason is logged; gunicorn's status tells the master why.
-            Err(code) => crate::process::exit_now(code),
-        }
+        load(&settings, info)
     }))
 }
 
 /// In the worker: import the app, choose the interface, start the app
-/// threads. `Err` is the exit status, the reason already logged.
-fn load(settings: &Settings, info: &WorkerInfo) -> Result<BoxApp, i32> {
-    let loaded = Python::attach(|py| -> Result<Loaded, i32> {
+/// threads. The error's reason is already logged.
+fn load(settings: &Settings, info: &WorkerInfo) -> Result<BoxApp, BootError> {
+    let loaded = Python::attach(|py| -> Result<Loaded, BootError> {
         let app = pyapp::worker_app_or_status(py, &settings.uri)?;
         let helpers = helpers(py).map_err(|e| {
             crate::hooks::log_exception(py, "Exception in worker process", &e);
-            WORKER_BOOT_ERROR
+            BootError::Worker
         })?;
         if settings.choice == Choice::Detect {
             let asgi = helpers
@@ -289,7 +288,7 @@ fn load(settings: &Settings, info: &WorkerInfo) -> Result<BoxApp, i32> {
             .map(Loaded::Wsgi)
             .map_err(|e| {
                 crate::hooks::log_exception(py, "Exception in worker process", &e);
-                WORKER_BOOT_ERROR
+                BootError::Worker
             })
     })?;
     let app = match loaded {
@@ -308,7 +307,7 @@ fn load(settings: &Settings, info: &WorkerInfo) -> Result<BoxApp, i32> {
             log::error(&format!(
                 "Exception in worker process: can't start the app threads: {e}"
             ));
-            WORKER_BOOT_ERROR
+            BootError::Worker
         })?,
     );
     Ok(BoxCloneService::new(tower::service_fn(
@@ -320,9 +319,9 @@ fn load(settings: &Settings, info: &WorkerInfo) -> Result<BoxApp, i32> {
 }
 
 /// In a gevent worker, on the hub's thread: import the app (always WSGI,
-/// as gunicorn's gevent workers serve it). `Err` is the exit status, the
-/// reason already logged.
-pub(crate) fn load_green(py: Python<'_>, settings: &Settings) -> Result<WsgiApp, i32> {
+/// as gunicorn's gevent workers serve it). The error's reason is already
+/// logged.
+pub(crate) fn load_green(py: Python<'_>, settings: &Settings) -> Result<WsgiApp, BootError> {
     let app = pyapp::worker_app_or_status(py, &settings.uri)?;
     let made = helpers(py).and_then(|helpers| WsgiApp::new(py, settings, app, &helpers));
     match made {
@@ -332,7 +331,7 @@ pub(crate) fn load_green(py: Python<'_>, settings: &Settings) -> Result<WsgiApp,
         }
         Err(e) => {
             crate::hooks::log_exception(py, "Exception in worker process", &e);
-            Err(WORKER_BOOT_ERROR)
+            Err(BootError::Worker)
         }
     }
 }

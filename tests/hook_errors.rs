@@ -102,12 +102,24 @@ impl Server {
     /// ephemeral port, in a fresh directory (also its HOME, so gunicorn's
     /// control socket is private to this run).
     fn start(prog: Prog, name: &str, conf: &str, extra_args: &[&str]) -> Server {
+        Server::start_app(prog, name, conf, (APP, prog.app()), extra_args)
+    }
+
+    /// [`Server::start`] serving `app` (the source of `app.py`, and the
+    /// app URI both programs are given).
+    fn start_app(
+        prog: Prog,
+        name: &str,
+        conf: &str,
+        app: (&str, &str),
+        extra_args: &[&str],
+    ) -> Server {
         let dir = scratch_dir(&format!("hookerr-{name}-{prog:?}"));
         std::fs::write(dir.join("hooks.conf.py"), format!("{PREAMBLE}\n{conf}")).unwrap();
-        std::fs::write(dir.join("app.py"), APP).unwrap();
+        std::fs::write(dir.join("app.py"), app.0).unwrap();
         let mut child = Command::new(prog.path())
             .current_dir(&dir)
-            .args([prog.app(), "-c", "hooks.conf.py", "--bind", "127.0.0.1:0"])
+            .args([app.1, "-c", "hooks.conf.py", "--bind", "127.0.0.1:0"])
             .args(extra_args)
             .env("HOOK_LOG", dir.join("hooks.log"))
             .env("HOME", &dir)
@@ -666,6 +678,40 @@ fn post_fork_or_post_worker_init_raising_halts_with_3() {
         }
         v.codes(&codes, 3, hook);
     }
+    v.done();
+}
+
+/// An app that fails after the worker booted, as it starts serving (an
+/// ASGI lifespan startup that fails, under UvicornWorker): the worker
+/// still logs "Worker exiting" and runs `worker_exit`, as gunicorn's
+/// `spawn_worker` does in its `finally`; the master halts with 3.
+#[test]
+fn app_failing_as_it_starts_runs_worker_exit_and_halts_with_3() {
+    const FAILING_LIFESPAN: &str = r#"
+async def application(scope, receive, send):
+    assert scope["type"] == "lifespan"
+    await receive()
+    await send({"type": "lifespan.startup.failed", "message": "boom in lifespan"})
+"#;
+    let v = Verdict::default();
+    let conf = "workers = 1\nworker_class = \"uvicorn_worker.UvicornWorker\"\n";
+    let mut codes = Vec::new();
+    for prog in BOTH {
+        let app = (FAILING_LIFESPAN, "app:application");
+        let mut s = Server::start_app(prog, "lifespan startup failed", conf, app, &[]);
+        codes.push((prog, s.wait_exit()));
+        s.has(&v, "boom in lifespan");
+        s.has(&v, "[ERROR] Reason: Worker failed to boot.");
+        let booted = s.pids_of("post_worker_init");
+        s.eq(&v, "workers booted", booted.len(), 1);
+        s.eq(&v, "worker_exit", s.pids_of("worker_exit"), booted.clone());
+        for pid in &booted {
+            s.has(&v, &format!("[{pid}] [INFO] Worker exiting (pid: {pid})"));
+        }
+        s.on_exit_ran(&v, true);
+        s.nothing_left(&v);
+    }
+    v.codes(&codes, 3, "lifespan startup failed");
     v.done();
 }
 
