@@ -43,8 +43,6 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use tokio::sync::{oneshot, Notify};
 use tower::util::BoxCloneService;
 
-use pyconf::Config;
-
 use crate::app::{full, internal_error, AppFactory, BoxApp, BoxError, ConnAddrs, ResponseBody};
 use crate::app::{LoopBeat, WorkerInfo};
 use crate::log;
@@ -264,13 +262,15 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn from_config(
-        py: Python<'_>,
-        cfg: &Config,
+    /// The ASGI side of `settings`, with a UvicornWorker class's options
+    /// over them.
+    pub fn new(
+        settings: &crate::settings::Settings,
         uvicorn: Option<&UvicornOptions>,
     ) -> anyhow::Result<Settings> {
         let o = uvicorn.cloned().unwrap_or_default();
-        let mut limits = Limits::from_config(py, cfg);
+        let python = &settings.python;
+        let mut limits = Limits::clone(&settings.limits);
         if let Some(ips) = o.forwarded_allow_ips {
             limits.forwarded_allow_ips = ips;
         }
@@ -288,27 +288,21 @@ impl Settings {
         }
         let defaults = websocket::Options::default();
         Ok(Settings {
-            root_path: o
-                .root_path
-                .unwrap_or_else(|| cfg.string(py, "root_path").unwrap_or_default()),
+            root_path: o.root_path.unwrap_or_else(|| python.root_path.clone()),
             lifespan: match o
                 .lifespan
-                .or_else(|| cfg.string(py, "asgi_lifespan"))
+                .or_else(|| python.asgi_lifespan.clone())
                 .as_deref()
             {
                 Some("on") => LifespanMode::On,
                 Some("off") => LifespanMode::Off,
                 _ => LifespanMode::Auto,
             },
-            loop_kind: o
-                .loop_kind
-                .unwrap_or_else(|| cfg.string(py, "asgi_loop").unwrap_or_else(|| "auto".into())),
+            loop_kind: o.loop_kind.unwrap_or_else(|| python.asgi_loop.clone()),
             limits: Arc::new(limits),
             proxy_headers: o.proxy_headers.unwrap_or(true),
             websocket: websocket::Options {
-                max_size: o.ws_max_size.unwrap_or_else(|| {
-                    usize::try_from(cfg.int(py, "websocket_max_message_size")).unwrap_or(0)
-                }),
+                max_size: o.ws_max_size.unwrap_or(python.websocket_max_message_size),
                 ping_interval: o.ws_ping_interval.unwrap_or(defaults.ping_interval),
                 ping_timeout: o.ws_ping_timeout.unwrap_or(defaults.ping_timeout),
             },
@@ -322,12 +316,11 @@ impl Settings {
 /// at start; each worker imports the app after fork, as gunicorn does
 /// without `preload_app`).
 pub fn app_factory(
-    py: Python<'_>,
-    cfg: &Config,
+    settings: &crate::settings::Settings,
     uri: &str,
     uvicorn: Option<&UvicornOptions>,
 ) -> anyhow::Result<AppFactory> {
-    let settings = Settings::from_config(py, cfg, uvicorn)?;
+    let settings = Settings::new(settings, uvicorn)?;
     let uri = uri.to_string();
     Ok(Arc::new(move |info: &WorkerInfo| {
         // With `reload` on, an import that failed during the boot is

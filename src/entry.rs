@@ -9,10 +9,12 @@ use std::process::ExitCode;
 use pyo3::prelude::*;
 
 use pyconf::cli::CliError;
-use pyconf::{Config, LoadError, Sources};
+use pyconf::{Config, LoadError};
 
 use crate::app::AppFactory;
+use crate::master::AppSource;
 use crate::pyapp::{self, BUILTIN_HEALTH_APP};
+use crate::settings::Settings;
 
 /// rgunicorn's version and what it is compatible with, for `--version`.
 pub fn version_line(prog: &str) -> String {
@@ -82,21 +84,12 @@ pub fn run_in_python(argv: Vec<String>, prog: Option<String>) -> u8 {
 /// Load the configuration the way gunicorn does, printing what gunicorn
 /// prints on failure; `Err(code)` when the process should exit.
 pub fn load_config(py: Python<'_>, argv: &[String]) -> Result<Config, u8> {
-    let prog = std::path::Path::new(argv.first().map(String::as_str).unwrap_or("rgunicorn"))
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "rgunicorn".into());
-    let cmd_args_env = std::env::var("GUNICORN_CMD_ARGS").ok();
-    let sources = Sources {
-        prog: &prog,
-        version: env!("CARGO_PKG_VERSION"),
-        args: argv.get(1..).unwrap_or(&[]),
-        cmd_args_env: cmd_args_env.as_deref(),
-    };
-    pyconf::load(py, &sources).map_err(|err| {
+    crate::settings::read_config(py, argv).map_err(|err| {
         match &err {
             LoadError::Cli(CliError::Help(text)) => print!("{text}"),
-            LoadError::Cli(CliError::Version) => println!("{}", version_line(&prog)),
+            LoadError::Cli(CliError::Version) => {
+                println!("{}", version_line(&crate::settings::prog_name(argv)))
+            }
             other => eprint!("{other}"),
         }
         err.exit_code()
@@ -117,27 +110,33 @@ fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> 
             Ok(cfg) => cfg,
             Err(code) => return Ok(code),
         };
-        let print_config = cfg.bool(py, "print_config");
-        if print_config {
+        let settings = Settings::load(py, &cfg);
+        let start = &settings.start;
+        if start.print_config {
             println!("{}", cfg.print_config(py, false));
         }
-        if print_config || cfg.bool(py, "check_config") {
-            return Ok(check_app(py, &cfg, rust_app.is_some()));
+        if start.print_config || start.check_config {
+            return Ok(check_app(
+                py,
+                &settings,
+                cfg.app_uri.as_deref(),
+                rust_app.is_some(),
+            ));
         }
-        refuse_unserved(py, &cfg)?;
+        refuse_unserved(&settings)?;
         // A USR2 child is already detached (gunicorn skips it too).
-        if cfg.bool(py, "daemon") && std::env::var_os("GUNICORN_FD").is_none() {
-            crate::process::daemonize(py, cfg.bool(py, "enable_stdio_inheritance"))
+        if start.daemon && std::env::var_os("GUNICORN_FD").is_none() {
+            crate::process::daemonize(py, start.enable_stdio_inheritance)
                 .map_err(|e| anyhow::anyhow!("can't daemonize: {e}"))?;
         }
         // The error log from here on, so that start-up warnings land where
         // the rest of the log does (a failure to open it is reported by the
         // master, as before).
         let _ = crate::log::configure(
-            cfg.string(py, "errorlog").as_deref(),
-            &cfg.string(py, "loglevel").unwrap_or_default(),
+            settings.logging.errorlog.as_deref(),
+            &settings.logging.loglevel,
         );
-        crate::pylog::setup(py, &cfg)?;
+        crate::pylog::setup(py, &settings.logging)?;
         crate::python::use_setproctitle_if_installed(py);
         for (name, reason) in cfg.unsupported_in_use(py) {
             crate::log::warning(&match reason {
@@ -147,77 +146,72 @@ fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> 
                 Some(why) => format!("setting `{name}` has no effect in rgunicorn: {why}"),
             });
         }
-        add_pythonpath(py, &cfg)?;
-        let mut python_app = None;
-        // A UvicornWorker class's `timeout_keep_alive` over `keepalive`.
-        let mut keepalive = None;
+        add_pythonpath(py, &settings.start)?;
         let app = match (rust_app, cfg.app_uri.as_deref()) {
             (Some(app), uri) => {
                 crate::log::info(&format!(
                     "Serving the Rust app of this binary (APP_MODULE {} is not imported)",
                     uri.unwrap_or("-")
                 ));
-                crate::wsgi::log_ignored_worker_class(py, &cfg);
-                app
+                crate::wsgi::log_ignored_worker_class(py, &settings.python);
+                AppSource::Rust(app)
             }
             (None, Some(BUILTIN_HEALTH_APP)) => {
-                crate::wsgi::log_ignored_worker_class(py, &cfg);
-                crate::health::app()
+                crate::wsgi::log_ignored_worker_class(py, &settings.python);
+                AppSource::Rust(crate::health::app())
             }
             // A Python app: the interface from worker_class (or detected),
             // imported in each worker after fork.
             (None, Some(uri)) => {
-                python_app = Some(uri.to_string());
-                let class = crate::worker_class::resolve(py, &cfg)?;
-                keepalive = class.keepalive();
+                let class = crate::worker_class::resolve(py, &settings.python)?;
                 if class.is_uvicorn() {
                     crate::pylog::uvicorn_loggers(py)?;
                 }
-                crate::wsgi::app_factory(py, &cfg, uri, &class)?
+                AppSource::Python {
+                    uri: uri.to_string(),
+                    class,
+                }
             }
             (None, None) => {
                 anyhow::bail!("PasteDeploy applications (--paste) are not supported by rgunicorn")
             }
         };
-        serve(py, argv, reexec, cfg, app, python_app.as_deref(), keepalive)
+        serve(py, argv, reexec, cfg, settings, app)
     })
 }
 
 /// Settings whose values rgunicorn would serve wrongly if it only warned:
 /// the start fails, naming them (`--check-config` reports the same).
-fn refuse_unserved(py: Python<'_>, cfg: &Config) -> anyhow::Result<()> {
-    if cfg.string(py, "protocol").as_deref() == Some("uwsgi") {
+fn refuse_unserved(settings: &Settings) -> anyhow::Result<()> {
+    if settings.start.uwsgi_protocol {
         anyhow::bail!(
             "protocol = \"uwsgi\" is not supported by rgunicorn: its workers speak HTTP, and a \
              front end using uwsgi_pass would get HTTP answers; use proxy_pass (HTTP) in front \
              of rgunicorn, or gunicorn for the uwsgi protocol"
         );
     }
-    if cfg.int(py, "dirty_workers") > 0 && !cfg.list(py, "dirty_apps").is_empty() {
+    if settings.start.dirty_workers > 0 {
         anyhow::bail!(
             "dirty_workers = {} with dirty_apps set: gunicorn would start a dirty arbiter, \
              which rgunicorn does not have; the dirty apps would not be served",
-            cfg.int(py, "dirty_workers")
+            settings.start.dirty_workers
         );
     }
     Ok(())
 }
 
 /// Run the master with `app` as every worker's application.
-pub fn serve(
+fn serve(
     py: Python<'_>,
     argv: Vec<String>,
     reexec: Vec<String>,
     cfg: Config,
-    app: AppFactory,
-    python_app: Option<&str>,
-    keepalive: Option<std::time::Duration>,
+    settings: Settings,
+    app: AppSource,
 ) -> anyhow::Result<u8> {
     use crate::master::{Master, MasterError};
-    let python_app = python_app.map(str::to_string);
-    let master = Master::new(py, argv, reexec, cfg, app)?
-        .with_python_app(python_app)
-        .with_keepalive(keepalive);
+    let factory = app.factory(&settings)?;
+    let master = Master::new(py, argv, reexec, cfg, settings, app, factory)?;
     match master.run() {
         Ok(code) => Ok(code),
         Err(MasterError::Startup(msg)) => {
@@ -234,12 +228,12 @@ pub fn serve(
 
 /// `pythonpath`: comma-separated directories put first on `sys.path`
 /// (after `--print-config`/`--check-config`, as gunicorn does).
-fn add_pythonpath(py: Python<'_>, cfg: &Config) -> anyhow::Result<()> {
-    let Some(paths) = cfg.string(py, "pythonpath") else {
+fn add_pythonpath(py: Python<'_>, start: &crate::settings::Start) -> anyhow::Result<()> {
+    if start.pythonpath.is_empty() {
         return Ok(());
-    };
+    }
     let sys_path = py.import("sys")?.getattr("path")?;
-    for p in paths.split(',') {
+    for p in &start.pythonpath {
         let abs = std::path::absolute(p)?.to_string_lossy().into_owned();
         if !sys_path.contains(&abs)? {
             sys_path.call_method1("insert", (0, abs))?;
@@ -251,15 +245,17 @@ fn add_pythonpath(py: Python<'_>, cfg: &Config) -> anyhow::Result<()> {
 /// `--check-config` / `--print-config`: what a start would refuse before
 /// serving (settings, TLS files, the worker class), then import the app in
 /// this process as gunicorn does.
-fn check_app(py: Python<'_>, cfg: &Config, rust_app_binary: bool) -> u8 {
-    let python_app = cfg
-        .app_uri
-        .as_deref()
-        .filter(|uri| *uri != BUILTIN_HEALTH_APP && !rust_app_binary);
-    let refused = refuse_unserved(py, cfg)
-        .and_then(|()| crate::tls::from_config(py, cfg).map_err(anyhow::Error::msg))
+fn check_app(
+    py: Python<'_>,
+    settings: &Settings,
+    app_uri: Option<&str>,
+    rust_app_binary: bool,
+) -> u8 {
+    let python_app = app_uri.filter(|uri| *uri != BUILTIN_HEALTH_APP && !rust_app_binary);
+    let refused = refuse_unserved(settings)
+        .and_then(|()| crate::tls::load(&settings.tls).map_err(anyhow::Error::msg))
         .and_then(|_| match python_app {
-            Some(_) => crate::worker_class::resolve(py, cfg).map(drop),
+            Some(_) => crate::worker_class::resolve(py, &settings.python).map(drop),
             None => Ok(()),
         });
     if let Err(e) = refused {

@@ -70,30 +70,32 @@ fn glue(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
         .map(|m| m.bind(py))
 }
 
-/// What a gevent worker needs, decided in the master at start.
+/// What a gevent worker needs, decided in the master at start and on HUP.
 pub struct Plan {
     pub(crate) settings: wsgi::Settings,
     /// The worker class, when it overrides `patch()`.
     patch_override: Option<Arc<Py<PyAny>>>,
 }
 
-static PLAN: OnceLock<Plan> = OnceLock::new();
+/// The plan of the current settings (a worker keeps the one it was forked
+/// with).
+static PLAN: Mutex<Option<Arc<Plan>>> = Mutex::new(None);
 
 /// The gevent plan of this process, if `worker_class` is a gevent class.
-pub fn plan() -> Option<&'static Plan> {
-    PLAN.get()
+pub fn plan() -> Option<Arc<Plan>> {
+    lock(&PLAN).clone()
 }
 
-/// Record the plan (in the master, before any fork) and return the
-/// factory the tokio side calls for the worker's service.
+/// Record the plan (in the master, before any fork: at start and on HUP)
+/// and return the factory the tokio side calls for the worker's service.
 pub(crate) fn app_factory(
     settings: wsgi::Settings,
     patch_override: Option<Arc<Py<PyAny>>>,
 ) -> AppFactory {
-    let _ = PLAN.set(Plan {
+    *lock(&PLAN) = Some(Arc::new(Plan {
         settings,
         patch_override,
-    });
+    }));
     Arc::new(service)
 }
 

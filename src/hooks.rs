@@ -381,7 +381,7 @@ pub struct PyServer {
     #[pyo3(get)]
     pub master_name: String,
     #[pyo3(get)]
-    timeout: i64,
+    pub timeout: i64,
     #[pyo3(get)]
     pub worker_age: u64,
     #[pyo3(get)]
@@ -433,7 +433,8 @@ impl PyServer {
                 systemd: false,
                 proc_name,
                 master_name,
-                timeout: cfg.int(py, "timeout"),
+                // Set by the master from its settings.
+                timeout: 0,
                 worker_age: 0,
                 reexec_pid: 0,
                 master_pid,
@@ -452,7 +453,6 @@ impl PyServer {
         }
         self.log.borrow_mut(py).cfg = view.clone_ref(py);
         self.cfg = view;
-        self.timeout = cfg.int(py, "timeout");
         Ok(())
     }
 

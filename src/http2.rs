@@ -44,28 +44,7 @@ pub struct H2Settings {
 impl H2Settings {
     /// `None` when `http_protocols` has no `h2`; also the warnings for what
     /// is asked for but not served (h3, the `Upgrade: h2c` mechanism).
-    pub fn from_config(
-        py: pyo3::Python<'_>,
-        cfg: &pyconf::Config,
-    ) -> (Option<H2Settings>, Vec<String>) {
-        // `http_protocols` and `cfg.is_ssl` as the TLS side reads them.
-        let tls = crate::tls::Settings::from_config(py, cfg);
-        let cleartext = cfg.string(py, "http2_cleartext").unwrap_or_default();
-        let int = |name| cfg.int(py, name).clamp(0, u32::MAX as i64) as u32;
-        Self::decide(
-            &tls.http_protocols,
-            &cleartext,
-            tls.is_ssl(),
-            [
-                int("http2_max_concurrent_streams"),
-                int("http2_initial_window_size"),
-                int("http2_max_frame_size"),
-                int("http2_max_header_list_size"),
-            ],
-        )
-    }
-
-    fn decide(
+    pub fn decide(
         protocols: &[String],
         cleartext: &str,
         is_ssl: bool,
@@ -115,15 +94,6 @@ impl H2Settings {
             .max_header_list_size(self.max_header_list_size);
         b
     }
-}
-
-/// [`H2Settings::from_config`], its warnings logged.
-pub fn from_config(py: pyo3::Python<'_>, cfg: &pyconf::Config) -> Option<H2Settings> {
-    let (settings, warnings) = H2Settings::from_config(py, cfg);
-    for w in &warnings {
-        crate::log::warning(w);
-    }
-    settings
 }
 
 /// Read the connection preface from a peer that must send it (gunicorn's

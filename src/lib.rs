@@ -27,6 +27,7 @@ pub mod python;
 pub mod reloader;
 pub mod request_hooks;
 pub mod scoreboard;
+pub mod settings;
 pub mod sock;
 pub mod strict_http;
 pub mod text;

@@ -41,8 +41,10 @@ use crate::pidfile::Pidfile;
 use crate::process::{self, ChildKind, ExitKind, SignalPipe};
 use crate::reloader::Reloader;
 use crate::scoreboard::{monotonic_ms, Scoreboard, SlotState};
+use crate::settings::Settings;
 use crate::sock::{self, BindOptions, Listener};
 use crate::worker::{self, ServeError, SignalHooks, WorkerSetup};
+use crate::worker_class::WorkerClass;
 
 mod control;
 
@@ -97,8 +99,14 @@ pub struct Master<'py> {
     master_name: String,
     /// `proc_name`, with `.2` in a new master not yet promoted.
     proc_name: String,
+    /// The configuration as loaded (the hooks' `cfg` view is made from
+    /// it) and its typed settings, both replaced on HUP.
     cfg: Config,
-    app: AppFactory,
+    settings: Settings,
+    /// Where the workers' app comes from, and its factory for the current
+    /// settings.
+    app: AppSource,
+    factory: AppFactory,
     listeners: Vec<Listener>,
     workers: BTreeMap<i32, WorkerEntry>,
     num_workers: usize,
@@ -111,22 +119,11 @@ pub struct Master<'py> {
     pidfile: Option<Pidfile>,
     pid: u32,
     systemd: bool,
-    /// APP_MODULE when the app is a Python one (imported here with
-    /// `preload_app`).
-    python_app: Option<String>,
-    /// A UvicornWorker class's `timeout_keep_alive`, which replaces
-    /// `keepalive`.
-    keepalive_override: Option<Duration>,
     /// The environment before `raw_env` was exported (restored on HUP).
     env_orig: std::collections::HashMap<std::ffi::OsString, std::ffi::OsString>,
     /// TLS for every connection (`certfile`/`keyfile`), built at start and
     /// on HUP; workers inherit it.
     tls: Option<crate::tls::Tls>,
-    /// The request-strictness settings, read once per configuration (at
-    /// start and on HUP) and shared by the workers forked under it.
-    limits: Arc<crate::strict_http::Limits>,
-    /// HTTP/2 (`http_protocols` with `h2`), read with the TLS settings.
-    http2: Option<crate::http2::H2Settings>,
     /// systemd's notify socket (`NOTIFY_SOCKET`), if any.
     notify: Notifier,
     /// Prometheus exporter, statsd gauge, restarts by cause.
@@ -159,13 +156,52 @@ pub enum MasterError {
     StartupHook(String),
 }
 
+/// Where the workers' app comes from.
+pub enum AppSource {
+    /// A Rust app (the built-in one, or a library app's).
+    Rust(AppFactory),
+    /// The Python app `uri`, served through `class`'s interface; its
+    /// factory is made again from each load of the settings.
+    Python { uri: String, class: WorkerClass },
+}
+
+impl AppSource {
+    /// The workers' app factory under `settings`.
+    pub fn factory(&self, settings: &Settings) -> anyhow::Result<AppFactory> {
+        match self {
+            AppSource::Rust(factory) => Ok(factory.clone()),
+            AppSource::Python { uri, class } => crate::wsgi::app_factory(settings, uri, class),
+        }
+    }
+
+    /// APP_MODULE of a Python app (imported in the master with
+    /// `preload_app`, and in each worker before `post_worker_init`).
+    fn python_uri(&self) -> Option<&str> {
+        match self {
+            AppSource::Rust(_) => None,
+            AppSource::Python { uri, .. } => Some(uri),
+        }
+    }
+
+    /// A UvicornWorker class's `timeout_keep_alive`, which replaces
+    /// `keepalive`.
+    fn keepalive(&self) -> Option<Duration> {
+        match self {
+            AppSource::Rust(_) => None,
+            AppSource::Python { class, .. } => class.keepalive(),
+        }
+    }
+}
+
 impl<'py> Master<'py> {
     pub fn new(
         py: Python<'py>,
         argv: Vec<String>,
         reexec_argv: Vec<String>,
         cfg: Config,
-        app: AppFactory,
+        settings: Settings,
+        app: AppSource,
+        factory: AppFactory,
     ) -> Result<Master<'py>, MasterError> {
         let startup = |e: String| MasterError::Startup(e);
         let board = Arc::new(Scoreboard::new(MAX_SLOTS).map_err(|e| startup(e.to_string()))?);
@@ -175,9 +211,12 @@ impl<'py> Master<'py> {
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
         let (master_name, proc_name) = if master_pid != 0 {
-            ("Master.2".to_string(), format!("{}.2", proc_name(py, &cfg)))
+            (
+                "Master.2".to_string(),
+                format!("{}.2", settings.server.proc_name),
+            )
         } else {
-            ("Master".to_string(), proc_name(py, &cfg))
+            ("Master".to_string(), settings.server.proc_name.clone())
         };
         let start_cwd = std::env::current_dir().unwrap_or_default();
         let server = PyServer::new(
@@ -190,19 +229,18 @@ impl<'py> Master<'py> {
             &start_cwd,
         )
         .map_err(|e| startup(e.to_string()))?;
+        server.borrow_mut(py).timeout = settings.server.timeout_secs;
         // gunicorn's arbiter makes its logger first: a custom logger_class.
         let view = server.borrow(py).cfg(py);
-        crate::pylog::install_logger_class(py, &cfg, view.bind(py))
+        crate::pylog::install_logger_class(py, &settings.logging, view.bind(py))
             .map_err(|e| startup(format!("{e:#}")))?;
         crate::pylog::log_config_dump(py, view.bind(py));
-        let limits = Arc::new(crate::strict_http::Limits::from_config(py, &cfg));
         // Before systemd's variables leave the environment (a USR2 master
         // gets them), and before anything is forked.
         let env_orig = std::env::vars_os().collect();
         let notify = Notifier::from_env(py, std::process::id(), master_pid);
         Ok(Master {
             py,
-            limits,
             argv,
             reexec_argv,
             start_cwd,
@@ -211,7 +249,9 @@ impl<'py> Master<'py> {
             master_name,
             proc_name,
             cfg,
+            settings,
             app,
+            factory,
             listeners: Vec::new(),
             workers: BTreeMap::new(),
             num_workers: 0,
@@ -226,9 +266,6 @@ impl<'py> Master<'py> {
             env_orig,
             notify,
             tls: None,
-            http2: None,
-            python_app: None,
-            keepalive_override: None,
             metrics: MasterMetrics::default(),
             control: None,
             started: Instant::now(),
@@ -238,18 +275,6 @@ impl<'py> Master<'py> {
             reloader_restart: None,
             reload_hold: false,
         })
-    }
-
-    /// A worker class's keep-alive over the `keepalive` setting.
-    pub fn with_keepalive(mut self, keepalive: Option<Duration>) -> Self {
-        self.keepalive_override = keepalive;
-        self
-    }
-
-    /// The app is the Python app `uri` (so `preload_app` imports it here).
-    pub fn with_python_app(mut self, uri: Option<String>) -> Self {
-        self.python_app = uri;
-        self
     }
 
     fn hook(
@@ -273,8 +298,8 @@ impl<'py> Master<'py> {
     }
 
     fn export_env(&self) -> Result<(), String> {
-        for (k, v) in self.cfg.env(self.py)? {
-            crate::python::set_env(self.py, &k, Some(&v));
+        for (k, v) in self.settings.server.env.as_ref().map_err(Clone::clone)? {
+            crate::python::set_env(self.py, k, Some(v));
         }
         Ok(())
     }
@@ -283,17 +308,17 @@ impl<'py> Master<'py> {
     pub fn run(mut self) -> Result<u8, MasterError> {
         let py = self.py;
         log::configure(
-            self.cfg.string(py, "errorlog").as_deref(),
-            &self.cfg.string(py, "loglevel").unwrap_or_default(),
+            self.settings.logging.errorlog.as_deref(),
+            &self.settings.logging.loglevel,
         )
         .map_err(|e| MasterError::Startup(format!("can't open error log: {e}")))?;
         self.chown_error_log();
-        self.set_num_workers(self.cfg.int(py, "workers").max(1) as usize, None)
+        self.set_num_workers(self.settings.server.workers, None)
             .map_err(|e| MasterError::StartupHook(self.traceback(&e)))?;
         self.export_env().map_err(MasterError::Startup)?;
         // preload_app: import in the master, after raw_env (gunicorn's
         // order); a failure ends the start with the traceback, exit 1.
-        if let (true, Some(uri)) = (self.cfg.bool(py, "preload_app"), &self.python_app) {
+        if let (true, Some(uri)) = (self.settings.server.preload_app, self.app.python_uri()) {
             crate::pyapp::preload(py, uri).map_err(|e| match e {
                 crate::pyapp::AppError::Import(tb) => MasterError::StartupHook(tb),
                 crate::pyapp::AppError::NotFound(msg) => MasterError::Startup(msg),
@@ -306,7 +331,7 @@ impl<'py> Master<'py> {
             .unwrap()
             .into_any()
             .unbind();
-        if let Some(mut path) = self.cfg.string(py, "pidfile") {
+        if let Some(mut path) = self.settings.server.pidfile.clone() {
             if self.master_pid != 0 {
                 path.push_str(".2");
             }
@@ -323,8 +348,10 @@ impl<'py> Master<'py> {
             Some(SignalPipe::install().map_err(|e| MasterError::Startup(e.to_string()))?);
 
         // Checked before the sockets, as gunicorn checks certfile/keyfile.
-        self.tls = crate::tls::from_config(py, &self.cfg).map_err(MasterError::Startup)?;
-        self.http2 = crate::http2::from_config(py, &self.cfg);
+        self.tls = crate::tls::load(&self.settings.tls).map_err(MasterError::Startup)?;
+        for w in &self.settings.http2.warnings {
+            log::warning(w);
+        }
         let inherited = sock::inherited().map_err(|e| MasterError::Startup(e.to_string()))?;
         self.listeners = match inherited {
             Some((l, systemd)) => {
@@ -350,7 +377,7 @@ impl<'py> Master<'py> {
             .collect();
         log::debug("Arbiter booted");
         log::info(&format!("Listening at: {} ({})", shown.join(","), self.pid));
-        self.metrics = MasterMetrics::start(py, &self.cfg);
+        self.metrics = MasterMetrics::start(&self.settings.metrics);
         log::info(if crate::gevent::plan().is_some() {
             "Using worker: rgunicorn (Rust, tokio + hyper; the WSGI app in greenlets on gevent's hub)"
         } else {
@@ -377,14 +404,10 @@ impl<'py> Master<'py> {
     /// The error log file belongs to the workers' user and group, so that
     /// they can reopen it on USR1 (gunicorn chowns its log files too).
     fn chown_error_log(&self) {
-        let py = self.py;
-        let Some(path) = self.cfg.string(py, "errorlog").filter(|p| p != "-") else {
+        let Some(path) = self.settings.logging.errorlog.clone().filter(|p| p != "-") else {
             return;
         };
-        let (uid, gid) = (
-            self.cfg.int(py, "user") as u32,
-            self.cfg.int(py, "group") as u32,
-        );
+        let (uid, gid) = (self.settings.server.user, self.settings.server.group);
         if (uid, gid)
             != (
                 nix::unistd::geteuid().as_raw(),
@@ -398,17 +421,14 @@ impl<'py> Master<'py> {
     }
 
     fn bind(&self) -> Result<Vec<Listener>, MasterError> {
-        let py = self.py;
-        let addrs = sock::parse_binds(&self.cfg.list(py, "bind"))
-            .map_err(|e| MasterError::Startup(e.to_string()))?;
+        let server = &self.settings.server;
+        let addrs =
+            sock::parse_binds(&server.bind).map_err(|e| MasterError::Startup(e.to_string()))?;
         let opts = BindOptions {
-            backlog: self.cfg.int(py, "backlog") as i32,
-            reuse_port: self.cfg.bool(py, "reuse_port"),
-            umask: self.cfg.int(py, "umask") as u32,
-            owner: (
-                self.cfg.int(py, "user") as u32,
-                self.cfg.int(py, "group") as u32,
-            ),
+            backlog: server.backlog,
+            reuse_port: server.reuse_port,
+            umask: server.umask,
+            owner: (server.user, server.group),
         };
         sock::create(&addrs, &opts).map_err(|e| MasterError::Startup(e.to_string()))
     }
@@ -476,7 +496,7 @@ impl<'py> Master<'py> {
                         }
                     }
                     Signal::SIGWINCH => {
-                        if self.cfg.bool(self.py, "daemon") {
+                        if self.settings.server.daemon {
                             log::info("graceful stop of workers");
                             let n = self.num_workers;
                             self.set_num_workers(0, Some(n))
@@ -531,8 +551,7 @@ impl<'py> Master<'py> {
                 .values()
                 .filter(|w| !w.retiring && self.board.slot(w.slot).state() == SlotState::Serving)
                 .count();
-            let grace =
-                Duration::from_secs(self.cfg.int(self.py, "graceful_timeout").max(1) as u64);
+            let grace = self.settings.server.replacement_grace;
             let ready = match awaiting {
                 Awaiting::Start => serving >= 1,
                 Awaiting::Reload(at) => serving >= self.num_workers || at.elapsed() > grace,
@@ -551,59 +570,72 @@ impl<'py> Master<'py> {
         log::info(&format!("Hang up: {}", self.master_name));
         self.reloads += 1;
         self.notify.reloading();
-        let cfg = match crate::entry::load_config(py, &self.argv) {
+        let cfg = match crate::settings::read_config(py, &self.argv) {
             Ok(cfg) => cfg,
-            Err(code) => {
+            Err(err) => {
+                eprint!("{err}");
                 log::error(
                     "Reload failed: the configuration is invalid; exiting as gunicorn does.",
                 );
-                process::exit_now(code as i32);
+                process::exit_now(err.exit_code() as i32);
             }
         };
         // Put back what raw_env replaced (or remove what it added), then
         // apply the new raw_env.
-        if let Ok(old) = self.cfg.env(py) {
+        if let Ok(old) = &self.settings.server.env {
             for (k, _) in old {
-                let orig = self.env_orig.get(std::ffi::OsStr::new(&k));
-                crate::python::set_env(py, &k, orig.and_then(|v| v.to_str()));
+                let orig = self.env_orig.get(std::ffi::OsStr::new(k));
+                crate::python::set_env(py, k, orig.and_then(|v| v.to_str()));
             }
         }
+        self.settings = Settings::load(py, &cfg);
         self.cfg = cfg;
-        self.limits = Arc::new(crate::strict_http::Limits::from_config(py, &self.cfg));
         if let Err(e) = log::configure(
-            self.cfg.string(py, "errorlog").as_deref(),
-            &self.cfg.string(py, "loglevel").unwrap_or_default(),
+            self.settings.logging.errorlog.as_deref(),
+            &self.settings.logging.loglevel,
         ) {
             log::error(&format!("can't reopen the error log: {e}"));
         }
-        if let Err(e) = crate::pylog::setup(py, &self.cfg) {
+        if let Err(e) = crate::pylog::setup(py, &self.settings.logging) {
             log::error(&format!("can't set up logging: {e:#}"));
         }
         self.chown_error_log();
+        // The workers forked from now on get the app made for the new
+        // settings (threads, root_path, asgi_*); if it can't be made, the
+        // old one.
+        match self.app.factory(&self.settings) {
+            Ok(factory) => self.factory = factory,
+            Err(e) => log::error(&format!("Reload: the app's settings not changed: {e:#}")),
+        }
         // New certificates are taken on HUP; a broken set keeps the old one.
-        match crate::tls::from_config(py, &self.cfg) {
+        match crate::tls::load(&self.settings.tls) {
             Ok(tls) => self.tls = tls,
             Err(e) => log::error(&format!("Reload: TLS not changed: {e}")),
         }
-        self.http2 = crate::http2::from_config(py, &self.cfg);
-        self.metrics.reconfigure(py, &self.cfg);
+        for w in &self.settings.http2.warnings {
+            log::warning(w);
+        }
+        self.metrics.reconfigure(&self.settings.metrics);
         {
             let mut server = self.server.borrow_mut(py);
             server
                 .reconfigure(py, &self.cfg)
                 .map_err(|e| e.to_string())?;
-            self.proc_name = proc_name(py, &self.cfg);
+            server.timeout = self.settings.server.timeout_secs;
+            self.proc_name = self.settings.server.proc_name.clone();
             if self.master_pid != 0 {
                 self.proc_name.push_str(".2");
             }
             server.proc_name = self.proc_name.clone();
         }
         let view = self.server.borrow(py).cfg(py);
-        if let Err(e) = crate::pylog::install_logger_class(py, &self.cfg, view.bind(py)) {
+        if let Err(e) =
+            crate::pylog::install_logger_class(py, &self.settings.logging, view.bind(py))
+        {
             log::error(&format!("can't set up logger_class: {e:#}"));
         }
         let old = self.num_workers;
-        self.set_num_workers(self.cfg.int(py, "workers").max(1) as usize, Some(old))
+        self.set_num_workers(self.settings.server.workers, Some(old))
             .map_err(|e| self.traceback(&e))?;
         self.export_env()?;
         let server = self.server.clone_ref(py);
@@ -636,12 +668,12 @@ impl<'py> Master<'py> {
     fn start_reloader(&mut self, announce: bool) {
         let py = self.py;
         self.reloader_restart = None;
-        if !self.cfg.bool(py, "reload") {
+        if !self.settings.reload.enabled {
             return;
         }
         if announce {
             log::warning("Reloader is on. Use in development only!");
-            if self.cfg.bool(py, "preload_app") {
+            if self.settings.server.preload_app {
                 log::warning(
                     "reload with preload_app: as in gunicorn, a change replaces the workers, \
                      but they run the code the master preloaded",
@@ -655,7 +687,7 @@ impl<'py> Master<'py> {
             .collect();
         close.extend(self.listeners.iter().map(|l| l.fd()));
         let title = format!("rgunicorn: reloader [{}]", self.proc_name);
-        match Reloader::start(py, &self.cfg, &title, &close) {
+        match Reloader::start(py, &self.settings.reload, &title, &close) {
             Ok(r) => self.reloader = Some(r),
             Err(e) => log::error(&e),
         }
@@ -686,7 +718,7 @@ impl<'py> Master<'py> {
     /// (A failed import does not get here: it is served as gunicorn's
     /// fail app.)
     fn hold_after_boot_failure(&mut self, pid: i32) -> bool {
-        if !self.cfg.bool(self.py, "reload") {
+        if !self.settings.reload.enabled {
             return false;
         }
         let board = &self.board;
@@ -801,10 +833,10 @@ impl<'py> Master<'py> {
         self.notify.promoted(self.pid);
         self.master_pid = 0;
         self.master_name = "Master".into();
-        self.proc_name = proc_name(self.py, &self.cfg);
+        self.proc_name = self.settings.server.proc_name.clone();
         std::env::remove_var("GUNICORN_PID");
         if let (Some(pidfile), Some(path)) =
-            (self.pidfile.as_mut(), self.cfg.string(self.py, "pidfile"))
+            (self.pidfile.as_mut(), self.settings.server.pidfile.clone())
         {
             if let Err(e) = pidfile.rename(&path, self.pid) {
                 log::error(&e);
@@ -836,7 +868,7 @@ impl<'py> Master<'py> {
         // gunicorn creates each worker's heartbeat file there; rgunicorn's
         // heartbeat is in shared memory, but a missing directory fails the
         // same way.
-        if let Some(dir) = self.cfg.string(py, "worker_tmp_dir") {
+        if let Some(dir) = &self.settings.server.worker_tmp_dir {
             if !std::path::Path::new(&dir).is_dir() {
                 return Err(format!(
                     "RuntimeError: {dir} doesn't exist. Can't create workertmp."
@@ -845,22 +877,14 @@ impl<'py> Master<'py> {
         }
         self.worker_age += 1;
         self.server.borrow_mut(py).worker_age = self.worker_age;
-        let max_requests = match self.cfg.int(py, "max_requests") {
-            n if n > 0 => {
-                n as u64
-                    + rand::random_range(0..=self.cfg.int(py, "max_requests_jitter").max(0) as u64)
-            }
-            _ => u64::MAX,
+        let server = &self.settings.server;
+        let max_requests = match server.max_requests {
+            Some(n) => n + rand::random_range(0..=server.max_requests_jitter),
+            None => u64::MAX,
         };
-        let lifetime = match self.cfg.int(py, "max_worker_lifetime") {
-            n if n > 0 => Some(Duration::from_secs(
-                n as u64
-                    + rand::random_range(
-                        0..=self.cfg.int(py, "max_worker_lifetime_jitter").max(0) as u64,
-                    ),
-            )),
-            _ => None,
-        };
+        let lifetime = server.max_worker_lifetime.map(|n| {
+            Duration::from_secs(n + rand::random_range(0..=server.max_worker_lifetime_jitter))
+        });
         let worker = PyWorker::new(
             py,
             &self.server.borrow(py),
@@ -876,6 +900,7 @@ impl<'py> Master<'py> {
             .map_err(|e| self.traceback(&e))?;
         self.board.slot(slot).claim();
 
+        let worker_settings = &self.settings.worker;
         let setup = WorkerSetup {
             slot,
             scoreboard: self.board.clone(),
@@ -883,41 +908,39 @@ impl<'py> Master<'py> {
             // Shared with `worker.max_requests`: what pre_fork or the
             // worker's own hooks write there is what the worker checks.
             max_requests: worker.borrow(py).max_requests_cell(),
-            keepalive: self.keepalive_override.unwrap_or_else(|| {
-                Duration::from_secs(self.cfg.int(py, "keepalive").max(0) as u64)
-            }),
-            runtime_threads: self.cfg.int(py, "runtime_threads").max(1) as usize,
-            header_read_timeout: Duration::from_secs(
-                self.cfg.int(py, "header_read_timeout").max(1) as u64,
-            ),
-            graceful_timeout: Duration::from_secs(
-                self.cfg.int(py, "graceful_timeout").max(0) as u64
-            ),
-            worker_connections: self.cfg.int(py, "worker_connections").max(1) as usize,
+            keepalive: self.app.keepalive().unwrap_or(worker_settings.keepalive),
+            runtime_threads: worker_settings.runtime_threads,
+            header_read_timeout: worker_settings.header_read_timeout,
+            graceful_timeout: worker_settings.graceful_timeout,
+            worker_connections: worker_settings.worker_connections,
             ppid: self.pid as i32,
-            app: self.app.clone(),
-            limits: self.limits.clone(),
+            app: self.factory.clone(),
+            limits: self.settings.limits.clone(),
             request_hooks: crate::request_hooks::RequestHooks::from_config(
                 py,
                 &self.cfg,
                 worker.clone_ref(py),
             ),
-            access_log: crate::pylog::access_log_enabled(py, &self.cfg).then(|| {
-                let format = self.cfg.string(py, "access_log_format").unwrap_or_default();
-                (self.cfg.string(py, "accesslog"), format)
+            access_log: crate::pylog::access_log_enabled(py, &self.settings.logging).then(|| {
+                let logging = &self.settings.logging;
+                (logging.accesslog.clone(), logging.access_log_format.clone())
             }),
             tls: self.tls.clone(),
-            http2: self.http2.clone(),
+            http2: self.settings.http2.settings.clone(),
             metrics: self.metrics.enabled(),
             statsd: self.metrics.statsd_config(),
-            python_app: self.python_app.is_some(),
+            python_app: self.app.python_uri().is_some(),
             reload_report: self.reloader.as_ref().map(Reloader::report_fd),
         };
-        let child_worker = worker.clone_ref(py);
-        let child_server = self.server.clone_ref(py);
-        let cfg = &self.cfg;
-        let title = format!("rgunicorn: worker [{}]", self.proc_name);
-        let python_app = self.python_app.as_deref();
+        let child = WorkerProcess {
+            cfg: &self.cfg,
+            settings: &self.settings.server,
+            title: format!("rgunicorn: worker [{}]", self.proc_name),
+            server: self.server.clone_ref(py),
+            worker: worker.clone_ref(py),
+            setup: Some(setup),
+            python_app: self.app.python_uri(),
+        };
         let master_fds: Vec<std::os::fd::RawFd> = self
             .polled_fds()
             .iter()
@@ -925,15 +948,7 @@ impl<'py> Master<'py> {
             .collect();
         let pid = process::fork_python(py, ChildKind::Worker, move || {
             process::close_master_fds(&master_fds);
-            worker_main(
-                py,
-                cfg,
-                &title,
-                child_server,
-                child_worker,
-                setup,
-                python_app,
-            )
+            child.run(py)
         })
         .map_err(|e| format!("fork failed: {e}"))?;
         worker.borrow_mut(py).set_pid(py, pid.as_raw());
@@ -971,7 +986,7 @@ impl<'py> Master<'py> {
     fn until_recycle_check(&self) -> Duration {
         let now = Instant::now();
         let mut next = now + Duration::from_secs(1);
-        if self.cfg.int(self.py, "max_worker_memory") > 0 {
+        if self.settings.server.max_worker_memory_mib.is_some() {
             next = next.min(self.next_memory_sample);
         }
         for w in self.workers.values() {
@@ -993,7 +1008,7 @@ impl<'py> Master<'py> {
     fn recycle_workers(&mut self) {
         const MEMORY_STRIKES: u32 = 3;
         let now = Instant::now();
-        let limit_mib = self.cfg.int(self.py, "max_worker_memory").max(0) as u64;
+        let limit_mib = self.settings.server.max_worker_memory_mib.unwrap_or(0);
         let sample = limit_mib > 0 && now >= self.next_memory_sample;
         if sample {
             self.next_memory_sample = now + Duration::from_secs(1);
@@ -1087,7 +1102,7 @@ impl<'py> Master<'py> {
             .values()
             .filter(|w| !w.retiring && self.board.slot(w.slot).state() == SlotState::Serving)
             .count();
-        let grace = Duration::from_secs(self.cfg.int(self.py, "graceful_timeout").max(1) as u64);
+        let grace = self.settings.server.replacement_grace;
         let due: Vec<i32> = self
             .workers
             .iter()
@@ -1117,17 +1132,17 @@ impl<'py> Master<'py> {
     /// Timeouts: a serving worker silent for `timeout` seconds gets SIGABRT
     /// (its `worker_abort` hook runs), then SIGKILL with its process group.
     fn murder_workers(&mut self) {
-        let timeout = self.cfg.int(self.py, "timeout");
-        if timeout <= 0 {
+        let Some(timeout) = self.settings.server.timeout else {
             return;
-        }
+        };
+        let timeout_ms = timeout.as_millis() as u64;
         let now = monotonic_ms();
         for (pid, w) in self.workers.iter_mut() {
             let slot = self.board.slot(w.slot);
             let beat = slot.heartbeat_ms.load(std::sync::atomic::Ordering::Acquire);
             if slot.state() == SlotState::Booting
                 || beat == 0
-                || now.saturating_sub(beat) <= timeout as u64 * 1000
+                || now.saturating_sub(beat) <= timeout_ms
             {
                 continue;
             }
@@ -1260,7 +1275,7 @@ impl<'py> Master<'py> {
         let unlink = self.reexec_pid == 0
             && self.master_pid == 0
             && !self.systemd
-            && !self.cfg.bool(self.py, "reuse_port");
+            && !self.settings.server.reuse_port;
         self.server.borrow_mut(self.py).close_listeners(self.py);
         for l in self.listeners.drain(..) {
             if let Some(path) = &l.unix_path {
@@ -1277,8 +1292,7 @@ impl<'py> Master<'py> {
         for pid in self.workers.keys() {
             let _ = process::kill(Pid::from_raw(*pid), sig);
         }
-        let mut limit = Instant::now()
-            + Duration::from_secs(self.cfg.int(self.py, "graceful_timeout").max(0) as u64);
+        let mut limit = Instant::now() + self.settings.server.graceful_timeout;
         while !self.workers.is_empty() && Instant::now() < limit {
             for s in self
                 .signals
@@ -1349,44 +1363,62 @@ impl<'py> Master<'py> {
     }
 }
 
-fn proc_name(py: Python<'_>, cfg: &Config) -> String {
-    cfg.string(py, "proc_name")
-        .or_else(|| cfg.string(py, "default_proc_name"))
-        .unwrap_or_else(|| "rgunicorn".into())
-}
-
-/// The child side of a fork: gunicorn's order (log, `post_fork`, env,
-/// user/group, `post_worker_init`, serve; then, as gunicorn's `finally`,
-/// "Worker exiting" and `worker_exit`, a failed boot included). Returns
-/// the exit status.
-fn worker_main(
-    py: Python<'_>,
-    cfg: &Config,
-    title: &str,
+/// A worker process, the child side of a fork: what its life needs from
+/// the master.
+struct WorkerProcess<'a> {
+    /// For the hooks.
+    cfg: &'a Config,
+    settings: &'a crate::settings::Server,
+    title: String,
     server: Py<PyServer>,
     worker: Py<PyWorker>,
-    setup: WorkerSetup,
-    python_app: Option<&str>,
-) -> i32 {
-    let pid = std::process::id();
-    // The worker's signals are taken by its signal thread (sigwait) from
-    // the start: a Python-level handler a hook installs must not take them
-    // first (it is called from there instead, see `on_term`).
-    process::block_worker_signals();
-    worker.borrow_mut(py).set_pid(py, pid as i32);
-    process::set_title(title);
-    log::info(&format!("Booting worker with pid: {pid}"));
-    let status = match boot_worker(py, cfg, &server, &worker, python_app) {
-        Err(e) => e.status(),
-        Ok(()) => {
+    /// Taken when it serves.
+    setup: Option<WorkerSetup>,
+    /// APP_MODULE of a Python app, imported during the boot.
+    python_app: Option<&'a str>,
+}
+
+impl WorkerProcess<'_> {
+    /// gunicorn's order (log, `post_fork`, env, user/group,
+    /// `post_worker_init`, serve; then, as gunicorn's `finally`, "Worker
+    /// exiting" and `worker_exit`, a failed boot included). Returns the
+    /// exit status: errors become statuses here, at the fork boundary.
+    fn run(mut self, py: Python<'_>) -> i32 {
+        let pid = std::process::id();
+        // The worker's signals are taken by its signal thread (sigwait)
+        // from the start: a Python-level handler a hook installs must not
+        // take them first (it is called from there instead, see `on_term`).
+        process::block_worker_signals();
+        self.worker.borrow_mut(py).set_pid(py, pid as i32);
+        process::set_title(&self.title);
+        log::info(&format!("Booting worker with pid: {pid}"));
+        let status = match self.boot(py) {
+            Err(e) => e.status(),
+            Ok(()) => {
+                let setup = self.setup.take().expect("a worker serves once");
+                self.serve(py, setup)
+            }
+        };
+        log::info(&format!("Worker exiting (pid: {pid})"));
+        self.worker.borrow_mut(py).alive = false;
+        if let Err(e) = hooks::call(py, self.cfg, "worker_exit", (self.server, self.worker)) {
+            hooks::log_exception_at(py, log::Level::Warning, "Exception during worker exit:", &e);
+        }
+        status
+    }
+
+    /// Serve until drained; the exit status.
+    fn serve(&self, py: Python<'_>, setup: WorkerSetup) -> i32 {
+        let (cfg, server, worker) = (self.cfg, &self.server, &self.worker);
+        {
             let signal_hooks = SignalHooks {
-                on_quit: signal_hook(py, cfg, &server, &worker, "worker_int"),
-                on_abort: signal_hook(py, cfg, &server, &worker, "worker_abort"),
+                on_quit: signal_hook(py, cfg, server, worker, "worker_int"),
+                on_abort: signal_hook(py, cfg, server, worker, "worker_abort"),
                 on_term: Box::new(crate::python::call_sigterm_handler),
             };
             let served = match crate::gevent::plan() {
                 // This thread runs gevent's hub; tokio gets its own.
-                Some(plan) => crate::gevent::serve(py, plan, setup, signal_hooks),
+                Some(plan) => crate::gevent::serve(py, &plan, setup, signal_hooks),
                 None => py.detach(|| worker::serve(setup, signal_hooks)),
             };
             match served {
@@ -1403,79 +1435,69 @@ fn worker_main(
                 }
             }
         }
-    };
-    log::info(&format!("Worker exiting (pid: {pid})"));
-    worker.borrow_mut(py).alive = false;
-    if let Err(e) = hooks::call(py, cfg, "worker_exit", (server, worker)) {
-        hooks::log_exception_at(py, log::Level::Warning, "Exception during worker exit:", &e);
     }
-    status
-}
 
-/// Everything before serving, in gunicorn's order (its `init_process`:
-/// `post_fork`, env, user/group, the app's import, `post_worker_init`); an
-/// error is logged where it is found.
-fn boot_worker(
-    py: Python<'_>,
-    cfg: &Config,
-    server: &Py<PyServer>,
-    worker: &Py<PyWorker>,
-    python_app: Option<&str>,
-) -> Result<(), BootError> {
-    let failed = |e: PyErr| {
-        hooks::log_exception(py, "Exception in worker process", &e);
-        BootError::Worker
-    };
-    hooks::call(
-        py,
-        cfg,
-        "post_fork",
-        (server.clone_ref(py), worker.clone_ref(py)),
-    )
-    .map_err(failed)?;
-    // gunicorn's gevent worker patches first thing in init_process, after
-    // post_fork (so psycogreen's patch there comes first too).
-    if let Some(plan) = crate::gevent::plan() {
-        plan.patch(py, worker).map_err(failed)?;
-    }
-    if let Ok(env) = cfg.env(py) {
-        for (k, v) in env {
-            crate::python::set_env(py, &k, Some(&v));
+    /// Everything before serving, in gunicorn's order (its `init_process`:
+    /// `post_fork`, env, user/group, the app's import, `post_worker_init`);
+    /// an error is logged where it is found.
+    fn boot(&self, py: Python<'_>) -> Result<(), BootError> {
+        let (cfg, server, worker, python_app) =
+            (self.cfg, &self.server, &self.worker, self.python_app);
+        let failed = |e: PyErr| {
+            hooks::log_exception(py, "Exception in worker process", &e);
+            BootError::Worker
+        };
+        hooks::call(
+            py,
+            cfg,
+            "post_fork",
+            (server.clone_ref(py), worker.clone_ref(py)),
+        )
+        .map_err(failed)?;
+        // gunicorn's gevent worker patches first thing in init_process, after
+        // post_fork (so psycogreen's patch there comes first too).
+        if let Some(plan) = crate::gevent::plan() {
+            plan.patch(py, worker).map_err(failed)?;
         }
-    }
-    // As gunicorn's init_signals: SIGTERM has a Python handler for code
-    // that wraps it (the worker drains on TERM whatever it does). Before
-    // the user switch: the new user may not read the stdlib's files.
-    crate::python::install_sigterm_standin(py).map_err(failed)?;
-    // user/group: after post_fork, which runs with the master's privileges.
-    let (uid, gid) = (cfg.int(py, "user") as u32, cfg.int(py, "group") as u32);
-    if let Err(e) = process::set_owner(uid, gid, cfg.bool(py, "initgroups")) {
-        log::error(&format!(
-            "Exception in worker process: can't switch to user {uid} group {gid}: {e}"
-        ));
-        return Err(BootError::Worker);
-    }
-    // The app is there for post_worker_init, as gunicorn's `worker.wsgi`
-    // and `worker.app.callable` (the interface takes it from here).
-    if let Some(uri) = python_app {
-        match crate::pyapp::import_in_worker(py, uri) {
-            Ok(app) => {
-                let worker = worker.bind(py);
-                worker.setattr("wsgi", &app).map_err(failed)?;
-                worker
-                    .getattr("app")
-                    .and_then(|a| a.setattr("callable", &app))
-                    .map_err(failed)?;
+        if let Ok(env) = &self.settings.env {
+            for (k, v) in env {
+                crate::python::set_env(py, k, Some(v));
             }
-            // With `reload` on, the boot goes on to serve gunicorn's fail
-            // app, as gunicorn's `load_wsgi` does (see `reloader`).
-            Err(_) if crate::reloader::import_failed() => {}
-            Err(code) => return Err(code),
         }
+        // As gunicorn's init_signals: SIGTERM has a Python handler for code
+        // that wraps it (the worker drains on TERM whatever it does). Before
+        // the user switch: the new user may not read the stdlib's files.
+        crate::python::install_sigterm_standin(py).map_err(failed)?;
+        // user/group: after post_fork, which runs with the master's privileges.
+        let (uid, gid) = (self.settings.user, self.settings.group);
+        if let Err(e) = process::set_owner(uid, gid, self.settings.initgroups) {
+            log::error(&format!(
+                "Exception in worker process: can't switch to user {uid} group {gid}: {e}"
+            ));
+            return Err(BootError::Worker);
+        }
+        // The app is there for post_worker_init, as gunicorn's `worker.wsgi`
+        // and `worker.app.callable` (the interface takes it from here).
+        if let Some(uri) = python_app {
+            match crate::pyapp::import_in_worker(py, uri) {
+                Ok(app) => {
+                    let worker = worker.bind(py);
+                    worker.setattr("wsgi", &app).map_err(failed)?;
+                    worker
+                        .getattr("app")
+                        .and_then(|a| a.setattr("callable", &app))
+                        .map_err(failed)?;
+                }
+                // With `reload` on, the boot goes on to serve gunicorn's fail
+                // app, as gunicorn's `load_wsgi` does (see `reloader`).
+                Err(_) if crate::reloader::import_failed() => {}
+                Err(code) => return Err(code),
+            }
+        }
+        hooks::call(py, cfg, "post_worker_init", (worker.clone_ref(py),)).map_err(failed)?;
+        worker.borrow_mut(py).booted = true;
+        Ok(())
     }
-    hooks::call(py, cfg, "post_worker_init", (worker.clone_ref(py),)).map_err(failed)?;
-    worker.borrow_mut(py).booted = true;
-    Ok(())
 }
 
 /// What the worker's signal thread runs on INT/QUIT (`worker_int`) or on

@@ -27,9 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use pyo3::prelude::*;
-
 use crate::scoreboard::{Reclaimed, Totals, LATENCY_BUCKETS_MS};
+use crate::settings::{Statsd as StatsdSettings, StatsdTarget};
 
 /// Why a worker was replaced or removed (Prometheus label values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,53 +77,6 @@ impl RestartCause {
 
 // ---------------------------------------------------------------- statsd
 
-/// gunicorn's prefix rule (`sub(r"^(.+[^.]+)\.*$", "\g<1>.", prefix)`):
-/// one trailing dot after a prefix of two characters or more.
-pub fn statsd_prefix(prefix: &str) -> String {
-    let trimmed = prefix.trim_end_matches('.');
-    if trimmed.chars().count() >= 2 {
-        format!("{trimmed}.")
-    } else {
-        prefix.to_string()
-    }
-}
-
-/// Where statsd packets go: `statsd_host` as the validator left it.
-#[derive(Debug, Clone)]
-pub enum StatsdTarget {
-    Udp(String, u16),
-    Unix(String),
-}
-
-/// The statsd settings, read by the master and inherited by workers.
-#[derive(Debug, Clone)]
-pub struct StatsdConfig {
-    pub target: StatsdTarget,
-    pub prefix: String,
-    pub tags: String,
-}
-
-impl StatsdConfig {
-    pub fn from_config(py: Python<'_>, cfg: &pyconf::Config) -> Option<StatsdConfig> {
-        let host = cfg.get(py, "statsd_host");
-        let target = if let Ok((h, p)) = host.extract::<(String, u16)>() {
-            StatsdTarget::Udp(h, p)
-        } else if let Ok(path) = host.extract::<String>() {
-            StatsdTarget::Unix(path)
-        } else {
-            if !host.is_none() {
-                crate::log::warning("statsd_host: only host:port and unix paths are supported");
-            }
-            return None;
-        };
-        Some(StatsdConfig {
-            target,
-            prefix: statsd_prefix(&cfg.string(py, "statsd_prefix").unwrap_or_default()),
-            tags: cfg.string(py, "dogstatsd_tags").unwrap_or_default(),
-        })
-    }
-}
-
 enum Sock {
     Udp(UdpSocket),
     Unix(UnixDatagram),
@@ -142,7 +94,7 @@ const MAX_PACKET: usize = 1400;
 
 impl Statsd {
     /// gunicorn connects once and, when that fails, sends nothing.
-    pub fn connect(cfg: &StatsdConfig) -> Option<Statsd> {
+    pub fn connect(cfg: &StatsdSettings) -> Option<Statsd> {
         let sock = match &cfg.target {
             StatsdTarget::Udp(host, port) => {
                 let addr = (host.as_str(), *port).to_socket_addrs().ok()?.next()?;
@@ -549,15 +501,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefix_as_gunicorn() {
-        assert_eq!(statsd_prefix(""), "");
-        assert_eq!(statsd_prefix("app"), "app.");
-        assert_eq!(statsd_prefix("app..."), "app.");
-        assert_eq!(statsd_prefix("a"), "a");
-        assert_eq!(statsd_prefix("a.b"), "a.b.");
-    }
-
-    #[test]
     fn histogram_is_cumulative() {
         let mut totals = Totals::default();
         totals.latency[0] = 2;
@@ -587,7 +530,7 @@ mod tests {
 #[derive(Default)]
 pub struct MasterMetrics {
     exporter: Option<Exporter>,
-    statsd_cfg: Option<StatsdConfig>,
+    statsd_cfg: Option<StatsdSettings>,
     statsd: Option<Statsd>,
     log_sent: LogCountsSent,
     last_gauge: Option<std::time::Instant>,
@@ -599,10 +542,10 @@ impl MasterMetrics {
     /// At start, after the listeners: bind `metrics_bind` (a failure is
     /// logged, not fatal: a USR2 master finds the old one's port taken),
     /// connect to `statsd_host`.
-    pub fn start(py: Python<'_>, cfg: &pyconf::Config) -> MasterMetrics {
+    pub fn start(settings: &crate::settings::Metrics) -> MasterMetrics {
         let mut m = MasterMetrics::default();
-        if let Some(addr) = cfg.string(py, "metrics_bind") {
-            match Exporter::bind(&addr) {
+        if let Some(addr) = &settings.metrics_bind {
+            match Exporter::bind(addr) {
                 Ok(e) => {
                     crate::log::info(&format!("Metrics at: http://{}/metrics", e.local_addr()));
                     m.exporter = Some(e);
@@ -610,13 +553,13 @@ impl MasterMetrics {
                 Err(e) => crate::log::error(&format!("metrics_bind {addr}: {e}")),
             }
         }
-        m.reconfigure(py, cfg);
+        m.reconfigure(settings);
         m
     }
 
     /// On HUP: statsd settings afresh (`metrics_bind` is kept as bound).
-    pub fn reconfigure(&mut self, py: Python<'_>, cfg: &pyconf::Config) {
-        self.statsd_cfg = StatsdConfig::from_config(py, cfg);
+    pub fn reconfigure(&mut self, settings: &crate::settings::Metrics) {
+        self.statsd_cfg = settings.statsd.clone();
         self.statsd = self.statsd_cfg.as_ref().and_then(Statsd::connect);
     }
 
@@ -625,7 +568,7 @@ impl MasterMetrics {
         self.exporter.is_some() || self.statsd_cfg.is_some()
     }
 
-    pub fn statsd_config(&self) -> Option<StatsdConfig> {
+    pub fn statsd_config(&self) -> Option<StatsdSettings> {
         self.statsd_cfg.clone()
     }
 

@@ -27,10 +27,9 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
-use pyconf::Config;
-
 use crate::access_log::{self, Value};
 use crate::log::{self, Level};
+use crate::settings::Logging;
 
 const GLUE: &str = include_str!("pylog.py");
 
@@ -58,45 +57,32 @@ fn write_access(line: &str) {
     log::write_access_line(line);
 }
 
-/// Set Python's logging up from `cfg` (at start and on HUP), as gunicorn's
+/// Set Python's logging up (at start and on HUP), as gunicorn's
 /// `Logger.setup`; `Err` is gunicorn's RuntimeError text (a bad
 /// `logconfig_dict`, a missing `logconfig` file).
-pub fn setup(py: Python<'_>, cfg: &Config) -> anyhow::Result<()> {
-    log::configure_access(cfg.string(py, "accesslog").as_deref())?;
+pub fn setup(py: Python<'_>, settings: &Logging) -> anyhow::Result<()> {
+    log::configure_access(settings.accesslog.as_deref())?;
     let glue = glue(py)?;
-    let errorlog = cfg.string(py, "errorlog");
-    // gunicorn captures output only into an error log file.
-    let capture = errorlog.filter(|path| path != "-" && cfg.bool(py, "capture_output"));
-    let syslog = if cfg.bool(py, "syslog") {
-        let proc_name = cfg
-            .string(py, "proc_name")
-            .or_else(|| cfg.string(py, "default_proc_name"))
-            .unwrap_or_default();
-        let s = PyDict::new(py);
-        s.set_item("addr", cfg.string(py, "syslog_addr").unwrap_or_default())?;
-        s.set_item(
-            "facility",
-            cfg.string(py, "syslog_facility").unwrap_or_default(),
-        )?;
-        s.set_item(
-            "prefix",
-            cfg.string(py, "syslog_prefix")
-                .unwrap_or_else(|| proc_name.replace(':', ".")),
-        )?;
-        s.set_item("access", !cfg.bool(py, "disable_redirect_access_to_syslog"))?;
-        Some(s)
-    } else {
-        None
+    let syslog = match &settings.syslog {
+        Some(syslog) => {
+            let s = PyDict::new(py);
+            s.set_item("addr", &syslog.addr)?;
+            s.set_item("facility", &syslog.facility)?;
+            s.set_item("prefix", &syslog.prefix)?;
+            s.set_item("access", syslog.access)?;
+            Some(s)
+        }
+        None => None,
     };
     let args = (
-        cfg.string(py, "loglevel").unwrap_or_default(),
-        cfg.string(py, "accesslog"),
-        cfg.get(py, "logconfig_dict"),
-        cfg.get(py, "logconfig_json"),
-        cfg.get(py, "logconfig"),
+        &settings.loglevel,
+        &settings.accesslog,
+        settings.logconfig_dict.bind(py),
+        settings.logconfig_json.bind(py),
+        settings.logconfig.bind(py),
         wrap_pyfunction!(write_error, py)?,
         wrap_pyfunction!(write_access, py)?,
-        capture,
+        &settings.capture_output,
         syslog,
     );
     if let Err(e) = glue.getattr("setup")?.call1(args) {
@@ -117,12 +103,12 @@ pub fn setup(py: Python<'_>, cfg: &Config) -> anyhow::Result<()> {
 /// (`info()`..., `access(resp, req, environ, request_time)`).
 pub fn install_logger_class(
     py: Python<'_>,
-    cfg: &Config,
+    settings: &Logging,
     view: &Bound<'_, PyAny>,
 ) -> anyhow::Result<()> {
     let installed = glue(py)?
         .getattr("install_logger_class")?
-        .call1((cfg.get(py, "logger_class"), view));
+        .call1((settings.logger_class.bind(py), view));
     if let Err(e) = installed {
         if e.is_instance_of::<pyo3::exceptions::PyRuntimeError>(py) {
             anyhow::bail!("{}", e.value(py));
@@ -167,15 +153,10 @@ pub fn uvicorn_loggers(py: Python<'_>) -> PyResult<()> {
 }
 
 /// gunicorn's `access_log_enabled`: `accesslog`, any `logconfig*`
-/// setting, or syslog with access lines.
-pub fn access_log_enabled(py: Python<'_>, cfg: &Config) -> bool {
-    cfg.string(py, "accesslog").is_some()
-        || ["logconfig", "logconfig_dict", "logconfig_json"]
-            .iter()
-            .any(|name| cfg.get(py, name).is_truthy().unwrap_or(false))
-        || (cfg.bool(py, "syslog") && !cfg.bool(py, "disable_redirect_access_to_syslog"))
-        // Its access() decides, as gunicorn's worker always calls it.
-        || custom_logger(py)
+/// setting, syslog with access lines, or a custom `logger_class` (its
+/// `access()` decides, as gunicorn's worker always calls it).
+pub fn access_log_enabled(py: Python<'_>, settings: &Logging) -> bool {
+    settings.access_log_configured || custom_logger(py)
 }
 
 /// Look at the handlers again: route rgunicorn's lines through Python's

@@ -31,11 +31,10 @@ use ::notify::{RecursiveMode, Watcher};
 use nix::unistd::Pid;
 use pyo3::prelude::*;
 
-use pyconf::Config;
-
 use crate::app::BoxApp;
 use crate::log;
 use crate::process::{self, ChildKind};
+use crate::settings::ReloadEngine;
 
 /// A burst of saves is one reload: the reload starts once no watched file
 /// has changed for this long...
@@ -65,16 +64,6 @@ pub fn enabled() -> bool {
 static FAILURE: Mutex<Option<String>> = Mutex::new(None);
 static FAILED_FILES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-/// The `reload_engine` setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Engine {
-    /// inotify, or polling where inotify can't be had (gunicorn's `auto`
-    /// falls back the same way when its inotify module is missing).
-    Auto,
-    Inotify,
-    Poll,
-}
-
 /// The master's side of a running reloader process.
 pub struct Reloader {
     pub pid: Pid,
@@ -91,16 +80,12 @@ impl Reloader {
     /// not keep (listeners, the metrics and control sockets).
     pub fn start(
         py: Python<'_>,
-        cfg: &Config,
+        settings: &crate::settings::Reload,
         title: &str,
         close_in_child: &[RawFd],
     ) -> Result<Reloader, String> {
-        let engine = match cfg.string(py, "reload_engine").as_deref() {
-            Some("poll") => Engine::Poll,
-            Some("inotify") => Engine::Inotify,
-            _ => Engine::Auto,
-        };
-        let extra = cfg.list(py, "reload_extra_files");
+        let engine = settings.engine;
+        let extra = settings.extra_files.clone();
         let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
         let (report_rx, report_tx) =
             nix::unistd::pipe2(cloexec).map_err(|e| format!("reloader: pipe: {e}"))?;
@@ -238,7 +223,7 @@ fn parse_record(record: &str) -> Option<(PathBuf, Stamp)> {
 }
 
 /// The reloader process: watch, debounce, tell the master.
-fn run(reports: OwnedFd, changes: OwnedFd, engine: Engine, extra: Vec<String>) -> i32 {
+fn run(reports: OwnedFd, changes: OwnedFd, engine: ReloadEngine, extra: Vec<String>) -> i32 {
     let (tx, rx) = mpsc::channel::<Msg>();
     let reports_tx = tx.clone();
     if let Err(e) = std::thread::Builder::new()
@@ -259,11 +244,11 @@ fn run(reports: OwnedFd, changes: OwnedFd, engine: Engine, extra: Vec<String>) -
             .map(|w| (Box::new(w) as Box<dyn Watcher>, true))
     };
     let watcher = match engine {
-        Engine::Poll => polling(tx),
-        Engine::Inotify | Engine::Auto => {
+        ReloadEngine::Poll => polling(tx),
+        ReloadEngine::Inotify | ReloadEngine::Auto => {
             match ::notify::INotifyWatcher::new(handler(tx.clone()), ::notify::Config::default()) {
                 Ok(w) => Ok((Box::new(w) as Box<dyn Watcher>, false)),
-                Err(e) if engine == Engine::Auto => {
+                Err(e) if engine == ReloadEngine::Auto => {
                     log::warning(&format!(
                         "reloader: inotify unavailable ({e}); polling every {} s",
                         POLL_INTERVAL.as_secs()

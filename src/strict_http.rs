@@ -2372,43 +2372,6 @@ impl<T: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Write for GatedIo
     }
 }
 
-impl Limits {
-    /// The settings as the configuration holds them.
-    pub fn from_config(py: pyo3::Python<'_>, cfg: &pyconf::Config) -> Limits {
-        use pyo3::prelude::*;
-        let secure: std::collections::HashMap<String, String> = cfg
-            .get(py, "secure_scheme_headers")
-            .extract()
-            .unwrap_or_default();
-        Limits {
-            limit_request_line: cfg.int(py, "limit_request_line"),
-            limit_request_fields: cfg.int(py, "limit_request_fields"),
-            limit_request_field_size: cfg.int(py, "limit_request_field_size"),
-            permit_unconventional_http_method: cfg.bool(py, "permit_unconventional_http_method"),
-            permit_unconventional_http_version: cfg.bool(py, "permit_unconventional_http_version"),
-            casefold_http_method: cfg.bool(py, "casefold_http_method"),
-            permit_obsolete_folding: cfg.bool(py, "permit_obsolete_folding"),
-            strip_header_spaces: cfg.bool(py, "strip_header_spaces"),
-            header_map: match cfg.string(py, "header_map").as_deref() {
-                Some("refuse") => HeaderMapPolicy::Refuse,
-                Some("dangerous") => HeaderMapPolicy::Dangerous,
-                _ => HeaderMapPolicy::Drop,
-            },
-            secure_scheme_headers: secure.into_iter().collect(),
-            forwarded_allow_ips: cfg.list(py, "forwarded_allow_ips"),
-            forwarder_headers: cfg.list(py, "forwarder_headers"),
-            proxy_protocol: match cfg.string(py, "proxy_protocol").as_deref() {
-                Some("v1") => ProxyProtocol::V1,
-                Some("v2") => ProxyProtocol::V2,
-                Some("auto") => ProxyProtocol::Auto,
-                _ => ProxyProtocol::Off,
-            },
-            proxy_allow_ips: cfg.list(py, "proxy_allow_ips"),
-            ..Limits::default()
-        }
-    }
-}
-
 /// The decoding of a `.http` case of gunicorn's request corpus (its
 /// README's rules); used by the conformance tests. Panics on a bad escape.
 pub fn decode_corpus_case(raw: &[u8]) -> Vec<u8> {

@@ -35,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::log;
 
-/// gunicorn's SSL settings, as read from the configuration.
+/// gunicorn's SSL settings (read by `settings`).
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
     pub certfile: Option<String>,
@@ -52,19 +52,6 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn from_config(py: pyo3::Python<'_>, cfg: &pyconf::Config) -> Settings {
-        Settings {
-            certfile: cfg.string(py, "certfile"),
-            keyfile: cfg.string(py, "keyfile"),
-            ca_certs: cfg.string(py, "ca_certs"),
-            cert_reqs: cfg.int(py, "cert_reqs"),
-            ciphers: cfg.string(py, "ciphers"),
-            suppress_ragged_eofs: cfg.bool(py, "suppress_ragged_eofs"),
-            http_protocols: cfg.list(py, "http_protocols"),
-            ssl_context_set: cfg.hook_is_set(py, "ssl_context"),
-        }
-    }
-
     /// gunicorn's `cfg.is_ssl`.
     pub fn is_ssl(&self) -> bool {
         self.certfile.is_some() || self.keyfile.is_some()
@@ -95,10 +82,10 @@ pub struct Built {
     pub warnings: Vec<String>,
 }
 
-/// In the master: the TLS config from the configuration, its warnings
-/// logged; `Err` is the start-up error (exit 1).
-pub fn from_config(py: pyo3::Python<'_>, cfg: &pyconf::Config) -> Result<Option<Tls>, String> {
-    let built = build(&Settings::from_config(py, cfg))?;
+/// In the master: the TLS config from the settings, its warnings logged;
+/// `Err` is the start-up error (exit 1).
+pub fn load(settings: &Settings) -> Result<Option<Tls>, String> {
+    let built = build(settings)?;
     for w in &built.warnings {
         log::warning(w);
     }

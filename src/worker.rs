@@ -82,7 +82,7 @@ pub struct WorkerSetup {
     /// `statsd_host` set); off, the request path reads no clock for them.
     pub metrics: bool,
     /// gunicorn's per-request statsd metrics, sent by this worker.
-    pub statsd: Option<crate::metrics::StatsdConfig>,
+    pub statsd: Option<crate::settings::Statsd>,
     /// The app is the user's Python app (its threads and the I/O threads
     /// get their [`crate::process::ThreadRole`]).
     pub python_app: bool,

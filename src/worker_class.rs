@@ -17,7 +17,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use pyconf::Config;
+use crate::settings::PythonApp;
 
 use crate::log;
 
@@ -128,8 +128,8 @@ const HONOURED: &[&str] = &[
 ];
 
 /// Resolve `worker_class`; `Err` is the message a start fails with.
-pub fn resolve(py: Python<'_>, cfg: &Config) -> anyhow::Result<WorkerClass> {
-    let value = cfg.get(py, "worker_class");
+pub fn resolve(py: Python<'_>, settings: &PythonApp) -> anyhow::Result<WorkerClass> {
+    let value = settings.worker_class.bind(py);
     if value.extract::<String>().is_ok_and(|s| s == "sync") {
         return Ok(WorkerClass {
             name: "sync".into(),

@@ -46,7 +46,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use tokio::sync::{mpsc, oneshot};
 use tower::util::BoxCloneService;
 
-use pyconf::Config;
+use crate::settings::PythonApp;
 
 use crate::app::ConnAddrs;
 use crate::app::{
@@ -172,8 +172,8 @@ enum Loaded {
 }
 
 /// `worker_class` as a string (a class object as `module.QualName`).
-fn worker_class_name(py: Python<'_>, cfg: &Config) -> String {
-    let v = cfg.get(py, "worker_class");
+fn worker_class_name(py: Python<'_>, settings: &PythonApp) -> String {
+    let v = settings.worker_class.bind(py);
     if let Ok(s) = v.extract::<String>() {
         return s;
     }
@@ -187,8 +187,8 @@ fn worker_class_name(py: Python<'_>, cfg: &Config) -> String {
 
 /// For a Rust app (built-in or a library app): worker_class picks nothing,
 /// say so when it was set.
-pub fn log_ignored_worker_class(py: Python<'_>, cfg: &Config) {
-    let class = worker_class_name(py, cfg);
+pub fn log_ignored_worker_class(py: Python<'_>, settings: &PythonApp) {
+    let class = worker_class_name(py, settings);
     if class != "sync" {
         log::info(&format!(
             "worker_class {class:?} is ignored: a Rust app is served by rgunicorn's Rust workers"
@@ -204,8 +204,7 @@ pub fn log_ignored_worker_class(py: Python<'_>, cfg: &Config) {
 /// `sync` counts as "not set" and the interface is then detected from the
 /// app.
 pub fn app_factory(
-    py: Python<'_>,
-    cfg: &Config,
+    settings: &crate::settings::Settings,
     uri: &str,
     class: &WorkerClass,
 ) -> anyhow::Result<AppFactory> {
@@ -215,26 +214,23 @@ pub fn app_factory(
         Interface::Wsgi { threaded } => (Choice::Wsgi, *threaded),
         Interface::Gevent(_) => (Choice::Wsgi, true),
         Interface::Asgi(uvicorn) => {
-            return crate::asgi::app_factory(py, cfg, uri, uvicorn.as_deref())
+            return crate::asgi::app_factory(settings, uri, uvicorn.as_deref())
         }
     };
-    let threads = cfg.int(py, "threads").max(1) as usize;
+    let python = &settings.python;
+    let threads = python.threads;
     let settings = Settings {
         uri: uri.to_string(),
         choice,
         threads,
         // gunicorn runs the threaded worker for gthread or threads > 1.
         multithread: threads > 1 || threaded,
-        multiprocess: cfg.int(py, "workers") > 1,
-        root_path: cfg
-            .string(py, "root_path")
-            .unwrap_or_default()
-            .trim_end_matches('/')
-            .to_string(),
-        errorlog: cfg.string(py, "errorlog").filter(|p| p != "-"),
-        limits: Arc::new(Limits::from_config(py, cfg)),
-        post_request: cfg.hook_is_set(py, "post_request"),
-        asgi: crate::asgi::Settings::from_config(py, cfg, None)?,
+        multiprocess: python.multiprocess,
+        root_path: python.root_path.trim_end_matches('/').to_string(),
+        errorlog: python.errorlog_file.clone(),
+        limits: settings.limits.clone(),
+        post_request: python.post_request,
+        asgi: crate::asgi::Settings::new(settings, None)?,
     };
     if let Interface::Gevent(gevent) = &class.interface {
         let green = crate::gevent::app_factory(settings, gevent.patch_override.clone());

@@ -401,3 +401,136 @@ fn usr1_reopens_the_error_log_in_master_and_workers() {
     );
     assert_eq!(server.stop(), 0);
 }
+
+/// A raw `GET` whose request line is `len` bytes long (CRLF excluded):
+/// its status.
+fn long_line_status(port: u16, len: usize) -> u16 {
+    let path = format!("/{}", "a".repeat(len - "GET / HTTP/1.1".len()));
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head).unwrap();
+    std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap()
+}
+
+/// Each HUP reads the settings again and the new workers get them, as in
+/// gunicorn: `threads`, `limit_request_line` and `access_log_format` for
+/// a WSGI app, side by side with gunicorn 27.0.1.
+#[test]
+fn hup_applies_changed_wsgi_settings_to_new_workers() {
+    const APP: &str = r#"
+def app(environ, start_response):
+    body = ("multithread=%s" % environ["wsgi.multithread"]).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+    for program in [rgunicorn(), gunicorn()] {
+        let name = program.file_name().unwrap().to_string_lossy().into_owned();
+        let dir = scratch_dir(&format!("hup-settings-wsgi-{name}"));
+        std::fs::write(dir.join("app.py"), APP).unwrap();
+        let port = free_port();
+        let conf = |threads: u32, line: u32, tag: &str| {
+            format!(
+                "bind = \"127.0.0.1:{port}\"\nworkers = 1\nthreads = {threads}\n\
+                 limit_request_line = {line}\naccesslog = \"access.log\"\n\
+                 access_log_format = \"{tag} %(m)s %(U)s %(s)s\"\n"
+            )
+        };
+        let server = Server::start_conf(&program, "app:app", &dir, &conf(1, 4094, "before"), &[]);
+        let access = || std::fs::read_to_string(dir.join("access.log")).unwrap_or_default();
+        assert_eq!(server.get("/x").unwrap(), (200, "multithread=False".into()));
+        assert_eq!(long_line_status(port, 2000), 200, "{name}");
+        server.wait_until(|| access().contains("before GET /x 200"));
+
+        std::fs::write(dir.join("hooks.conf.py"), conf(4, 1000, "after")).unwrap();
+        server.signal("HUP");
+        server.wait_until(|| {
+            server
+                .get("/x")
+                .is_ok_and(|(_, body)| body == "multithread=True")
+        });
+        server.wait_until(|| long_line_status(port, 2000) == 414);
+        server.wait_until(|| access().contains("after GET /x 200"));
+        server.stop();
+    }
+}
+
+/// The same for an ASGI app: `root_path` reaches the new workers' scope,
+/// and a new `timeout` applies to them (a loop blocked 3 s is served
+/// under `timeout = 30`, and is a WORKER TIMEOUT under `timeout = 1`).
+#[test]
+fn hup_applies_changed_asgi_settings_to_new_workers() {
+    const APP: &str = r#"
+import os, time
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["path"].endswith("/block"):
+        time.sleep(3)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body",
+                "body": ("root_path=%s pid=%d" % (scope["root_path"], os.getpid())).encode()})
+"#;
+    let dir = scratch_dir("hup-settings-asgi");
+    std::fs::write(dir.join("app.py"), APP).unwrap();
+    let port = free_port();
+    let conf = |root_path: &str, timeout: u32| {
+        format!(
+            "bind = \"127.0.0.1:{port}\"\nworkers = 1\nroot_path = \"{root_path}\"\n\
+             timeout = {timeout}\n"
+        )
+    };
+    let server = Server::start_conf(&rgunicorn(), "app:app", &dir, &conf("", 30), &[]);
+    let (status, body) = server.get("/x").unwrap();
+    assert!(
+        status == 200 && body.starts_with("root_path= pid="),
+        "{body}"
+    );
+    let (status, body) = server.get("/block").unwrap();
+    assert!(
+        status == 200 && body.starts_with("root_path= pid="),
+        "{body}"
+    );
+
+    std::fs::write(dir.join("hooks.conf.py"), conf("/api", 1)).unwrap();
+    server.signal("HUP");
+    let mut new_pid = String::new();
+    server.wait_until(|| match server.get("/x") {
+        Ok((_, body)) => match body.strip_prefix("root_path=/api pid=") {
+            Some(pid) => {
+                new_pid = pid.to_string();
+                true
+            }
+            None => false,
+        },
+        Err(_) => false,
+    });
+    let blocked = server.get("/block");
+    assert!(
+        !matches!(blocked, Ok((200, _))),
+        "served under timeout = 1: {blocked:?}"
+    );
+    let timed_out = format!("WORKER TIMEOUT (pid:{new_pid})");
+    server.wait_until(|| {
+        server
+            .stderr_lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(&timed_out))
+    });
+    server.stop();
+}

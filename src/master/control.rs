@@ -87,17 +87,13 @@ impl Master<'_> {
     /// gets one info line, a configured one a warning; a socket a live
     /// master answers on is not taken (except by this master's USR2 child).
     pub(super) fn start_control(&mut self) {
-        let py = self.py;
-        if self.cfg.bool(py, "control_socket_disable") {
+        let Some(configured) = &self.settings.control.path else {
             log::debug("Control socket disabled");
             return;
-        }
-        let Some(configured) = self.cfg.string(py, "control_socket") else {
-            return;
         };
-        let path = crate::control::absolute(&configured);
+        let path = crate::control::absolute(configured);
         let is_default = path == crate::control::default_path();
-        let mode = self.cfg.int(py, "control_socket_mode") as u32;
+        let mode = self.settings.control.mode;
         // A master started by USR2 takes its parent's socket over.
         match ControlServer::start(&path, mode, self.master_pid != 0) {
             Ok(server) => {
@@ -299,12 +295,10 @@ impl Master<'_> {
 
     fn show_config(&self) -> Value {
         let py = self.py;
-        let known = |k: &&&str| pyconf::SETTINGS.iter().any(|s| s.name == **k);
         Value::Object(
-            CONFIG_KEYS
-                .iter()
-                .filter(known)
-                .map(|k| (k.to_string(), py_json(&self.cfg.get(py, k))))
+            crate::settings::values(py, &self.cfg, CONFIG_KEYS)
+                .into_iter()
+                .map(|(k, v)| (k, py_json(&v)))
                 .collect(),
         )
     }

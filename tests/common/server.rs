@@ -77,14 +77,34 @@ impl Server {
         let ctl = dir.join(name);
         let mut args = vec!["--control-socket", ctl.to_str().unwrap()];
         args.extend_from_slice(extra_args);
-        Server::spawn(program, app, dir, &args, env)
+        Server::spawn(program, app, dir, HOOKS_CONF, &args, env)
+    }
+
+    /// [`Server::start_program`] with `conf` as its config file
+    /// (`hooks.conf.py`, which a test may rewrite before a HUP) instead of
+    /// [`HOOKS_CONF`].
+    pub fn start_conf(
+        program: &Path,
+        app: &str,
+        dir: &Path,
+        conf: &str,
+        extra_args: &[&str],
+    ) -> Server {
+        Server::spawn(program, app, dir, conf, extra_args, &[])
     }
 
     /// [`Server::start`] without a control socket option: the default path
     /// applies, from the environment as changed by `env` (`None` removes a
     /// variable).
     pub fn start_env(dir: &Path, extra_args: &[&str], env: &[(&str, Option<&str>)]) -> Server {
-        Server::spawn(&rgunicorn(), "rgunicorn:health", dir, extra_args, env)
+        Server::spawn(
+            &rgunicorn(),
+            "rgunicorn:health",
+            dir,
+            HOOKS_CONF,
+            extra_args,
+            env,
+        )
     }
 
     /// The control socket [`Server::start`] gives it.
@@ -96,11 +116,12 @@ impl Server {
         program: &Path,
         app: &str,
         dir: &Path,
+        conf: &str,
         extra_args: &[&str],
         env: &[(&str, Option<&str>)],
     ) -> Server {
         let hook_log = dir.join("hooks.log");
-        std::fs::write(dir.join("hooks.conf.py"), HOOKS_CONF).unwrap();
+        std::fs::write(dir.join("hooks.conf.py"), conf).unwrap();
         let mut cmd = Command::new(program);
         cmd.current_dir(dir)
             .args([app, "-c", "hooks.conf.py"])
