@@ -5,10 +5,13 @@
 //! start: nworkers_changed -> on_starting -> signals -> listeners -> when_ready
 //!        -> reloader (`reload`) -> spawn -> control socket
 //! loop:  wait for signals (<= 1 s) -> handle each -> answer control
-//!        commands -> changed files (`reload`) -> reap -> murder silent
-//!        workers -> recycle by age and memory -> manage the worker count
-//!        -> retire the replaced
+//!        commands -> changed files (`reload`) -> reap -> a reload that
+//!        waited -> murder silent workers -> recycle by age and memory
+//!        -> manage the worker count -> retire the replaced
 //! ```
+//!
+//! A HUP (or a change of watched files) while the last reload is under
+//! way waits for it, so at most two generations of workers live at once.
 //!
 //! The reloader (the file watcher of `reload`) is a process of its own:
 //! see `reloader` and LIFECYCLE.md.
@@ -74,6 +77,17 @@ struct WorkerEntry {
     /// Why the master decided this worker goes (metrics); none: it left
     /// by itself (a crash, a kill).
     cause: Option<RestartCause>,
+}
+
+/// A replacement of every worker asked for while the last one is still
+/// under way, taken once it is done (see `Master::take_pending`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Pending {
+    /// `reload`: watched files changed.
+    Files,
+    /// HUP (or the control socket's `reload`): the configuration is read
+    /// again too.
+    Hup,
 }
 
 /// Why the loop stopped.
@@ -149,6 +163,12 @@ pub struct Master<'py> {
     /// `reload`: a replacement failed to boot while others serve; no
     /// worker is started until the next change of a watched file.
     reload_hold: bool,
+    /// A HUP or a change of watched files that waits for the last
+    /// replacement to end.
+    pending: Option<Pending>,
+    /// When the newest generation of workers was started (at start, or by
+    /// a replacement of every worker), until all of it serves.
+    generation: Option<Instant>,
 }
 
 /// Errors that end the master the way gunicorn's would.
@@ -240,6 +260,8 @@ impl<'py> Master<'py> {
             reloader: None,
             reloader_restart: None,
             reload_hold: false,
+            pending: None,
+            generation: None,
         })
     }
 
@@ -419,6 +441,7 @@ impl<'py> Master<'py> {
     fn main_loop(&mut self) -> Result<Stop, String> {
         // The watcher exists before the first worker reports to it.
         self.start_reloader(true);
+        self.generation = Some(Instant::now());
         // The first workers start at once, not after the first wait.
         self.manage_workers()?;
         // Then the control socket (gunicorn's order).
@@ -457,7 +480,7 @@ impl<'py> Master<'py> {
                 match sig {
                     Signal::SIGTERM => return Ok(Stop::Graceful),
                     Signal::SIGINT | Signal::SIGQUIT => return Ok(Stop::Quick),
-                    Signal::SIGHUP => self.reload()?,
+                    Signal::SIGHUP => self.hup()?,
                     Signal::SIGTTIN => {
                         let n = self.num_workers;
                         if n < MAX_SLOTS {
@@ -497,6 +520,7 @@ impl<'py> Master<'py> {
             if let Some(stop) = self.reap_workers()? {
                 return Ok(stop);
             }
+            self.take_pending()?;
             self.murder_workers();
             self.recycle_workers();
             self.manage_workers()?;
@@ -538,7 +562,9 @@ impl<'py> Master<'py> {
                 Duration::from_secs(self.cfg.int(self.py, "graceful_timeout").max(1) as u64);
             let ready = match awaiting {
                 Awaiting::Start => serving >= 1,
-                Awaiting::Reload(at) => serving >= self.num_workers || at.elapsed() > grace,
+                Awaiting::Reload(at) => {
+                    self.pending.is_none() && (serving >= self.num_workers || at.elapsed() > grace)
+                }
             };
             if ready {
                 self.notify.ready(self.pid, serving);
@@ -547,11 +573,65 @@ impl<'py> Master<'py> {
         self.notify.watchdog_tick();
     }
 
-    /// HUP: re-evaluate the configuration, start a new generation of
-    /// workers, retire the old one once the new one serves.
+    /// HUP: reload now, or once the replacement under way is done. A storm
+    /// of HUPs then costs one more generation, not one per HUP: at most
+    /// two generations live at once (the one serving and the one booting).
+    fn hup(&mut self) -> Result<(), String> {
+        log::info(&format!("Hang up: {}", self.master_name));
+        self.notify.reloading();
+        let waiting = self.pending == Some(Pending::Hup);
+        self.ask(Pending::Hup);
+        self.take_pending()?;
+        if self.pending.is_some() && !waiting {
+            log::info(
+                "Reload deferred: the workers of the last reload do not serve yet, or the \
+                 ones they replace have not exited; reloading once they have",
+            );
+        }
+        Ok(())
+    }
+
+    /// Every worker is to be replaced, as soon as no replacement is under
+    /// way; asked again meanwhile, it is done once.
+    fn ask(&mut self, what: Pending) {
+        self.pending = self.pending.max(Some(what));
+    }
+
+    /// Whether a replacement of every worker is under way: the workers it
+    /// replaces are still there (serving, or draining what they have in
+    /// flight), or the newest generation does not serve yet. A generation
+    /// that does not serve within `graceful_timeout` (the old one is retired
+    /// anyway then) does not hold the next reload back: that one replaces it.
+    fn replacing(&self) -> bool {
+        let grace = Duration::from_secs(self.cfg.int(self.py, "graceful_timeout").max(1) as u64);
+        self.workers
+            .values()
+            .any(|w| w.cause == Some(RestartCause::Reload))
+            || self.generation.is_some_and(|t| t.elapsed() <= grace)
+    }
+
+    /// Do the reload or replacement asked for, unless one is under way.
+    fn take_pending(&mut self) -> Result<(), String> {
+        let Some(what) = self.pending else {
+            return Ok(());
+        };
+        if self.replacing() {
+            return Ok(());
+        }
+        self.pending = None;
+        match what {
+            Pending::Hup => self.reload(),
+            Pending::Files => {
+                self.replace_all();
+                Ok(())
+            }
+        }
+    }
+
+    /// Re-evaluate the configuration, start a new generation of workers,
+    /// retire the old one once the new one serves.
     fn reload(&mut self) -> Result<(), String> {
         let py = self.py;
-        log::info(&format!("Hang up: {}", self.master_name));
         self.reloads += 1;
         self.notify.reloading();
         let cfg = match crate::entry::load_config(py, &self.argv) {
@@ -627,6 +707,7 @@ impl<'py> Master<'py> {
     /// after a change).
     fn replace_all(&mut self) {
         self.reload_hold = false;
+        self.generation = Some(Instant::now());
         for w in self.workers.values_mut().filter(|w| !w.retiring) {
             w.retiring = true;
             w.retiring_since = Some(Instant::now());
@@ -670,7 +751,7 @@ impl<'py> Master<'py> {
     fn check_reloader(&mut self) {
         if self.reloader_restart.is_some_and(|t| Instant::now() >= t) {
             self.start_reloader(false);
-            self.replace_all();
+            self.ask(Pending::Files);
         }
         let Some(reloader) = self.reloader.as_mut() else {
             return;
@@ -678,7 +759,7 @@ impl<'py> Master<'py> {
         let files = reloader.changed_files();
         if !files.is_empty() {
             crate::reloader::log_changes(&files);
-            self.replace_all();
+            self.ask(Pending::Files);
         }
     }
 
@@ -707,6 +788,8 @@ impl<'py> Master<'py> {
             ));
         }
         self.reload_hold = true;
+        // The next change replaces the failing generation at once.
+        self.generation = None;
         // The rest of the failing generation goes (it runs the same
         // code); the workers it was replacing stay.
         let failing: Vec<i32> = self
@@ -1090,6 +1173,9 @@ impl<'py> Master<'py> {
             .values()
             .filter(|w| !w.retiring && self.board.slot(w.slot).state() == SlotState::Serving)
             .count();
+        if serving_new >= self.num_workers {
+            self.generation = None;
+        }
         let grace = Duration::from_secs(self.cfg.int(self.py, "graceful_timeout").max(1) as u64);
         let due: Vec<i32> = self
             .workers

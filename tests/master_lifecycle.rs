@@ -401,3 +401,92 @@ fn usr1_reopens_the_error_log_in_master_and_workers() {
     );
     assert_eq!(server.stop(), 0);
 }
+
+/// A config in `dir` that keeps the hook recorder of [`HOOKS_CONF`] and
+/// adds `extra` (the last `-c` wins, so it must load the hooks itself).
+fn write_conf(dir: &std::path::Path, name: &str, extra: &str) {
+    let text = format!("exec(open(\"hooks.conf.py\").read())\n{extra}\n");
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    // Renamed into place: a reload never reads half a file.
+    std::fs::rename(tmp, dir.join(name)).unwrap();
+}
+
+fn logged(server: &Server, text: &str) -> bool {
+    server
+        .stderr_lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains(text))
+}
+
+#[test]
+fn a_hup_storm_boots_one_generation_at_a_time() {
+    let dir = scratch_dir("master-hup-storm");
+    // Each worker takes a second to import the app; the answer says which
+    // configuration the worker was forked under.
+    std::fs::write(
+        dir.join("slowapp.py"),
+        "import os, time\n\
+         time.sleep(1.0)\n\
+         def app(environ, start_response):\n\
+         \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
+         \x20   return [os.environ['GEN'].encode()]\n",
+    )
+    .unwrap();
+    let conf = |n: u32| format!("workers = 2\nraw_env = ['GEN={n}']");
+    write_conf(&dir, "storm.conf.py", &conf(0));
+    let server = Server::start_program(&rgunicorn(), "slowapp:app", &dir, &["-c", "storm.conf.py"]);
+    server.wait_until(|| server.worker_pids().len() == 2 && server.get("/").is_ok());
+    let load = Load::start(server.port, 8);
+    server.wait_until(|| load.ok.load(Ordering::Relaxed) > 100);
+
+    // The number of workers, sampled every 5 ms until the end.
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (sampling, master) = (sampling.clone(), server.pid());
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while sampling.load(Ordering::Relaxed) {
+                peak = peak.max(children(master).len());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    // 20 HUPs in 2 s, each after a change of the configuration.
+    let started = Instant::now();
+    let master = nix::unistd::Pid::from_raw(server.pid());
+    for n in 1..=20 {
+        let at = started + Duration::from_millis(100) * (n - 1);
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        write_conf(&dir, "storm.conf.py", &conf(n));
+        nix::sys::signal::kill(master, nix::sys::signal::Signal::SIGHUP).unwrap();
+    }
+    let storm = started.elapsed();
+    // It settles: two workers, of the last configuration, every replaced
+    // worker gone.
+    server.wait_until(|| {
+        let hooks = server.hooks();
+        let reloads = count(&hooks, "on_reload");
+        server.worker_pids().len() == 2
+            && count(&hooks, "post_worker_init") == 2 + 2 * reloads
+            && count(&hooks, "child_exit") == 2 * reloads
+            && (0..10).all(|_| server.get("/").is_ok_and(|(_, body)| body == "20"))
+    });
+    let settled = started.elapsed();
+    sampling.store(false, Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    let (ok, failed) = load.finish();
+    let reloads = count(&server.hooks(), "on_reload");
+    eprintln!(
+        "20 HUPs in {storm:?}: peak {peak} workers, {reloads} reloads, settled after \
+         {settled:?}; {ok} requests served, {failed} failed"
+    );
+    assert!(peak <= 4, "peak {peak} workers for workers = 2");
+    assert!(reloads < 20, "{reloads} reloads for 20 HUPs");
+    assert_eq!(failed, 0, "{ok} ok");
+    assert!(logged(&server, "Reload deferred"));
+    assert_eq!(server.stop(), 0);
+}
