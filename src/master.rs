@@ -117,6 +117,9 @@ pub struct Master<'py> {
     cfg: Config,
     app: AppFactory,
     listeners: Vec<Listener>,
+    /// The `bind` entries `listeners` stand for (gunicorn's `cfg.address`
+    /// before a reload): a HUP that changes them rebinds.
+    bind_addrs: Vec<pyconf::validate::Address>,
     workers: BTreeMap<i32, WorkerEntry>,
     num_workers: usize,
     worker_age: u64,
@@ -236,6 +239,7 @@ impl<'py> Master<'py> {
             cfg,
             app,
             listeners: Vec::new(),
+            bind_addrs: Vec::new(),
             workers: BTreeMap::new(),
             num_workers: 0,
             worker_age: 0,
@@ -354,9 +358,15 @@ impl<'py> Master<'py> {
         self.listeners = match inherited {
             Some((l, systemd)) => {
                 self.systemd = systemd;
+                self.bind_addrs = sock::parse_binds(&self.cfg.list(py, "bind")).unwrap_or_default();
                 l
             }
-            None => self.bind()?,
+            None => {
+                self.bind_addrs = sock::parse_binds(&self.cfg.list(py, "bind"))
+                    .map_err(|e| MasterError::Startup(e.to_string()))?;
+                sock::create(&self.bind_addrs, &self.bind_options())
+                    .map_err(|e| MasterError::Startup(e.to_string()))?
+            }
         };
         {
             let mut server = self.server.borrow_mut(py);
@@ -365,16 +375,12 @@ impl<'py> Master<'py> {
                 .set_listeners(py, &self.listeners, self.tls.is_some())
                 .map_err(|e| MasterError::Startup(format!("hooks' LISTENERS: {e}")))?;
         }
-        let shown: Vec<String> = self
-            .listeners
-            .iter()
-            .map(|l| match self.tls {
-                Some(_) => crate::tls::listening_url(&l.to_string()),
-                None => l.to_string(),
-            })
-            .collect();
         log::debug("Arbiter booted");
-        log::info(&format!("Listening at: {} ({})", shown.join(","), self.pid));
+        log::info(&format!(
+            "Listening at: {} ({})",
+            self.listening_at(),
+            self.pid
+        ));
         self.metrics = MasterMetrics::start(py, &self.cfg);
         log::info(if crate::gevent::plan().is_some() {
             "Using worker: rgunicorn (Rust, tokio + hyper; the WSGI app in greenlets on gevent's hub)"
@@ -422,11 +428,22 @@ impl<'py> Master<'py> {
         }
     }
 
-    fn bind(&self) -> Result<Vec<Listener>, MasterError> {
+    /// The listeners as the `Listening at:` line shows them.
+    fn listening_at(&self) -> String {
+        let shown: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|l| match self.tls {
+                Some(_) => crate::tls::listening_url(&l.to_string()),
+                None => l.to_string(),
+            })
+            .collect();
+        shown.join(",")
+    }
+
+    fn bind_options(&self) -> BindOptions {
         let py = self.py;
-        let addrs = sock::parse_binds(&self.cfg.list(py, "bind"))
-            .map_err(|e| MasterError::Startup(e.to_string()))?;
-        let opts = BindOptions {
+        BindOptions {
             backlog: self.cfg.int(py, "backlog") as i32,
             reuse_port: self.cfg.bool(py, "reuse_port"),
             umask: self.cfg.int(py, "umask") as u32,
@@ -434,8 +451,73 @@ impl<'py> Master<'py> {
                 self.cfg.int(py, "user") as u32,
                 self.cfg.int(py, "group") as u32,
             ),
+        }
+    }
+
+    /// HUP with a changed `bind` (gunicorn compares `cfg.address` before
+    /// and after): the new entries are bound, the listeners no entry wants
+    /// any more are closed here. The workers forked from now on serve the
+    /// new set; the old workers keep their copies until they exit, so what
+    /// they have in flight finishes. An entry that cannot be bound leaves
+    /// everything as it was (gunicorn exits 1 there), and the next HUP
+    /// tries again.
+    fn apply_bind(&mut self) {
+        let py = self.py;
+        let addrs = match sock::parse_binds(&self.cfg.list(py, "bind")) {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                log::error(&format!("Reload: bind not changed: {e}"));
+                return;
+            }
         };
-        sock::create(&addrs, &opts).map_err(|e| MasterError::Startup(e.to_string()))
+        if addrs == self.bind_addrs {
+            return;
+        }
+        if self.systemd {
+            // The sockets are systemd's (its .socket unit says where).
+            log::warning(
+                "Reload: bind changed, but the listening sockets come from systemd \
+                 (LISTEN_FDS): not changed",
+            );
+            self.bind_addrs = addrs;
+            return;
+        }
+        let opts = self.bind_options();
+        match sock::rebind(&mut self.listeners, &addrs, &opts) {
+            Ok(removed) => {
+                self.bind_addrs = addrs;
+                let unlink = self.may_unlink();
+                for l in removed {
+                    sock::close(l, unlink);
+                }
+                let tls = self.tls.is_some();
+                let mut server = self.server.borrow_mut(py);
+                server.close_listeners(py);
+                if let Err(e) = server.set_listeners(py, &self.listeners, tls) {
+                    log::error(&format!("hooks' LISTENERS: {e}"));
+                }
+                drop(server);
+                log::info(&format!(
+                    "Listening at: {} ({})",
+                    self.listening_at(),
+                    self.pid
+                ));
+            }
+            Err(e) => log::error(&format!(
+                "Reload: bind not changed: {e}; still listening at: {}",
+                self.listening_at()
+            )),
+        }
+    }
+
+    /// Whether this master removes a unix socket file it stops listening
+    /// on: not while another master may use it (USR2 on either side,
+    /// systemd, reuse_port), as in gunicorn.
+    fn may_unlink(&self) -> bool {
+        self.reexec_pid == 0
+            && self.master_pid == 0
+            && !self.systemd
+            && !self.cfg.bool(self.py, "reuse_port")
     }
 
     fn main_loop(&mut self) -> Result<Stop, String> {
@@ -689,6 +771,7 @@ impl<'py> Master<'py> {
         self.set_num_workers(self.cfg.int(py, "workers").max(1) as usize, Some(old))
             .map_err(|e| self.traceback(&e))?;
         self.export_env()?;
+        self.apply_bind();
         let server = self.server.clone_ref(py);
         self.hook("on_reload", (server,))
             .map_err(|e| self.traceback(&e))?;
@@ -1344,19 +1427,10 @@ impl<'py> Master<'py> {
         if let Some(reloader) = self.reloader.take() {
             reloader.stop();
         }
-        // A unix socket file stays while another master may use it (USR2
-        // on either side, systemd, reuse_port), as in gunicorn.
-        let unlink = self.reexec_pid == 0
-            && self.master_pid == 0
-            && !self.systemd
-            && !self.cfg.bool(self.py, "reuse_port");
+        let unlink = self.may_unlink();
         self.server.borrow_mut(self.py).close_listeners(self.py);
         for l in self.listeners.drain(..) {
-            if let Some(path) = &l.unix_path {
-                if unlink {
-                    let _ = std::fs::remove_file(path);
-                }
-            }
+            sock::close(l, unlink);
         }
         let mut sig = if graceful {
             Signal::SIGTERM

@@ -490,3 +490,110 @@ fn a_hup_storm_boots_one_generation_at_a_time() {
     assert!(logged(&server, "Reload deferred"));
     assert_eq!(server.stop(), 0);
 }
+
+#[test]
+fn a_changed_bind_applies_on_hup() {
+    let dir = scratch_dir("master-hup-bind");
+    let (a, b) = (free_port(), free_port());
+    let unix = dir.join("app.sock");
+    write_conf(&dir, "bind.conf.py", &format!("bind = '127.0.0.1:{a}'"));
+    let server = Server::start_program(
+        &testapp(),
+        "tests:app",
+        &dir,
+        &["-c", "bind.conf.py", "--metrics-bind", "127.0.0.1:0"],
+    );
+    assert_eq!(server.port, a);
+    server.wait_until(|| count(&server.hooks(), "post_worker_init") == 2);
+    let in_flight = |server: &Server| {
+        server
+            .metrics_response()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("rgunicorn_requests_in_flight ")?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0u64)
+    };
+    // A request in flight on the port that goes away.
+    let slow = std::thread::spawn(move || get(a, "/sleep?s=2"));
+    server.wait_until(|| in_flight(&server) == 1);
+
+    write_conf(
+        &dir,
+        "bind.conf.py",
+        &format!("bind = ['127.0.0.1:{b}', 'unix:{}']", unix.display()),
+    );
+    server.signal("HUP");
+    let unix_get = || -> std::io::Result<u16> {
+        let mut s = std::os::unix::net::UnixStream::connect(&unix)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok(text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0))
+    };
+    server.wait_until(|| get(b, "/health").is_ok_and(|(s, _)| s == 200));
+    server.wait_until(|| unix_get().is_ok_and(|s| s == 200));
+    assert!(logged(
+        &server,
+        &format!(
+            "[INFO] Listening at: http://127.0.0.1:{b},unix:{} ({})",
+            unix.display(),
+            server.pid()
+        )
+    ));
+    // The old port closes once its workers have finished what they had.
+    assert_eq!(slow.join().unwrap().unwrap(), (200, "slept".to_string()));
+    server.wait_until(|| TcpStream::connect(("127.0.0.1", a)).is_err());
+    server.wait_until(|| server.worker_pids().len() == 2);
+    // The metrics listener is not one of the app's.
+    assert!(server
+        .metrics_response()
+        .contains("rgunicorn_requests_in_flight"));
+
+    // A port in use: the old sockets go on serving, the error names it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = taken.local_addr().unwrap().port();
+    write_conf(&dir, "bind.conf.py", &format!("bind = '127.0.0.1:{c}'"));
+    server.signal("HUP");
+    server.wait_until(|| {
+        logged(
+            &server,
+            &format!(
+                "[ERROR] Reload: bind not changed: Can't connect to ('127.0.0.1', {c}); \
+                 still listening at: http://127.0.0.1:{b},unix:{}",
+                unix.display()
+            ),
+        )
+    });
+    // The reload itself goes on: a new generation replaces the old one.
+    server.wait_until(|| {
+        let hooks = server.hooks();
+        count(&hooks, "on_reload") == 2
+            && count(&hooks, "child_exit") == 4
+            && server.worker_pids().len() == 2
+    });
+    assert_eq!(get(b, "/health").unwrap().0, 200);
+    assert_eq!(unix_get().unwrap(), 200);
+    assert!(alive(server.pid()), "the master exited");
+
+    // Once the port is free, the next HUP binds it.
+    drop(taken);
+    server.signal("HUP");
+    server.wait_until(|| get(c, "/health").is_ok_and(|(s, _)| s == 200));
+    assert!(logged(
+        &server,
+        &format!(
+            "[INFO] Listening at: http://127.0.0.1:{c} ({})",
+            server.pid()
+        )
+    ));
+    server.wait_until(|| TcpStream::connect(("127.0.0.1", b)).is_err() && !unix.exists());
+    assert_eq!(server.stop(), 0);
+}
