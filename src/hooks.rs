@@ -471,8 +471,8 @@ impl PyServer {
         Ok(())
     }
 
-    /// Stopping: close the master's copies and empty `LISTENERS`, as
-    /// gunicorn's `stop`.
+    /// Stopping (or a HUP that changed `bind`): close the master's copies
+    /// and empty `LISTENERS`, as gunicorn's `stop`.
     pub fn close_listeners(&mut self, py: Python<'_>) {
         for l in self.listeners.bind(py).iter() {
             if let Ok(l) = l.cast::<PyListener>() {
@@ -480,6 +480,10 @@ impl PyServer {
             }
         }
         self.listeners = PyList::empty(py).unbind();
+        // All closed: a worker forked later has none of them to let go of.
+        if let Ok(mut copies) = LISTENER_COPIES.lock() {
+            copies.clear();
+        }
     }
 
     pub fn set_pidfile(&mut self, py: Python<'_>, fname: &str, pid: u32) -> PyResult<()> {

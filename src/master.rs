@@ -5,10 +5,13 @@
 //! start: nworkers_changed -> on_starting -> signals -> listeners -> when_ready
 //!        -> reloader (`reload`) -> spawn -> control socket
 //! loop:  wait for signals (<= 1 s) -> handle each -> answer control
-//!        commands -> changed files (`reload`) -> reap -> murder silent
-//!        workers -> recycle by age and memory -> manage the worker count
-//!        -> retire the replaced
+//!        commands -> changed files (`reload`) -> reap -> a reload that
+//!        waited -> murder silent workers -> recycle by age and memory
+//!        -> manage the worker count -> retire the replaced
 //! ```
+//!
+//! A HUP (or a change of watched files) while the last reload is under
+//! way waits for it, so at most two generations of workers live at once.
 //!
 //! The reloader (the file watcher of `reload`) is a process of its own:
 //! see `reloader` and LIFECYCLE.md.
@@ -75,6 +78,17 @@ struct WorkerEntry {
     cause: Option<RestartCause>,
 }
 
+/// A replacement of every worker asked for while the last one is still
+/// under way, taken once it is done (see `Master::take_pending`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Pending {
+    /// `reload`: watched files changed.
+    Files,
+    /// HUP (or the control socket's `reload`): the configuration is read
+    /// again too.
+    Hup,
+}
+
 /// Why the loop stopped.
 enum Stop {
     /// TERM: graceful stop, exit 0.
@@ -108,6 +122,9 @@ pub struct Master<'py> {
     app: AppSource,
     factory: AppFactory,
     listeners: Vec<Listener>,
+    /// The `bind` entries `listeners` stand for (gunicorn's `cfg.address`
+    /// before a reload): a HUP that changes them rebinds.
+    bind_addrs: Vec<pyconf::validate::Address>,
     workers: BTreeMap<i32, WorkerEntry>,
     num_workers: usize,
     worker_age: u64,
@@ -143,6 +160,12 @@ pub struct Master<'py> {
     /// `reload`: a replacement failed to boot while others serve; no
     /// worker is started until the next change of a watched file.
     reload_hold: bool,
+    /// A HUP or a change of watched files that waits for the last
+    /// replacement to end.
+    pending: Option<Pending>,
+    /// When the newest generation of workers was started (at start, or by
+    /// a replacement of every worker), until all of it serves.
+    generation: Option<Instant>,
 }
 
 /// Errors that end the master the way gunicorn's would.
@@ -253,6 +276,7 @@ impl<'py> Master<'py> {
             app,
             factory,
             listeners: Vec::new(),
+            bind_addrs: Vec::new(),
             workers: BTreeMap::new(),
             num_workers: 0,
             worker_age: 0,
@@ -274,6 +298,8 @@ impl<'py> Master<'py> {
             reloader: None,
             reloader_restart: None,
             reload_hold: false,
+            pending: None,
+            generation: None,
         })
     }
 
@@ -356,9 +382,15 @@ impl<'py> Master<'py> {
         self.listeners = match inherited {
             Some((l, systemd)) => {
                 self.systemd = systemd;
+                self.bind_addrs = sock::parse_binds(&self.settings.server.bind).unwrap_or_default();
                 l
             }
-            None => self.bind()?,
+            None => {
+                self.bind_addrs = sock::parse_binds(&self.settings.server.bind)
+                    .map_err(|e| MasterError::Startup(e.to_string()))?;
+                sock::create(&self.bind_addrs, &self.bind_options())
+                    .map_err(|e| MasterError::Startup(e.to_string()))?
+            }
         };
         {
             let mut server = self.server.borrow_mut(py);
@@ -367,16 +399,12 @@ impl<'py> Master<'py> {
                 .set_listeners(py, &self.listeners, self.tls.is_some())
                 .map_err(|e| MasterError::Startup(format!("hooks' LISTENERS: {e}")))?;
         }
-        let shown: Vec<String> = self
-            .listeners
-            .iter()
-            .map(|l| match self.tls {
-                Some(_) => crate::tls::listening_url(&l.to_string()),
-                None => l.to_string(),
-            })
-            .collect();
         log::debug("Arbiter booted");
-        log::info(&format!("Listening at: {} ({})", shown.join(","), self.pid));
+        log::info(&format!(
+            "Listening at: {} ({})",
+            self.listening_at(),
+            self.pid
+        ));
         self.metrics = MasterMetrics::start(&self.settings.metrics);
         log::info(if crate::gevent::plan().is_some() {
             "Using worker: rgunicorn (Rust, tokio + hyper; the WSGI app in greenlets on gevent's hub)"
@@ -420,22 +448,96 @@ impl<'py> Master<'py> {
         }
     }
 
-    fn bind(&self) -> Result<Vec<Listener>, MasterError> {
+    /// The listeners as the `Listening at:` line shows them.
+    fn listening_at(&self) -> String {
+        let shown: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|l| match self.tls {
+                Some(_) => crate::tls::listening_url(&l.to_string()),
+                None => l.to_string(),
+            })
+            .collect();
+        shown.join(",")
+    }
+
+    fn bind_options(&self) -> BindOptions {
         let server = &self.settings.server;
-        let addrs =
-            sock::parse_binds(&server.bind).map_err(|e| MasterError::Startup(e.to_string()))?;
-        let opts = BindOptions {
+        BindOptions {
             backlog: server.backlog,
             reuse_port: server.reuse_port,
             umask: server.umask,
             owner: (server.user, server.group),
+        }
+    }
+
+    /// HUP with a changed `bind` (gunicorn compares `cfg.address` before
+    /// and after): the new entries are bound, the listeners no entry wants
+    /// any more are closed here. The workers forked from now on serve the
+    /// new set; the old workers keep their copies until they exit, so what
+    /// they have in flight finishes. An entry that cannot be bound leaves
+    /// everything as it was (gunicorn exits 1 there), and the next HUP
+    /// tries again.
+    fn apply_bind(&mut self) {
+        let py = self.py;
+        let addrs = match sock::parse_binds(&self.settings.server.bind) {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                log::error(&format!("Reload: bind not changed: {e}"));
+                return;
+            }
         };
-        sock::create(&addrs, &opts).map_err(|e| MasterError::Startup(e.to_string()))
+        if addrs == self.bind_addrs {
+            return;
+        }
+        if self.systemd {
+            // The sockets are systemd's (its .socket unit says where).
+            log::warning(
+                "Reload: bind changed, but the listening sockets come from systemd \
+                 (LISTEN_FDS): not changed",
+            );
+            self.bind_addrs = addrs;
+            return;
+        }
+        let opts = self.bind_options();
+        match sock::rebind(&mut self.listeners, &addrs, &opts) {
+            Ok(removed) => {
+                self.bind_addrs = addrs;
+                let unlink = self.may_unlink();
+                for l in removed {
+                    sock::close(l, unlink);
+                }
+                let tls = self.tls.is_some();
+                let mut server = self.server.borrow_mut(py);
+                server.close_listeners(py);
+                if let Err(e) = server.set_listeners(py, &self.listeners, tls) {
+                    log::error(&format!("hooks' LISTENERS: {e}"));
+                }
+                drop(server);
+                // gunicorn's reload logs this line without the pid.
+                log::info(&format!("Listening at: {}", self.listening_at()));
+            }
+            Err(e) => log::error(&format!(
+                "Reload: bind not changed: {e}; still listening at: {}",
+                self.listening_at()
+            )),
+        }
+    }
+
+    /// Whether this master removes a unix socket file it stops listening
+    /// on: not while another master may use it (USR2 on either side,
+    /// systemd, reuse_port), as in gunicorn.
+    fn may_unlink(&self) -> bool {
+        self.reexec_pid == 0
+            && self.master_pid == 0
+            && !self.systemd
+            && !self.settings.server.reuse_port
     }
 
     fn main_loop(&mut self) -> Result<Stop, String> {
         // The watcher exists before the first worker reports to it.
         self.start_reloader(true);
+        self.generation = Some(Instant::now());
         // The first workers start at once, not after the first wait.
         self.manage_workers()?;
         // Then the control socket (gunicorn's order).
@@ -474,7 +576,7 @@ impl<'py> Master<'py> {
                 match sig {
                     Signal::SIGTERM => return Ok(Stop::Graceful),
                     Signal::SIGINT | Signal::SIGQUIT => return Ok(Stop::Quick),
-                    Signal::SIGHUP => self.reload()?,
+                    Signal::SIGHUP => self.hup()?,
                     Signal::SIGTTIN => {
                         let n = self.num_workers;
                         if n < MAX_SLOTS {
@@ -514,6 +616,7 @@ impl<'py> Master<'py> {
             if let Some(stop) = self.reap_workers()? {
                 return Ok(stop);
             }
+            self.take_pending()?;
             self.murder_workers();
             self.recycle_workers();
             self.manage_workers()?;
@@ -554,7 +657,9 @@ impl<'py> Master<'py> {
             let grace = self.settings.server.replacement_grace;
             let ready = match awaiting {
                 Awaiting::Start => serving >= 1,
-                Awaiting::Reload(at) => serving >= self.num_workers || at.elapsed() > grace,
+                Awaiting::Reload(at) => {
+                    self.pending.is_none() && (serving >= self.num_workers || at.elapsed() > grace)
+                }
             };
             if ready {
                 self.notify.ready(self.pid, serving);
@@ -563,11 +668,65 @@ impl<'py> Master<'py> {
         self.notify.watchdog_tick();
     }
 
-    /// HUP: re-evaluate the configuration, start a new generation of
-    /// workers, retire the old one once the new one serves.
+    /// HUP: reload now, or once the replacement under way is done. A storm
+    /// of HUPs then costs one more generation, not one per HUP: at most
+    /// two generations live at once (the one serving and the one booting).
+    fn hup(&mut self) -> Result<(), String> {
+        log::info(&format!("Hang up: {}", self.master_name));
+        self.notify.reloading();
+        let waiting = self.pending == Some(Pending::Hup);
+        self.ask(Pending::Hup);
+        self.take_pending()?;
+        if self.pending.is_some() && !waiting {
+            log::info(
+                "Reload deferred: the workers of the last reload do not serve yet, or the \
+                 ones they replace have not exited; reloading once they have",
+            );
+        }
+        Ok(())
+    }
+
+    /// Every worker is to be replaced, as soon as no replacement is under
+    /// way; asked again meanwhile, it is done once.
+    fn ask(&mut self, what: Pending) {
+        self.pending = self.pending.max(Some(what));
+    }
+
+    /// Whether a replacement of every worker is under way: the workers it
+    /// replaces are still there (serving, or draining what they have in
+    /// flight), or the newest generation does not serve yet. A generation
+    /// that does not serve within `graceful_timeout` (the old one is retired
+    /// anyway then) does not hold the next reload back: that one replaces it.
+    fn replacing(&self) -> bool {
+        let grace = self.settings.server.replacement_grace;
+        self.workers
+            .values()
+            .any(|w| w.cause == Some(RestartCause::Reload))
+            || self.generation.is_some_and(|t| t.elapsed() <= grace)
+    }
+
+    /// Do the reload or replacement asked for, unless one is under way.
+    fn take_pending(&mut self) -> Result<(), String> {
+        let Some(what) = self.pending else {
+            return Ok(());
+        };
+        if self.replacing() {
+            return Ok(());
+        }
+        self.pending = None;
+        match what {
+            Pending::Hup => self.reload(),
+            Pending::Files => {
+                self.replace_all();
+                Ok(())
+            }
+        }
+    }
+
+    /// Re-evaluate the configuration, start a new generation of workers,
+    /// retire the old one once the new one serves.
     fn reload(&mut self) -> Result<(), String> {
         let py = self.py;
-        log::info(&format!("Hang up: {}", self.master_name));
         self.reloads += 1;
         self.notify.reloading();
         let cfg = match crate::settings::read_config(py, &self.argv) {
@@ -638,6 +797,7 @@ impl<'py> Master<'py> {
         self.set_num_workers(self.settings.server.workers, Some(old))
             .map_err(|e| self.traceback(&e))?;
         self.export_env()?;
+        self.apply_bind();
         let server = self.server.clone_ref(py);
         self.hook("on_reload", (server,))
             .map_err(|e| self.traceback(&e))?;
@@ -656,6 +816,7 @@ impl<'py> Master<'py> {
     /// after a change).
     fn replace_all(&mut self) {
         self.reload_hold = false;
+        self.generation = Some(Instant::now());
         for w in self.workers.values_mut().filter(|w| !w.retiring) {
             w.retiring = true;
             w.retiring_since = Some(Instant::now());
@@ -699,7 +860,7 @@ impl<'py> Master<'py> {
     fn check_reloader(&mut self) {
         if self.reloader_restart.is_some_and(|t| Instant::now() >= t) {
             self.start_reloader(false);
-            self.replace_all();
+            self.ask(Pending::Files);
         }
         let Some(reloader) = self.reloader.as_mut() else {
             return;
@@ -707,7 +868,7 @@ impl<'py> Master<'py> {
         let files = reloader.changed_files();
         if !files.is_empty() {
             crate::reloader::log_changes(&files);
-            self.replace_all();
+            self.ask(Pending::Files);
         }
     }
 
@@ -736,6 +897,8 @@ impl<'py> Master<'py> {
             ));
         }
         self.reload_hold = true;
+        // The next change replaces the failing generation at once.
+        self.generation = None;
         // The rest of the failing generation goes (it runs the same
         // code); the workers it was replacing stay.
         let failing: Vec<i32> = self
@@ -1102,6 +1265,9 @@ impl<'py> Master<'py> {
             .values()
             .filter(|w| !w.retiring && self.board.slot(w.slot).state() == SlotState::Serving)
             .count();
+        if serving_new >= self.num_workers {
+            self.generation = None;
+        }
         let grace = self.settings.server.replacement_grace;
         let due: Vec<i32> = self
             .workers
@@ -1270,19 +1436,10 @@ impl<'py> Master<'py> {
         if let Some(reloader) = self.reloader.take() {
             reloader.stop();
         }
-        // A unix socket file stays while another master may use it (USR2
-        // on either side, systemd, reuse_port), as in gunicorn.
-        let unlink = self.reexec_pid == 0
-            && self.master_pid == 0
-            && !self.systemd
-            && !self.settings.server.reuse_port;
+        let unlink = self.may_unlink();
         self.server.borrow_mut(self.py).close_listeners(self.py);
         for l in self.listeners.drain(..) {
-            if let Some(path) = &l.unix_path {
-                if unlink {
-                    let _ = std::fs::remove_file(path);
-                }
-            }
+            sock::close(l, unlink);
         }
         let mut sig = if graceful {
             Signal::SIGTERM

@@ -4,7 +4,8 @@
 //!
 //! - `READY=1` (with `STATUS=` and `MAINPID=`) once a worker serves, and
 //!   again after a HUP once the new generation serves;
-//! - `RELOADING=1` with `MONOTONIC_USEC=` when a HUP begins;
+//! - `RELOADING=1` with `MONOTONIC_USEC=` when a HUP begins (once for
+//!   HUPs that come before the `READY=1`);
 //! - `STOPPING=1` when the master begins to stop (TERM, INT, QUIT);
 //! - `WATCHDOG=1` every `WATCHDOG_USEC / 2` when systemd asks for it.
 //!
@@ -163,12 +164,18 @@ impl Notifier {
         ));
     }
 
-    /// A HUP begins: `READY=1` again once the new workers serve.
+    /// A HUP begins: `READY=1` again once the new workers serve. Another
+    /// HUP before that (or the deferred reload starting) restarts the
+    /// wait, and says `RELOADING=1` only once.
     pub fn reloading(&mut self) {
         if !self.enabled() {
             return;
         }
+        let again = matches!(self.awaiting, Some(Awaiting::Reload(_)));
         self.awaiting = Some(Awaiting::Reload(Instant::now()));
+        if again {
+            return;
+        }
         self.send(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=Reloading",
             monotonic_usec()

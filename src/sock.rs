@@ -1,7 +1,8 @@
 //! Listening sockets: gunicorn's bind forms (`HOST:PORT`, `[V6]:PORT`,
 //! `tcp://`, `unix:PATH`, `fd://N`), inherited sockets (`GUNICORN_FD` after
 //! a USR2 re-exec, systemd's `LISTEN_FDS`/`LISTEN_PID`), socket options,
-//! bind retries and the strings the `Listening at:` line shows.
+//! bind retries, the changed set of a HUP (`rebind`) and the strings the
+//! `Listening at:` line shows.
 
 use std::fmt;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -29,6 +30,10 @@ pub struct Listener {
     pub socket: Socket,
     /// Unix socket path (unlinked on stop unless inherited).
     pub unix_path: Option<String>,
+    /// The `bind` entry it was made for (none when inherited): a HUP with
+    /// the same entry keeps it, even where the entry alone does not say
+    /// which socket it is (port 0, a host name).
+    pub addr: Option<Address>,
 }
 
 impl Listener {
@@ -78,23 +83,28 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SockError {
     move |err| SockError::Io { what, err }
 }
 
+/// The socket address a TCP `bind` entry names.
+fn resolve(host: &str, port: u16) -> Result<std::net::SocketAddr, std::io::Error> {
+    let ip: std::net::IpAddr = match host.parse() {
+        Ok(ip) => ip,
+        // `:8000`: Python binds ('', port) to every IPv4 address.
+        Err(_) if host.is_empty() => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        Err(_) => {
+            use std::net::ToSocketAddrs;
+            (host, port)
+                .to_socket_addrs()?
+                .next()
+                .ok_or_else(|| std::io::Error::other(format!("no address for {host}")))?
+                .ip()
+        }
+    };
+    Ok(std::net::SocketAddr::new(ip, port))
+}
+
 fn bind_one(addr: &Address, opts: &BindOptions) -> Result<Listener, std::io::Error> {
-    match addr {
+    let mut listener = match addr {
         Address::Tcp(host, port) => {
-            let ip: std::net::IpAddr = match host.parse() {
-                Ok(ip) => ip,
-                // `:8000`: Python binds ('', port) to every IPv4 address.
-                Err(_) if host.is_empty() => std::net::Ipv4Addr::UNSPECIFIED.into(),
-                Err(_) => {
-                    use std::net::ToSocketAddrs;
-                    (host.as_str(), *port)
-                        .to_socket_addrs()?
-                        .next()
-                        .ok_or_else(|| std::io::Error::other(format!("no address for {host}")))?
-                        .ip()
-                }
-            };
-            let sa = std::net::SocketAddr::new(ip, *port);
+            let sa = resolve(host, *port)?;
             let socket = Socket::new(Domain::for_address(sa), Type::STREAM, None)?;
             socket.set_reuse_address(true)?;
             if opts.reuse_port {
@@ -107,10 +117,11 @@ fn bind_one(addr: &Address, opts: &BindOptions) -> Result<Listener, std::io::Err
             socket.bind(&SockAddr::from(sa))?;
             socket.listen(opts.backlog)?;
             socket.set_nonblocking(true)?;
-            Ok(Listener {
+            Listener {
                 socket,
                 unix_path: None,
-            })
+                addr: None,
+            }
         }
         Address::Unix(path) => {
             use std::os::unix::fs::FileTypeExt;
@@ -137,13 +148,16 @@ fn bind_one(addr: &Address, opts: &BindOptions) -> Result<Listener, std::io::Err
             }
             socket.listen(opts.backlog)?;
             socket.set_nonblocking(true)?;
-            Ok(Listener {
+            Listener {
                 socket,
                 unix_path: Some(path.clone()),
-            })
+                addr: None,
+            }
         }
-        Address::Fd(fd) => from_fd(*fd),
-    }
+        Address::Fd(fd) => from_fd(*fd)?,
+    };
+    listener.addr = Some(addr.clone());
+    Ok(listener)
 }
 
 /// Adopt an inherited listening socket.
@@ -159,7 +173,11 @@ fn from_fd(fd: RawFd) -> Result<Listener, std::io::Error> {
         .local_addr()
         .ok()
         .and_then(|a| a.as_pathname().map(|p| p.display().to_string()));
-    Ok(Listener { socket, unix_path })
+    Ok(Listener {
+        socket,
+        unix_path,
+        addr: None,
+    })
 }
 
 /// Sockets handed down by a parent: `GUNICORN_FD` (USR2) or systemd socket
@@ -207,51 +225,197 @@ pub fn parse_binds(binds: &[String]) -> Result<Vec<Address>, SockError> {
         .collect()
 }
 
+/// The entries that are bound: if any `fd://` entry exists only those
+/// are used, as in gunicorn.
+fn wanted(addrs: &[Address]) -> Vec<&Address> {
+    if addrs.iter().any(|a| matches!(a, Address::Fd(_))) {
+        addrs
+            .iter()
+            .filter(|a| matches!(a, Address::Fd(_)))
+            .collect()
+    } else {
+        addrs.iter().collect()
+    }
+}
+
 /// Bind every address, retrying each 5 times 1 s apart when it is in use
 /// (gunicorn's `Connection in use: ...` lines, then `Can't connect to`).
 /// If any `fd://` entry exists only those are used, as in gunicorn.
 pub fn create(addrs: &[Address], opts: &BindOptions) -> Result<Vec<Listener>, SockError> {
-    let fds: Vec<&Address> = addrs
-        .iter()
-        .filter(|a| matches!(a, Address::Fd(_)))
-        .collect();
-    let wanted: Vec<&Address> = if fds.is_empty() {
-        addrs.iter().collect()
-    } else {
-        fds
-    };
-    let mut out = Vec::new();
-    for addr in wanted {
-        if let Address::Unix(path) = addr {
-            use std::os::unix::fs::FileTypeExt;
-            if std::fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_socket()) {
-                return Err(SockError::NotASocket(path.clone()));
-            }
+    wanted(addrs)
+        .into_iter()
+        .map(|addr| bind_address(addr, opts, 5))
+        .collect()
+}
+
+/// Bind one address, `attempts` times at most (1 s apart) while it is in use.
+fn bind_address(addr: &Address, opts: &BindOptions, attempts: u32) -> Result<Listener, SockError> {
+    if let Address::Unix(path) = addr {
+        use std::os::unix::fs::FileTypeExt;
+        if std::fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_socket()) {
+            return Err(SockError::NotASocket(path.clone()));
         }
-        let mut attempt = 0;
-        loop {
-            match bind_one(addr, opts) {
-                Ok(l) => {
-                    out.push(l);
-                    break;
+    }
+    let mut attempt = 0;
+    loop {
+        match bind_one(addr, opts) {
+            Ok(l) => return Ok(l),
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    log::error(&format!("Connection in use: {}", addr_repr(addr)));
+                } else if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+                    log::error(&format!("Invalid address: {}", addr_repr(addr)));
+                } else {
+                    log::error(&format!("connection to {} failed: {e}", addr_repr(addr)));
                 }
-                Err(e) => {
-                    if e.kind() == std::io::ErrorKind::AddrInUse {
-                        log::error(&format!("Connection in use: {}", addr_repr(addr)));
-                    } else if e.kind() == std::io::ErrorKind::AddrNotAvailable {
-                        log::error(&format!("Invalid address: {}", addr_repr(addr)));
-                    } else {
-                        log::error(&format!("connection to {} failed: {e}", addr_repr(addr)));
-                    }
-                    attempt += 1;
-                    if attempt >= 5 || e.kind() != std::io::ErrorKind::AddrInUse {
-                        return Err(SockError::CantConnect(addr_repr(addr)));
-                    }
-                    log::error("Retrying in 1 second.");
-                    std::thread::sleep(std::time::Duration::from_secs(1));
+                attempt += 1;
+                if attempt >= attempts || e.kind() != std::io::ErrorKind::AddrInUse {
+                    return Err(SockError::CantConnect(addr_repr(addr)));
                 }
+                log::error("Retrying in 1 second.");
+                std::thread::sleep(std::time::Duration::from_secs(1));
             }
         }
     }
-    Ok(out)
+}
+
+/// Whether `l` is the socket the `bind` entry `addr` asks for: made for
+/// it, or (inherited) bound to the very address it names.
+fn serves(l: &Listener, addr: &Address) -> bool {
+    if l.addr.as_ref() == Some(addr) {
+        return true;
+    }
+    match addr {
+        // Port 0 names no particular socket.
+        Address::Tcp(_, 0) => false,
+        Address::Tcp(host, port) => {
+            let local = l.socket.local_addr().ok().and_then(|a| a.as_socket());
+            local.is_some() && resolve(host, *port).ok() == local
+        }
+        Address::Unix(path) => l.unix_path.as_deref() == Some(path.as_str()),
+        Address::Fd(fd) => l.fd() == *fd,
+    }
+}
+
+/// A changed `bind` (HUP): the listeners of `current` that already serve
+/// an entry of `addrs` are kept, the other entries are bound (once each,
+/// no retries: the master is serving meanwhile). On success `current`
+/// becomes the new set, in `addrs` order, and the listeners no entry
+/// wants any more are returned. On failure nothing changes: what was bound
+/// is closed again and `current` is left as it was.
+pub fn rebind(
+    current: &mut Vec<Listener>,
+    addrs: &[Address],
+    opts: &BindOptions,
+) -> Result<Vec<Listener>, SockError> {
+    let wanted = wanted(addrs);
+    let mut taken = vec![false; current.len()];
+    let mut plan: Vec<Option<usize>> = Vec::with_capacity(wanted.len());
+    for addr in &wanted {
+        let i = (0..current.len()).find(|&i| !taken[i] && serves(&current[i], addr));
+        if let Some(i) = i {
+            taken[i] = true;
+        }
+        plan.push(i);
+    }
+    let mut fresh: Vec<Option<Listener>> = Vec::with_capacity(wanted.len());
+    for (addr, kept) in wanted.iter().zip(&plan) {
+        let bound = match (kept, addr) {
+            (Some(_), _) => Ok(None),
+            // Another descriptor of the master (the control socket's, a
+            // log file's) is not to be taken for a listener.
+            (None, Address::Fd(fd)) => Err(SockError::Address(format!(
+                "fd://{fd}: only a descriptor handed over at start can be a listener"
+            ))),
+            (None, addr) => bind_address(addr, opts, 1).map(Some),
+        };
+        match bound {
+            Ok(l) => fresh.push(l),
+            Err(e) => {
+                for l in fresh.into_iter().flatten() {
+                    close(l, true);
+                }
+                return Err(e);
+            }
+        }
+    }
+    let mut old: Vec<Option<Listener>> = current.drain(..).map(Some).collect();
+    for (kept, new) in plan.into_iter().zip(fresh) {
+        let l = match kept {
+            Some(i) => old[i].take(),
+            None => new,
+        };
+        current.extend(l);
+    }
+    Ok(old.into_iter().flatten().collect())
+}
+
+/// Close a listener, and remove its unix socket file if `unlink`.
+pub fn close(l: Listener, unlink: bool) {
+    if let (true, Some(path)) = (unlink, &l.unix_path) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> BindOptions {
+        BindOptions {
+            backlog: 16,
+            reuse_port: false,
+            umask: 0,
+            owner: (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
+        }
+    }
+
+    fn port(l: &Listener) -> u16 {
+        l.socket.local_addr().unwrap().as_socket().unwrap().port()
+    }
+
+    #[test]
+    fn rebind_keeps_what_stays_and_hands_back_what_goes() {
+        let any = Address::Tcp("127.0.0.1".into(), 0);
+        let mut current = create(std::slice::from_ref(&any), &opts()).unwrap();
+        let kept = port(&current[0]);
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let new = Address::Tcp("127.0.0.1".into(), free.local_addr().unwrap().port());
+        drop(free);
+        // The same entry keeps its socket, port 0 included.
+        let removed = rebind(&mut current, &[any.clone(), new.clone()], &opts()).unwrap();
+        assert!(removed.is_empty());
+        assert_eq!(current.len(), 2);
+        assert_eq!(port(&current[0]), kept);
+        // An inherited socket (no entry) is kept for the address it has.
+        current[1].addr = None;
+        let removed = rebind(&mut current, std::slice::from_ref(&new), &opts()).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert_eq!(port(&removed[0]), kept);
+        assert_eq!(current.len(), 1);
+        assert_eq!(current[0].addr, None);
+    }
+
+    #[test]
+    fn a_failed_rebind_changes_nothing() {
+        let mut current = create(&[Address::Tcp("127.0.0.1".into(), 0)], &opts()).unwrap();
+        let before = port(&current[0]);
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let in_use = Address::Tcp("127.0.0.1".into(), taken.local_addr().unwrap().port());
+        let Err(err) = rebind(&mut current, &[in_use], &opts()) else {
+            panic!("bound a port in use");
+        };
+        assert!(matches!(err, SockError::CantConnect(_)), "{err}");
+        assert_eq!(current.len(), 1);
+        assert_eq!(port(&current[0]), before);
+        // A descriptor not handed over at start is not taken.
+        let Err(err) = rebind(&mut current, &[Address::Fd(0)], &opts()) else {
+            panic!("took fd 0 for a listener");
+        };
+        assert!(err.to_string().contains("fd://0"), "{err}");
+        assert_eq!(port(&current[0]), before);
+    }
 }

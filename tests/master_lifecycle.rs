@@ -534,3 +534,202 @@ async def app(scope, receive, send):
     });
     server.stop();
 }
+
+/// A config in `dir` that keeps the hook recorder of [`HOOKS_CONF`] and
+/// adds `extra` (the last `-c` wins, so it must load the hooks itself).
+fn write_conf(dir: &std::path::Path, name: &str, extra: &str) {
+    let text = format!("exec(open(\"hooks.conf.py\").read())\n{extra}\n");
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    // Renamed into place: a reload never reads half a file.
+    std::fs::rename(tmp, dir.join(name)).unwrap();
+}
+
+fn logged(server: &Server, text: &str) -> bool {
+    server
+        .stderr_lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains(text))
+}
+
+#[test]
+fn a_hup_storm_boots_one_generation_at_a_time() {
+    let dir = scratch_dir("master-hup-storm");
+    // Each worker takes a second to import the app; the answer says which
+    // configuration the worker was forked under.
+    std::fs::write(
+        dir.join("slowapp.py"),
+        "import os, time\n\
+         time.sleep(1.0)\n\
+         def app(environ, start_response):\n\
+         \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
+         \x20   return [os.environ['GEN'].encode()]\n",
+    )
+    .unwrap();
+    let conf = |n: u32| format!("workers = 2\nraw_env = ['GEN={n}']");
+    write_conf(&dir, "storm.conf.py", &conf(0));
+    let server = Server::start_program(&rgunicorn(), "slowapp:app", &dir, &["-c", "storm.conf.py"]);
+    server.wait_until(|| server.worker_pids().len() == 2 && server.get("/").is_ok());
+    let load = Load::start(server.port, 8);
+    server.wait_until(|| load.ok.load(Ordering::Relaxed) > 100);
+
+    // The number of workers, sampled every 5 ms until the end.
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (sampling, master) = (sampling.clone(), server.pid());
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while sampling.load(Ordering::Relaxed) {
+                peak = peak.max(children(master).len());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    // 20 HUPs in 2 s, each after a change of the configuration.
+    let started = Instant::now();
+    let master = nix::unistd::Pid::from_raw(server.pid());
+    for n in 1..=20 {
+        let at = started + Duration::from_millis(100) * (n - 1);
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        write_conf(&dir, "storm.conf.py", &conf(n));
+        nix::sys::signal::kill(master, nix::sys::signal::Signal::SIGHUP).unwrap();
+    }
+    let storm = started.elapsed();
+    // It settles: two workers, of the last configuration, every replaced
+    // worker gone.
+    server.wait_until(|| {
+        let hooks = server.hooks();
+        let reloads = count(&hooks, "on_reload");
+        server.worker_pids().len() == 2
+            && count(&hooks, "post_worker_init") == 2 + 2 * reloads
+            && count(&hooks, "child_exit") == 2 * reloads
+            && (0..10).all(|_| server.get("/").is_ok_and(|(_, body)| body == "20"))
+    });
+    let settled = started.elapsed();
+    sampling.store(false, Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    let (ok, failed) = load.finish();
+    let reloads = count(&server.hooks(), "on_reload");
+    eprintln!(
+        "20 HUPs in {storm:?}: peak {peak} workers, {reloads} reloads, settled after \
+         {settled:?}; {ok} requests served, {failed} failed"
+    );
+    assert!(peak <= 4, "peak {peak} workers for workers = 2");
+    assert!(reloads < 20, "{reloads} reloads for 20 HUPs");
+    assert_eq!(failed, 0, "{ok} ok");
+    assert!(logged(&server, "Reload deferred"));
+    assert_eq!(server.stop(), 0);
+}
+
+#[test]
+fn a_changed_bind_applies_on_hup() {
+    let dir = scratch_dir("master-hup-bind");
+    let (a, b) = (free_port(), free_port());
+    let unix = dir.join("app.sock");
+    write_conf(&dir, "bind.conf.py", &format!("bind = '127.0.0.1:{a}'"));
+    let server = Server::start_program(
+        &testapp(),
+        "tests:app",
+        &dir,
+        &["-c", "bind.conf.py", "--metrics-bind", "127.0.0.1:0"],
+    );
+    assert_eq!(server.port, a);
+    server.wait_until(|| count(&server.hooks(), "post_worker_init") == 2);
+    let in_flight = |server: &Server| {
+        server
+            .metrics_response()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("rgunicorn_requests_in_flight ")?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0u64)
+    };
+    // A request in flight on the port that goes away.
+    let slow = std::thread::spawn(move || get(a, "/sleep?s=2"));
+    server.wait_until(|| in_flight(&server) == 1);
+
+    write_conf(
+        &dir,
+        "bind.conf.py",
+        &format!("bind = ['127.0.0.1:{b}', 'unix:{}']", unix.display()),
+    );
+    server.signal("HUP");
+    let unix_get = || -> std::io::Result<u16> {
+        let mut s = std::os::unix::net::UnixStream::connect(&unix)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok(text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0))
+    };
+    server.wait_until(|| get(b, "/health").is_ok_and(|(s, _)| s == 200));
+    server.wait_until(|| unix_get().is_ok_and(|s| s == 200));
+    // As gunicorn's reload logs it: no pid.
+    let listening = format!(
+        "[INFO] Listening at: http://127.0.0.1:{b},unix:{}",
+        unix.display()
+    );
+    assert!(server
+        .stderr_lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.ends_with(&listening)));
+    // The old port closes once its workers have finished what they had.
+    assert_eq!(slow.join().unwrap().unwrap(), (200, "slept".to_string()));
+    server.wait_until(|| TcpStream::connect(("127.0.0.1", a)).is_err());
+    server.wait_until(|| server.worker_pids().len() == 2);
+    // The metrics listener is not one of the app's.
+    assert!(server
+        .metrics_response()
+        .contains("rgunicorn_requests_in_flight"));
+
+    // A port in use: the old sockets go on serving, the error names it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = taken.local_addr().unwrap().port();
+    write_conf(&dir, "bind.conf.py", &format!("bind = '127.0.0.1:{c}'"));
+    server.signal("HUP");
+    server.wait_until(|| {
+        logged(
+            &server,
+            &format!(
+                "[ERROR] Reload: bind not changed: Can't connect to ('127.0.0.1', {c}); \
+                 still listening at: http://127.0.0.1:{b},unix:{}",
+                unix.display()
+            ),
+        )
+    });
+    // The reload itself goes on: a new generation replaces the old one.
+    server.wait_until(|| {
+        let hooks = server.hooks();
+        count(&hooks, "on_reload") == 2
+            && count(&hooks, "child_exit") == 4
+            && server.worker_pids().len() == 2
+    });
+    assert_eq!(get(b, "/health").unwrap().0, 200);
+    assert_eq!(unix_get().unwrap(), 200);
+    assert!(alive(server.pid()), "the master exited");
+
+    // Once the port is free, the next HUP binds it.
+    drop(taken);
+    server.signal("HUP");
+    server.wait_until(|| get(c, "/health").is_ok_and(|(s, _)| s == 200));
+    let listening = format!("[INFO] Listening at: http://127.0.0.1:{c}");
+    assert!(server
+        .stderr_lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.ends_with(&listening)));
+    server.wait_until(|| TcpStream::connect(("127.0.0.1", b)).is_err() && !unix.exists());
+    assert_eq!(server.stop(), 0);
+}
