@@ -117,6 +117,12 @@ impl SignalPipe {
 /// the master handled and an empty signal mask; a worker also ignores
 /// HUP/USR2/WINCH (so `pkill -HUP rgunicorn` reloads the master instead of
 /// killing workers).
+/// In a forked child, with the master's signals still blocked (see
+/// [`fork_python`]): the default dispositions (HUP/USR2/WINCH ignored but
+/// in the USR2 child), then the child's mask. A worker keeps its own
+/// signals blocked, so that one sent between the fork and its signal
+/// thread waits for that thread (a TERM drains the worker) instead of
+/// running the master's handler in the child, where it was lost.
 fn reset_child_signals(kind: ChildKind) {
     PIPE_WRITE_FD.store(-1, Ordering::Relaxed);
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
@@ -131,11 +137,20 @@ fn reset_child_signals(kind: ChildKind) {
         // SAFETY: installing SIG_DFL / SIG_IGN is always sound.
         let _ = unsafe { signal::sigaction(sig, action) };
     }
-    let _ = signal::sigprocmask(
-        signal::SigmaskHow::SIG_SETMASK,
-        Some(&SigSet::empty()),
-        None,
-    );
+    let mask = match kind {
+        ChildKind::Worker => worker_signal_set(),
+        ChildKind::Exec | ChildKind::Reloader => SigSet::empty(),
+    };
+    let _ = signal::sigprocmask(signal::SigmaskHow::SIG_SETMASK, Some(&mask), None);
+}
+
+/// The master's signals, blocked for the duration of a fork.
+fn master_signal_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for &sig in MASTER_SIGNALS {
+        set.add(sig);
+    }
+    set
 }
 
 /// What a forked child of the master becomes.
@@ -166,10 +181,22 @@ pub fn fork_python(
     // initialised it (the `py` token proves attachment), as the
     // PyOS_*Fork functions require.
     unsafe { pyo3::ffi::PyOS_BeforeFork() };
+    // Blocked across the fork: until the child has its own dispositions,
+    // a signal sent to it would run the master's handler there.
+    let mut before = SigSet::empty();
+    let _ = signal::sigprocmask(
+        signal::SigmaskHow::SIG_BLOCK,
+        Some(&master_signal_set()),
+        Some(&mut before),
+    );
     // SAFETY: the master is single-threaded (no tokio, no helper threads),
     // so the child's copy of the address space holds no lock taken by a
     // thread that no longer exists.
-    match unsafe { nix::unistd::fork() } {
+    let forked = unsafe { nix::unistd::fork() };
+    if !matches!(forked, Ok(ForkResult::Child)) {
+        let _ = signal::sigprocmask(signal::SigmaskHow::SIG_SETMASK, Some(&before), None);
+    }
+    match forked {
         Ok(ForkResult::Parent { child }) => {
             // SAFETY: parent side of the protocol, same thread.
             unsafe { pyo3::ffi::PyOS_AfterFork_Parent() };
@@ -308,6 +335,12 @@ pub fn reap() -> Vec<(Pid, ExitKind)> {
 /// Block the worker-handled signals in the calling thread (and the
 /// threads it spawns afterwards), so that one thread can `sigwait` them.
 pub fn block_worker_signals() -> SigSet {
+    let set = worker_signal_set();
+    let _ = signal::sigprocmask(signal::SigmaskHow::SIG_BLOCK, Some(&set), None);
+    set
+}
+
+fn worker_signal_set() -> SigSet {
     let mut set = SigSet::empty();
     for sig in [
         Signal::SIGTERM,
@@ -318,7 +351,6 @@ pub fn block_worker_signals() -> SigSet {
     ] {
         set.add(sig);
     }
-    let _ = signal::sigprocmask(signal::SigmaskHow::SIG_BLOCK, Some(&set), None);
     set
 }
 
