@@ -2,7 +2,7 @@
 //! in one format, a file reopened on USR1, stdout with `-`, and nothing at
 //! all when `accesslog` is not set.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

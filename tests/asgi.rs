@@ -12,7 +12,7 @@
 //! Python packages (fastapi, uvicorn, uvicorn-worker, gunicorn) come from
 //! `target/test-venv` (tests/run installs them), or `ASGI_VENV`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};

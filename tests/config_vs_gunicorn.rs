@@ -3,7 +3,7 @@
 //! `GUNICORN_CMD_ARGS` and flags must resolve to the same value for every
 //! setting gunicorn prints; bad input must fail in both.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -8,7 +8,7 @@
 //! gunicorn 27.0.1 serving the same WSGI app (gthread, one worker, as the
 //! corpus was measured), and the whole responses are compared.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -4,7 +4,7 @@
 //! takes over), a quiet start when the default path cannot be made, and a
 //! stalled client that must not hold the master.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

@@ -9,7 +9,7 @@
 //! by a `post_fork` hook. A server that runs one request at a time
 //! deadlocks on each of these until the test's read timeout.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -7,7 +7,7 @@
 //! Not here: a hook of the wrong arity (exit 1, naming the setting) is
 //! compared with gunicorn in `config_vs_gunicorn.rs` (`bad_input_fails_in_both`).
 
-mod common;
+use crate::common;
 
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read, Write};

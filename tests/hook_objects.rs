@@ -10,7 +10,7 @@
 //! `worker.tmp.last_update()`, and without gunicorn `cfg.worker_class` is
 //! the class's name.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};

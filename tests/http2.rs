@@ -6,7 +6,7 @@
 //! connection; a stream in flight finishes across a graceful stop. The
 //! client is curl (nghttp2). TLS + ALPN is in `tests/tls.rs`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

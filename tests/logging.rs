@@ -8,7 +8,7 @@
 //! access lines (they carry the request line). rgunicorn's own start-up
 //! lines name rgunicorn and differ by design.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -2,7 +2,7 @@
 //! serving the built-in app, HUP / TTIN / TTOU / max_requests under a
 //! closed-loop keep-alive load with zero failed requests, TERM.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -462,8 +462,9 @@ def app(environ, start_response):
 }
 
 /// The same for an ASGI app: `root_path` reaches the new workers' scope,
-/// and a new `timeout` applies to them (a loop blocked 3 s is served
-/// under `timeout = 30`, and is a WORKER TIMEOUT under `timeout = 1`).
+/// and a new `timeout` applies to them (a loop blocked 2 s is served
+/// under `timeout = 30`, and one blocked longer is a WORKER TIMEOUT under
+/// `timeout = 1`).
 #[test]
 fn hup_applies_changed_asgi_settings_to_new_workers() {
     const APP: &str = r#"
@@ -478,7 +479,7 @@ async def app(scope, receive, send):
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     if scope["path"].endswith("/block"):
-        time.sleep(3)
+        time.sleep(int(scope["query_string"] or b"0"))
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body",
@@ -499,7 +500,7 @@ async def app(scope, receive, send):
         status == 200 && body.starts_with("root_path= pid="),
         "{body}"
     );
-    let (status, body) = server.get("/block").unwrap();
+    let (status, body) = server.get("/block?2").unwrap();
     assert!(
         status == 200 && body.starts_with("root_path= pid="),
         "{body}"
@@ -518,7 +519,8 @@ async def app(scope, receive, send):
         },
         Err(_) => false,
     });
-    let blocked = server.get("/block");
+    // Blocked longer than the client waits (5 s): killed after about 1 s.
+    let blocked = server.get("/block?8");
     assert!(
         !matches!(blocked, Ok((200, _))),
         "served under timeout = 1: {blocked:?}"

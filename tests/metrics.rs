@@ -3,7 +3,7 @@
 //! counters moving with traffic, a 404, a killed worker, TTOU and
 //! max_requests.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

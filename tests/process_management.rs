@@ -2,7 +2,7 @@
 //! stops the workers, HUP brings them back), `proc_name` process titles,
 //! `user`/`group` for workers only, and a missing `worker_tmp_dir`.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -9,7 +9,7 @@
 //! what changed. `cargo test` holds no lock on the target directory while the
 //! tests run, so this inner cargo does not wait on the outer one.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! The README's lists of implemented settings come from the settings table:
 //! this test fails when they drift apart. `UPDATE_README=1 cargo test
-//! --test readme_settings` rewrites the README section.
+//! --test tests readme_settings` rewrites the README section.
 
 const BEGIN: &str = "<!-- settings:begin (generated from pyconf/src/table.rs) -->\n";
 const END: &str = "<!-- settings:end -->";
@@ -23,6 +23,6 @@ fn readme_lists_the_settings_as_the_table_does() {
     assert_eq!(
         &readme[start..end],
         wanted,
-        "README.md's settings lists differ from the table: run UPDATE_README=1 cargo test --test readme_settings"
+        "README.md's settings lists differ from the table: run UPDATE_README=1 cargo test --test tests readme_settings"
     );
 }

@@ -25,7 +25,7 @@
 //! or `REAL_CONFIGS_VENV`): the servers get its site-packages as
 //! PYTHONPATH, gunicorn is its `bin/gunicorn`.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};

@@ -4,7 +4,7 @@
 //! the way max_requests replaces one (replacement first, then TERM), with
 //! no failed request under a keep-alive load.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

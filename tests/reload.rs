@@ -6,7 +6,7 @@
 //! reload; with `preload_app` the workers are replaced but keep the
 //! preloaded code, as in gunicorn 27.0.1 (run side by side).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -5,7 +5,7 @@
 //! WSGI app's `post_request` gets the environ the app itself was called with
 //! (a key the app added is there), as under gunicorn.
 
-mod common;
+use crate::common;
 
 use common::server::*;
 use common::*;

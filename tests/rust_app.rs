@@ -2,7 +2,7 @@
 //! (examples/axum_app.rs) served by the master and workers, and an app that
 //! panics, which costs its client a 500 and nothing else.
 
-mod common;
+use crate::common;
 
 use common::server::*;
 use common::*;

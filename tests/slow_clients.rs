@@ -9,7 +9,7 @@
 //! ones do not lock others out. A WSGI worker whose threads are all stuck
 //! leaves new connections to its sibling.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -3,7 +3,7 @@
 //! wrk's connections spread over the workers; connections waiting in the
 //! accept queue survive the replacement of a worker.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -4,7 +4,7 @@
 //! pings, the MAINPID hand-over of a USR2 upgrade), and children that are
 //! not workers (spawned by a hook in the master) reaped, as PID 1 must.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -9,7 +9,7 @@
 //! The certificates (a CA, a server certificate for 127.0.0.1 and a client
 //! certificate, both signed by the CA) are made with the `openssl` command.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -14,7 +14,7 @@
 //! module "in the base" lives in a throwaway base interpreter (see
 //! [`throwaway_base`]).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -5,7 +5,7 @@
 //! `exc_info`, a 500 on an exception with the worker alive, `threads`, and
 //! HUP reloading changed app code. The app is `tests/apps/wsgi_app.py`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,6 +1,5 @@
 //! Helpers shared by the integration tests: the built binary, the reference
 //! gunicorn, scratch directories.
-#![allow(dead_code)]
 
 pub mod server;
 
