@@ -706,32 +706,74 @@ fn bad_value_byte(c: u8) -> bool {
     (c < 0x20 && c != b'\t') || c == 0x7f
 }
 
-/// The subset of Python 3.11's `urlsplit` that raises `ValueError` for a
-/// printable-ASCII target (unbalanced or invalid bracketed hosts).
-fn urlsplit_fails(uri: &[u8]) -> bool {
-    let mut url = uri;
-    if url.starts_with(b"//") {
-        return false; // gunicorn prefixes "." first: never a netloc.
-    }
-    if let Some(i) = url.iter().position(|&c| c == b':') {
+/// Python's `urlsplit` scheme rule: `[A-Za-z][A-Za-z0-9+.-]*` before the
+/// first `:`; returns what follows the scheme (all of `url` without one).
+fn after_scheme(url: &[u8]) -> &[u8] {
+    if let Some(i) = memchr::memchr(b':', url) {
         if i > 0
             && url[0].is_ascii_alphabetic()
             && url[..i]
                 .iter()
                 .all(|&c| c.is_ascii_alphanumeric() || b"+-.".contains(&c))
         {
-            url = &url[i + 1..];
+            return &url[i + 1..];
         }
     }
-    if !url.starts_with(b"//") {
-        return false;
-    }
-    let rest = &url[2..];
+    url
+}
+
+/// `urlsplit`'s netloc (after `//`) and what follows it, or `None`.
+fn split_netloc(url: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = url.strip_prefix(b"//")?;
     let end = rest
         .iter()
         .position(|&c| b"/?#".contains(&c))
         .unwrap_or(rest.len());
-    let netloc = &rest[..end];
+    Some(rest.split_at(end))
+}
+
+/// A request target split as gunicorn's `split_request_uri` (Python's
+/// `urlsplit`, a target that begins with `//` being a path) splits it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetParts<'a> {
+    pub path: &'a [u8],
+    pub query: &'a [u8],
+    pub fragment: &'a [u8],
+}
+
+/// See [`TargetParts`]; on the bytes as sent (printable ASCII).
+pub fn split_target(uri: &[u8]) -> TargetParts<'_> {
+    let mut url = uri;
+    if !url.starts_with(b"//") {
+        url = after_scheme(url);
+        if let Some((_, rest)) = split_netloc(url) {
+            url = rest;
+        }
+    }
+    let (url, fragment) = match memchr::memchr(b'#', url) {
+        Some(i) => (&url[..i], &url[i + 1..]),
+        None => (url, &b""[..]),
+    };
+    let (path, query) = match memchr::memchr(b'?', url) {
+        Some(i) => (&url[..i], &url[i + 1..]),
+        None => (url, &b""[..]),
+    };
+    TargetParts {
+        path,
+        query,
+        fragment,
+    }
+}
+
+/// The subset of Python 3.11's `urlsplit` that raises `ValueError` for a
+/// printable-ASCII target (unbalanced or invalid bracketed hosts).
+fn urlsplit_fails(uri: &[u8]) -> bool {
+    if uri.starts_with(b"//") {
+        return false; // gunicorn prefixes "." first: never a netloc.
+    }
+    let Some((netloc, _)) = split_netloc(after_scheme(uri)) else {
+        return false;
+    };
     let open = netloc.contains(&b'[');
     let close = netloc.contains(&b']');
     if open != close {
@@ -740,23 +782,24 @@ fn urlsplit_fails(uri: &[u8]) -> bool {
     if open {
         let after = &netloc[netloc.iter().position(|&c| c == b'[').unwrap_or(0) + 1..];
         let host = &after[..after.iter().position(|&c| c == b']').unwrap_or(after.len())];
-        let host = String::from_utf8_lossy(host);
-        if let Some(f) = host.strip_prefix('v') {
+        if let Some(f) = host.strip_prefix(b"v") {
             // \Av[a-fA-F0-9]+\..+\Z
-            let Some((hex, tail)) = f.split_once('.') else {
+            let Some(dot) = memchr::memchr(b'.', f) else {
                 return true;
             };
+            let (hex, tail) = (&f[..dot], &f[dot + 1..]);
             return hex.is_empty()
-                || !hex.bytes().all(|c| c.is_ascii_hexdigit())
+                || !hex.iter().all(u8::is_ascii_hexdigit)
                 || tail.is_empty()
-                || tail.contains('\n');
+                || tail.contains(&b'\n');
         }
-        let addr = match host.split_once('%') {
-            Some((a, scope)) if !scope.is_empty() => a.to_string(),
+        let addr = match memchr::memchr(b'%', host) {
+            Some(i) if i + 1 < host.len() => &host[..i],
             Some(_) => return true,
-            None => host.to_string(),
+            None => host,
         };
-        return addr.parse::<Ipv6Addr>().is_err();
+        // The target is printable ASCII: the parse reads bytes only.
+        return std::str::from_utf8(addr).map_or(true, |a| a.parse::<Ipv6Addr>().is_err());
     }
     false
 }
@@ -1124,8 +1167,10 @@ impl Framer {
             return Err(RequestError::proxy_line(line));
         }
         let proto = bits[1];
+        // std's address parsers read ASCII bytes only (no Unicode digits
+        // or spaces); inet_pton's grammar is the same.
         let parse = |b: &[u8], v6: bool| -> Option<IpAddr> {
-            let s = std::str::from_utf8(b).ok()?;
+            let s = std::str::from_utf8(b).ok().filter(|s| s.is_ascii())?;
             if v6 {
                 s.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
             } else {
@@ -1145,24 +1190,23 @@ impl Framer {
         let (Some(s_addr), Some(d_addr)) = (parse(bits[2], v6), parse(bits[3], v6)) else {
             return Err(RequestError::proxy_line(line));
         };
-        let port = |b: &[u8]| -> Option<i64> { py_int(b) };
         let invalid_port = || {
             let mut m = b"invalid port ".to_vec();
             m.extend_from_slice(line);
             RequestError::proxy_line(&m)
         };
-        let (Some(sp), Some(dp)) = (port(bits[4]), port(bits[5])) else {
+        let (Some(sp), Some(dp)) = (port_number(bits[4]), port_number(bits[5])) else {
             return Err(invalid_port());
         };
-        if !(0..=65535).contains(&sp) || !(0..=65535).contains(&dp) {
+        let (Ok(sp), Ok(dp)) = (u16::try_from(sp), u16::try_from(dp)) else {
             return Err(invalid_port());
-        }
+        };
         self.set_proxy_info(ProxyInfo {
             proto: if v6 { "TCP6" } else { "TCP4" },
             client_addr: Some(s_addr),
-            client_port: Some(sp as u16),
+            client_port: Some(sp),
             proxy_addr: Some(d_addr),
-            proxy_port: Some(dp as u16),
+            proxy_port: Some(dp),
         });
         Ok(Step::Done(idx + 2))
     }
@@ -1766,7 +1810,7 @@ impl Framer {
         let mut must_close = false;
         let mut expect_continue = false;
         let mut content_length: Option<&[u8]> = None;
-        let mut codings: Vec<String> = Vec::new();
+        let mut codings: Vec<&'static str> = Vec::new();
         let te_err = || RequestError::header(b"TRANSFER-ENCODING");
         for f in fields {
             if f.is("CONTENT-LENGTH") {
@@ -1778,23 +1822,30 @@ impl Framer {
                 te = true;
                 for val in f.value.split(|&c| c == b',') {
                     let v = strip_sp_tab(val).to_ascii_lowercase();
-                    match v.as_slice() {
+                    let coding = match v.as_slice() {
                         b"chunked" => {
                             if chunked {
                                 return Err(te_err());
                             }
                             chunked = true;
+                            "chunked"
                         }
                         b"identity" => {
                             if chunked {
                                 return Err(te_err());
                             }
+                            "identity"
                         }
                         b"compress" | b"deflate" | b"gzip" => {
                             if chunked {
                                 return Err(te_err());
                             }
                             must_close = true;
+                            match v.as_slice() {
+                                b"compress" => "compress",
+                                b"deflate" => "deflate",
+                                _ => "gzip",
+                            }
                         }
                         _ => {
                             return Err(RequestError::new(
@@ -1804,8 +1855,8 @@ impl Framer {
                                 format!("Unsupported transfer coding: {}", py_str_repr(&f.value)),
                             ))
                         }
-                    }
-                    codings.push(String::from_utf8_lossy(&v).into_owned());
+                    };
+                    codings.push(coding);
                 }
             } else if f.is("EXPECT") {
                 expect_continue = version >= (1, 1);
@@ -1827,12 +1878,10 @@ impl Framer {
                 return Err(RequestError::header(b"CONTENT-LENGTH"));
             }
             // Known difference: gunicorn takes any size; beyond u64 is refused.
-            let digits = std::str::from_utf8(cl).unwrap_or("x");
-            Some(
-                digits
-                    .parse::<u64>()
-                    .map_err(|_| RequestError::header(b"CONTENT-LENGTH"))?,
-            )
+            let n = cl.iter().try_fold(0u64, |acc, &c| {
+                acc.checked_mul(10)?.checked_add((c - b'0') as u64)
+            });
+            Some(n.ok_or_else(|| RequestError::header(b"CONTENT-LENGTH"))?)
         } else {
             None
         };
@@ -1894,7 +1943,12 @@ impl Framer {
             return Err(RequestError::chunk_size(size));
         }
         let n = digits.iter().fold(0u64, |acc, &c| {
-            acc * 16 + (c as char).to_digit(16).unwrap_or(0) as u64
+            let v = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => c - b'A' + 10,
+            };
+            acc * 16 + v as u64
         });
         if n == 0 {
             self.state = State::Trailers;
@@ -1949,7 +2003,7 @@ struct Framing {
     length: Option<u64>,
     must_close: bool,
     expect_continue: bool,
-    codings: Vec<String>,
+    codings: Vec<&'static str>,
 }
 
 /// The lines of a header block split at CRLF, as Python's
@@ -1987,24 +2041,18 @@ impl<'a> Iterator for CrlfLines<'a> {
     }
 }
 
-/// Python's `int(str)` for what a PROXY v1 port can hold.
-fn py_int(b: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(b).ok()?.trim();
-    let (neg, digits) = match s.as_bytes().first()? {
-        b'+' => (false, &s[1..]),
-        b'-' => (true, &s[1..]),
-        _ => (false, s),
-    };
-    if digits.is_empty()
-        || digits.starts_with('_')
-        || digits.ends_with('_')
-        || digits.contains("__")
-        || !digits.bytes().all(|c| c.is_ascii_digit() || c == b'_')
-    {
+/// A PROXY v1 port: ASCII decimal digits only, on the bytes as sent.
+/// gunicorn's `int()` also takes surrounding whitespace (Unicode's too,
+/// after its latin-1 decode), a sign and `_` separators; those are
+/// refused here. `u32::MAX` stands for any value past it (out of range
+/// either way).
+fn port_number(b: &[u8]) -> Option<u32> {
+    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let v: i64 = digits.replace('_', "").parse().ok()?;
-    Some(if neg { -v } else { v })
+    Some(b.iter().fold(0u32, |acc, &c| {
+        acc.saturating_mul(10).saturating_add((c - b'0') as u32)
+    }))
 }
 
 /// gunicorn's `CHUNK_EXT_RE` on `";" + ext`:
@@ -2891,6 +2939,83 @@ mod tests {
         assert_eq!(info.client_port, Some(56324));
         let mut f = Framer::new(l, Some(IpAddr::from([10, 0, 0, 1])));
         assert_eq!(f.advance(input, true, &mut out).unwrap_err().status, 403);
+    }
+
+    #[test]
+    fn proxy_ports_are_ascii_digits_on_the_wire() {
+        let l = Arc::new(Limits {
+            proxy_protocol: ProxyProtocol::V1,
+            ..Limits::default()
+        });
+        let port_of = |port: &[u8]| {
+            let mut input = b"PROXY TCP4 1.2.3.4 5.6.7.8 ".to_vec();
+            input.extend_from_slice(port);
+            input.extend_from_slice(b" 2\r\nGET / HTTP/1.1\r\n\r\n");
+            let mut f = Framer::new(l.clone(), Some(IpAddr::from([127, 0, 0, 1])));
+            let mut out = Vec::new();
+            match f.advance(&input, true, &mut out) {
+                Ok(_) => Ok(f.proxy_info().unwrap().client_port.unwrap()),
+                Err(e) => Err((e.status, e.message)),
+            }
+        };
+        assert_eq!(port_of(b"1"), Ok(1));
+        assert_eq!(port_of(b"0001"), Ok(1));
+        assert_eq!(port_of(b"65535"), Ok(65535));
+        // Python's int() takes all of these (gunicorn: 200 for the ASCII
+        // ones and a lone latin-1 NBSP; 400 for UTF-8's NBSP and the
+        // Arabic-Indic digit only because latin-1 decodes them to other
+        // characters); on the bytes as sent none is a port.
+        for bad in [
+            &b"\xc2\xa01"[..],
+            b"\xa01",
+            b"\x851",
+            b"\t1",
+            b"1\t",
+            b"+1",
+            b"-0",
+            b"1_0",
+            b"\xd9\xa2",
+            b"\xef\xbc\x91",
+            b"",
+            b"65536",
+            b"99999999999999999999999",
+        ] {
+            let got = port_of(bad);
+            let Err((400, msg)) = &got else {
+                panic!("{bad:?}: {got:?}");
+            };
+            assert!(msg.contains("invalid port"), "{bad:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn targets_split_as_urlsplit() {
+        // (target, path, query, fragment) as Python 3.11's urlsplit (via
+        // gunicorn's split_request_uri) gives them.
+        let cases: &[(&str, &str, &str, &str)] = &[
+            ("/p?q=1#frag", "/p", "q=1", "frag"),
+            ("http://a", "", "", ""),
+            ("http://a?x=1#y", "", "x=1", "y"),
+            ("http:///x", "/x", "", ""),
+            ("://a/x", "://a/x", "", ""),
+            ("HTTP://A/p", "/p", "", ""),
+            ("a.com:443", "443", "", ""),
+            ("*", "*", "", ""),
+            ("//x/y?z", "//x/y", "z", ""),
+            ("h:/x", "/x", "", ""),
+            ("http:x", "x", "", ""),
+            ("1http://a/x", "1http://a/x", "", ""),
+            ("/a#b?c", "/a", "", "b?c"),
+        ];
+        for (target, path, query, fragment) in cases {
+            let got = split_target(target.as_bytes());
+            let want = TargetParts {
+                path: path.as_bytes(),
+                query: query.as_bytes(),
+                fragment: fragment.as_bytes(),
+            };
+            assert_eq!(got, want, "{target}");
+        }
     }
 
     mod props {
