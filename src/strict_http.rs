@@ -22,10 +22,13 @@
 //! method is upper-cased under `casefold_http_method`, `Content-Length` and
 //! `Transfer-Encoding` are written in one canonical form, chunk sizes lose
 //! their leading zeros and extensions, trailers are dropped (gunicorn does
-//! not give them to the app either), and a request target with bytes that
-//! the `http` crate refuses (`"` in the query, `<`, `>`, ...) has those
-//! bytes percent-encoded. `PATH_INFO` decodes to the same text; the raw
-//! target (`RAW_URI`) and `QUERY_STRING` then differ from gunicorn's.
+//! not give them to the app either). A request whose target is not plain
+//! origin-form (absolute-form, a `#fragment`, bytes the `http` crate
+//! refuses, ...), whose version is not HTTP/1.0 or 1.1, or whose
+//! `Content-Length` has leading zeros is shown to hyper with a stand-in
+//! target and version, and its request line as sent travels in a field of
+//! its own that the worker takes out again ([`RawHead`],
+//! [`restore_raw_head`]): the app sees what gunicorn's app sees.
 //! A `CONNECT` reaches hyper under another method name, which the worker
 //! turns back ([`restore_method`]) before the app sees the request: hyper
 //! would answer a 2xx to it as a tunnel, gunicorn answers it as any other
@@ -166,17 +169,19 @@ impl Limits {
     /// The value for hyper's `http1::Builder::max_buf_size`, so that hyper
     /// never refuses a head the framer accepted.
     pub fn hyper_max_buf_size(&self) -> usize {
-        // A percent-encoded target can grow up to 3x.
+        // The request line, and its target again in the field that
+        // carries a [`RawHead`].
         let line = match self.request_line_limit() {
             0 => 1024 * 1024,
             n => n,
         };
-        (self.max_buffer_headers() + 3 * line + 64).max(8192)
+        (self.max_buffer_headers() + 2 * line + 128).max(8192)
     }
 
-    /// The value for hyper's `http1::Builder::max_headers`.
+    /// The value for hyper's `http1::Builder::max_headers` (one more for
+    /// the field that carries a [`RawHead`]).
     pub fn hyper_max_headers(&self) -> usize {
-        self.fields_limit()
+        self.fields_limit() + 1
     }
 
     /// Whether `peer` may set the scheme and forwarder headers
@@ -845,27 +850,123 @@ pub fn restore_method<B>(req: &mut hyper::Request<B>) -> bool {
     false
 }
 
-/// The target as hyper (the `http` crate) can read it: unchanged when it
-/// parses, else with the bytes `http` refuses percent-encoded.
-fn target_for_hyper(target: &[u8]) -> Option<Cow<'_, [u8]>> {
-    // The common case without a trial parse (hyper parses it anyway).
-    if is_plain_target(target) {
-        return Some(Cow::Borrowed(target));
+/// The target hyper is shown for a request whose head is also carried as
+/// sent ([`RawHead`]). Every absolute-form target a client sends is such a
+/// request, so an absolute target here is always the framer's.
+const RAW_MARK_TARGET: &[u8] = b"http://rgunicorn.raw/";
+
+/// The field that carries a [`RawHead`] to [`restore_raw_head`]: the first
+/// of the head, `<major>.<minor> <Content-Length> <target>`. A client's own
+/// field of that name stays (after it).
+const RAW_FIELD: &str = "rgunicorn-raw";
+
+/// What the app must see of a request line (and `Content-Length`) as the
+/// client sent it, where hyper can only read a canonical form: a target
+/// that is not plain origin-form (absolute-form, with a `#fragment`, with
+/// bytes the `http` crate refuses, `*`, CONNECT's authority), a version
+/// other than HTTP/1.0 and 1.1 (gunicorn takes any `HTTP/1.x`), or a
+/// `Content-Length` with leading zeros. [`restore_raw_head`] puts one in
+/// the request's extensions; most requests have none, and their target,
+/// version and `Content-Length` are as sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawHead {
+    /// The request target as sent (printable ASCII).
+    pub target: Vec<u8>,
+    /// `(1, 2)` for `HTTP/1.2`.
+    pub version: (u8, u8),
+    /// The `Content-Length` value as sent (SP/HTAB stripped), if any.
+    pub content_length: Option<Vec<u8>>,
+}
+
+impl RawHead {
+    /// The target split as gunicorn splits it.
+    pub fn parts(&self) -> TargetParts<'_> {
+        split_target(&self.target)
     }
-    if hyper::Uri::try_from(target).is_ok() {
-        return Some(Cow::Borrowed(target));
+
+    /// `HTTP/1.2` (gunicorn's `SERVER_PROTOCOL`).
+    pub fn protocol(&self) -> String {
+        format!("HTTP/{}.{}", self.version.0, self.version.1)
     }
-    let mut enc = Vec::with_capacity(target.len() + 16);
-    for &c in target {
-        if b"\"<>\\^`{|}".contains(&c) {
-            enc.extend_from_slice(format!("%{c:02X}").as_bytes());
-        } else {
-            enc.push(c);
+
+    fn parse(v: &[u8]) -> Option<RawHead> {
+        let [major, b'.', minor, b' ', rest @ ..] = v else {
+            return None;
+        };
+        let sp = memchr::memchr(b' ', rest)?;
+        Some(RawHead {
+            target: rest[sp + 1..].to_vec(),
+            version: (major.wrapping_sub(b'0'), minor.wrapping_sub(b'0')),
+            content_length: (sp > 0).then(|| rest[..sp].to_vec()),
+        })
+    }
+}
+
+/// Undo the framer's marking of a request that carries a [`RawHead`]
+/// (hyper read it through a [`GatedIo`]): the head goes into the request's
+/// extensions, its field is removed, and the URI becomes what the `http`
+/// crate makes of the target as sent ([`uri_for_app`]). Cheap for an
+/// origin-form request (none is marked).
+#[inline]
+pub fn restore_raw_head<B>(req: &mut hyper::Request<B>) {
+    if req.uri().scheme().is_none() {
+        return;
+    }
+    restore_marked(req);
+}
+
+fn restore_marked<B>(req: &mut hyper::Request<B>) {
+    use hyper::header::Entry;
+    let headers = req.headers_mut();
+    let Entry::Occupied(entry) = headers.entry(RAW_FIELD) else {
+        return;
+    };
+    let mut values = entry.remove_entry_mult().1;
+    let ours = values.next();
+    let theirs: Vec<_> = values.collect();
+    for v in theirs {
+        headers.append(RAW_FIELD, v);
+    }
+    let Some(raw) = ours.and_then(|v| RawHead::parse(v.as_bytes())) else {
+        return;
+    };
+    *req.uri_mut() = uri_for_app(&raw.target);
+    req.extensions_mut().insert(raw);
+}
+
+/// What the `http` crate makes of a target, for whoever reads the request's
+/// URI (a Rust app): the target itself when it parses (a `#fragment`
+/// dropped), else with the bytes `http` refuses percent-encoded, else its
+/// path and query as gunicorn splits them, in origin-form.
+pub fn uri_for_app(target: &[u8]) -> hyper::Uri {
+    let encode = |t: &[u8]| {
+        let mut enc = Vec::with_capacity(t.len() + 16);
+        for &c in t {
+            if b"\"<>\\^`{|}".contains(&c) {
+                enc.extend_from_slice(format!("%{c:02X}").as_bytes());
+            } else {
+                enc.push(c);
+            }
         }
+        enc
+    };
+    if let Ok(uri) = hyper::Uri::try_from(target) {
+        return uri;
     }
-    hyper::Uri::try_from(enc.as_slice())
-        .ok()
-        .map(|_| Cow::Owned(enc))
+    if let Ok(uri) = hyper::Uri::try_from(encode(target)) {
+        return uri;
+    }
+    let parts = split_target(target);
+    let mut origin = Vec::with_capacity(target.len() + 1);
+    if !parts.path.starts_with(b"/") {
+        origin.push(b'/');
+    }
+    origin.extend_from_slice(parts.path);
+    if !parts.query.is_empty() {
+        origin.push(b'?');
+        origin.extend_from_slice(parts.query);
+    }
+    hyper::Uri::try_from(encode(&origin)).unwrap_or_else(|_| hyper::Uri::from_static("/"))
 }
 
 /// Result of trying to parse one element that may be incomplete.
@@ -1418,15 +1519,31 @@ impl Framer {
         let held = framing.chunked && !framing.expect_continue && self.limits.hold_limit > 0;
         let mut held_head = Vec::new();
         let head = if held { &mut held_head } else { &mut *out };
-        head.reserve(block.len() + line.len() + 64);
+        head.reserve(block.len() + 2 * line.len() + 96);
         head.extend_from_slice(&method_for_hyper(&req.method));
         head.push(b' ');
-        head.extend_from_slice(&req.target);
+        // A head the app must see as sent is marked (see [`RawHead`]).
+        let content_length = fields.iter().find(|f| f.is("CONTENT-LENGTH"));
+        let marked = !is_plain_target(req.target)
+            || !matches!(req.version, (1, 0) | (1, 1))
+            || content_length.is_some_and(|f| f.value.len() > 1 && f.value[0] == b'0');
+        head.extend_from_slice(if marked { RAW_MARK_TARGET } else { req.target });
         head.extend_from_slice(match req.version {
             (1, 0) => b" HTTP/1.0\r\n",
             (0, _) => b" HTTP/1.0\r\n",
             _ => b" HTTP/1.1\r\n",
         });
+        if marked {
+            let (major, minor) = req.version;
+            head.extend_from_slice(b"Rgunicorn-Raw: ");
+            head.extend_from_slice(&[b'0' + major as u8, b'.', b'0' + minor as u8, b' ']);
+            if let Some(f) = content_length {
+                head.extend_from_slice(&f.value);
+            }
+            head.push(b' ');
+            head.extend_from_slice(req.target);
+            head.extend_from_slice(b"\r\n");
+        }
         let mut te_written = false;
         for f in &fields {
             if f.is("CONTENT-LENGTH") {
@@ -1655,11 +1772,6 @@ impl Framer {
                 version.0, version.1
             )));
         }
-        // Known difference: a target the `http` crate cannot read even
-        // percent-encoded is refused here rather than by hyper.
-        let Some(target) = target_for_hyper(target) else {
-            return Err(RequestError::request_line(line));
-        };
         Ok(RequestLine {
             method,
             target,
@@ -1994,7 +2106,8 @@ impl Framer {
 
 struct RequestLine<'a> {
     method: Cow<'a, [u8]>,
-    target: Cow<'a, [u8]>,
+    /// As sent.
+    target: &'a [u8],
     version: (u32, u32),
 }
 
@@ -2761,8 +2874,10 @@ mod tests {
         assert!(err.is_none(), "{err:?}");
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "POST /a?b=%22c%22 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity, chunked\r\n\r\n\
-             5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.0\r\nContent-Length: 2\r\n\r\nok"
+            "POST http://rgunicorn.raw/ HTTP/1.1\r\nRgunicorn-Raw: 1.1  /a?b=\"c\"\r\n\
+             Host: x\r\nTransfer-Encoding: identity, chunked\r\n\r\n\
+             5\r\nhello\r\n0\r\n\r\nGET http://rgunicorn.raw/ HTTP/1.0\r\nRgunicorn-Raw: 1.0 002 /\r\n\
+             Content-Length: 2\r\n\r\nok"
         );
     }
 
@@ -2774,7 +2889,8 @@ mod tests {
         assert!(err.is_none(), "{err:?}");
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "RGUNICORN- example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+            "RGUNICORN- http://rgunicorn.raw/ HTTP/1.1\r\nRgunicorn-Raw: 1.1  example.com:443\r\n\
+             Host: example.com:443\r\n\r\n"
         );
         // A client's own method with the same prefix is told apart.
         let (out, _) = frame(b"RGUNICORN- / HTTP/1.1\r\n\r\nRGUNICORN-X / HTTP/1.1\r\n\r\n");
@@ -2789,7 +2905,7 @@ mod tests {
             ..Limits::default()
         };
         let (out, _, _) = run_steps(&Arc::new(l), b"connect h:1 HTTP/1.1\r\n\r\n", 1000);
-        assert!(out.starts_with(b"RGUNICORN- h:1 "));
+        assert!(out.starts_with(b"RGUNICORN- http://rgunicorn.raw/ "));
     }
 
     #[test]
@@ -3278,6 +3394,24 @@ mod tests {
             )
         }
 
+        /// `out` without the fields that mark a head whose target is
+        /// already the stand-in one (a marked head framed again).
+        fn without_remarks(out: &[u8]) -> Vec<u8> {
+            let mark = b"\r\nRgunicorn-Raw: ";
+            let stand_in = b" http://rgunicorn.raw/";
+            let mut v = out.to_vec();
+            let mut from = 0;
+            while let Some(i) = find(&v[from..], mark).map(|i| i + from) {
+                let end = find(&v[i + 2..], b"\r\n").map_or(v.len(), |e| i + 2 + e);
+                if v[..end].ends_with(stand_in) {
+                    v.drain(i..end);
+                } else {
+                    from = end;
+                }
+            }
+            v
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -3340,9 +3474,10 @@ mod tests {
             fn accepted_output_is_accepted_again(reqs in prop::collection::vec(request(), 1..3)) {
                 let input = reqs.concat();
                 if let Ok(out) = framer_output(&input) {
-                    // The canonical form is a fixed point, and hyper's URI
+                    // The canonical form is a fixed point but for the
+                    // marking of marked heads again, and hyper's URI
                     // parser reads every target in it.
-                    let again = framer_output(&out);
+                    let again = framer_output(&out).map(|a| without_remarks(&a));
                     prop_assert_eq!(again.as_ref(), Ok(&out));
                 }
             }
@@ -3430,6 +3565,96 @@ mod tests {
         async fn empty_close() {
             let r = exchange(Limits::default(), b"GET /foo HTTP/1.1\r\nHo").await;
             assert_eq!(r, "");
+        }
+
+        /// What a service behind the gate sees of each request on one
+        /// connection: `method target version raw-head`.
+        async fn seen(request: &[u8]) -> Vec<String> {
+            let (client, server) = tokio::io::duplex(1 << 20);
+            let io = GatedIo::new(
+                TokioIo::new(server),
+                Arc::new(Limits::default()),
+                Some(IpAddr::from([127, 0, 0, 1])),
+            );
+            let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let seen = log.clone();
+            let serve = tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        restore_method(&mut req);
+                        restore_raw_head(&mut req);
+                        let raw = req.extensions().get::<RawHead>().map(|r| {
+                            format!(
+                                "{} {:?} {}",
+                                r.protocol(),
+                                r.content_length.as_deref().map(String::from_utf8_lossy),
+                                String::from_utf8_lossy(&r.target)
+                            )
+                        });
+                        let fields: Vec<String> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| format!("{k}={}", v.to_str().unwrap()))
+                            .collect();
+                        seen.lock().unwrap().push(format!(
+                            "{} {} {:?} {raw:?} {}",
+                            req.method(),
+                            req.uri(),
+                            req.version(),
+                            fields.join(",")
+                        ));
+                        async move {
+                            let _ = req.into_body().collect().await;
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                bytes::Bytes::from("ok"),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .half_close(true)
+                    .serve_connection(io, svc)
+                    .await;
+            });
+            let (mut rd, mut wr) = tokio::io::split(client);
+            wr.write_all(request).await.unwrap();
+            wr.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            tokio::time::timeout(std::time::Duration::from_secs(5), rd.read_to_end(&mut got))
+                .await
+                .expect("server hung")
+                .unwrap();
+            let _ = serve.await;
+            let v = log.lock().unwrap().clone();
+            v
+        }
+
+        #[tokio::test]
+        async fn the_request_line_as_sent_reaches_the_app() {
+            let got = seen(
+                b"GET /p?q=1#frag HTTP/1.1\r\nHost: a\r\n\r\n\
+                  GET http://a HTTP/1.1\r\n\r\n\
+                  GET http:///x HTTP/1.2\r\n\r\n\
+                  POST /p HTTP/1.1\r\nContent-Length: 002\r\nRgunicorn-Raw: theirs\r\n\r\nok\
+                  GET ://a/x HTTP/1.1\r\n\r\n\
+                  GET /plain HTTP/1.1\r\nRgunicorn-Raw: theirs\r\n\r\n\
+                  HEAD /h#x HTTP/1.1\r\n\r\n\
+                  CONNECT a.com:443 HTTP/1.1\r\n\r\n",
+            )
+            .await;
+            assert_eq!(
+                got,
+                [
+                    r#"GET /p?q=1 HTTP/1.1 Some("HTTP/1.1 None /p?q=1#frag") host=a"#,
+                    r#"GET http://a/ HTTP/1.1 Some("HTTP/1.1 None http://a") "#,
+                    r#"GET /x HTTP/1.1 Some("HTTP/1.2 None http:///x") "#,
+                    r#"POST /p HTTP/1.1 Some("HTTP/1.1 Some(\"002\") /p") content-length=2,rgunicorn-raw=theirs"#,
+                    r#"GET ://a/x HTTP/1.1 Some("HTTP/1.1 None ://a/x") "#,
+                    "GET /plain HTTP/1.1 None rgunicorn-raw=theirs",
+                    r#"HEAD /h HTTP/1.1 Some("HTTP/1.1 None /h#x") "#,
+                    r#"CONNECT a.com:443 HTTP/1.1 Some("HTTP/1.1 None a.com:443") "#,
+                ]
+            );
         }
 
         #[tokio::test]
@@ -3588,6 +3813,7 @@ mod tests {
             let svc = hyper::service::service_fn(
                 |mut req: hyper::Request<hyper::body::Incoming>| async move {
                     let connect = restore_method(&mut req);
+                    restore_raw_head(&mut req);
                     // No tunnel to take either (one would only resolve
                     // after this response).
                     assert!(hyper::upgrade::on(&mut req).await.is_err());

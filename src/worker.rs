@@ -1178,6 +1178,9 @@ async fn serve_connection<I>(
         let ctx = ctx.clone();
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let connect = ctx.gated && crate::strict_http::restore_method(&mut req);
+            if ctx.gated {
+                crate::strict_http::restore_raw_head(&mut req);
+            }
             let mut addrs = ctx.addrs;
             // The PROXY header, if any, came before the first request head.
             addrs.proxy = ctx.proxy.as_ref().and_then(|p| p.get()).copied();
