@@ -40,7 +40,7 @@ pub struct Record {
     /// The request target as received (gunicorn's `RAW_URI`).
     pub raw_uri: String,
     /// `HTTP/1.1`.
-    pub protocol: &'static str,
+    pub protocol: std::borrow::Cow<'static, str>,
     pub status: u16,
     /// Request headers, names lowercased, in order received.
     pub request_headers: Vec<(String, String)>,
@@ -320,7 +320,10 @@ fn atom(r: &Record, key: &str, now: &str) -> Value {
             .map(|(_, v)| v.clone())
     };
     let dash = |v: Option<String>| Value::Str(v.unwrap_or_else(|| "-".into()));
-    let (path, query) = r.raw_uri.split_once('?').unwrap_or((&r.raw_uri, ""));
+    // Split as gunicorn splits the target (at ASCII bytes: still UTF-8).
+    let split = crate::strict_http::split_target(r.raw_uri.as_bytes());
+    let text = |b| std::str::from_utf8(b).unwrap_or_default();
+    let (path, query) = (text(split.path), text(split.query));
     if key.starts_with('{') {
         let lower = key.to_ascii_lowercase();
         let inner = &lower[1..lower.rfind('}').unwrap_or(lower.len())];
@@ -427,7 +430,7 @@ mod tests {
             remote_addr: "127.0.0.1".into(),
             method: "GET".into(),
             raw_uri: "/a%20b?x=1".into(),
-            protocol: "HTTP/1.1",
+            protocol: "HTTP/1.1".into(),
             status: 200,
             request_headers: vec![
                 ("host".into(), "h".into()),
