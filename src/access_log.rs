@@ -72,6 +72,7 @@ impl AccessLog {
         let raw_format = format.to_string();
         let format = Format::parse(format);
         let (tx, rx) = mpsc::channel::<Message>();
+        let mut dropped = crate::log::Dropped::new();
         std::thread::Builder::new()
             .name("rgunicorn-access-log".into())
             .spawn(move || {
@@ -89,7 +90,7 @@ impl AccessLog {
                             if let Some(out) = out.as_mut() {
                                 let mut line = format.render(&r, &now);
                                 line.push('\n');
-                                out.write(line.as_bytes());
+                                out.write(line.as_bytes(), &mut dropped);
                             }
                         }
                         Message::Reopen => {
@@ -167,11 +168,22 @@ impl Output {
         })
     }
 
-    fn write(&mut self, line: &[u8]) {
-        let _ = match self {
-            Output::Stdout => std::io::stdout().write_all(line),
-            Output::File { file, .. } => file.write_all(line),
+    /// Write one line; lines a write drops are counted, and the count goes
+    /// to the error log once a write works again.
+    fn write(&mut self, line: &[u8], dropped: &mut crate::log::Dropped) {
+        let mut stdout;
+        let target: &mut dyn Write = match self {
+            Output::Stdout => {
+                stdout = std::io::stdout();
+                &mut stdout
+            }
+            Output::File { file, .. } => file,
         };
+        // The count goes to the error log, not among the access lines.
+        dropped.write(target, line, |n| {
+            crate::log::access_lines_dropped(n);
+            String::new()
+        });
     }
 
     fn reopen(&mut self) {
