@@ -101,7 +101,7 @@ impl RequestHooks {
             Err(e) => {
                 crate::hooks::log_exception(
                     py,
-                    &format!("Error handling request {}", info.uri),
+                    &format!("Error handling request {} {}", info.method, info.uri),
                     &e,
                 );
                 false
