@@ -857,7 +857,8 @@ const RAW_MARK_TARGET: &[u8] = b"http://rgunicorn.raw/";
 
 /// The field that carries a [`RawHead`] to [`restore_raw_head`]: the first
 /// of the head, `<major>.<minor> <Content-Length> <target>`. A client's own
-/// field of that name stays (after it).
+/// field of that name stays (first among the fields, where the map keeps
+/// that name).
 const RAW_FIELD: &str = "rgunicorn-raw";
 
 /// What the app must see of a request line (and `Content-Length`) as the
@@ -916,17 +917,27 @@ pub fn restore_raw_head<B>(req: &mut hyper::Request<B>) {
 }
 
 fn restore_marked<B>(req: &mut hyper::Request<B>) {
-    use hyper::header::Entry;
-    let headers = req.headers_mut();
-    let Entry::Occupied(entry) = headers.entry(RAW_FIELD) else {
+    if !req.headers().contains_key(RAW_FIELD) {
         return;
-    };
-    let mut values = entry.remove_entry_mult().1;
-    let ours = values.next();
-    let theirs: Vec<_> = values.collect();
-    for v in theirs {
-        headers.append(RAW_FIELD, v);
     }
+    // Rebuilt without the field, in the same order (removing it from the
+    // map would move the last field into its place).
+    let fields = std::mem::take(req.headers_mut());
+    let mut rest = hyper::HeaderMap::with_capacity(fields.len());
+    let mut ours = None;
+    let mut name = None;
+    for (k, v) in fields {
+        if let Some(k) = k {
+            name = Some(k);
+        }
+        let Some(k) = &name else { continue };
+        if ours.is_none() && k == RAW_FIELD {
+            ours = Some(v);
+        } else {
+            rest.append(k.clone(), v);
+        }
+    }
+    *req.headers_mut() = rest;
     let Some(raw) = ours.and_then(|v| RawHead::parse(v.as_bytes())) else {
         return;
     };
@@ -3648,7 +3659,7 @@ mod tests {
                     r#"GET /p?q=1 HTTP/1.1 Some("HTTP/1.1 None /p?q=1#frag") host=a"#,
                     r#"GET http://a/ HTTP/1.1 Some("HTTP/1.1 None http://a") "#,
                     r#"GET /x HTTP/1.1 Some("HTTP/1.2 None http:///x") "#,
-                    r#"POST /p HTTP/1.1 Some("HTTP/1.1 Some(\"002\") /p") content-length=2,rgunicorn-raw=theirs"#,
+                    r#"POST /p HTTP/1.1 Some("HTTP/1.1 Some(\"002\") /p") rgunicorn-raw=theirs,content-length=2"#,
                     r#"GET ://a/x HTTP/1.1 Some("HTTP/1.1 None ://a/x") "#,
                     "GET /plain HTTP/1.1 None rgunicorn-raw=theirs",
                     r#"HEAD /h HTTP/1.1 Some("HTTP/1.1 None /h#x") "#,
