@@ -706,7 +706,7 @@ fn build_environ<'py>(
                     .headers
                     .get_all(name)
                     .iter()
-                    .last()
+                    .next_back()
                     .map(|v| latin1(v.as_bytes()))
             }
             "CONTENT-TYPE" => {
