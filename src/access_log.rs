@@ -488,6 +488,20 @@ mod tests {
     }
 
     #[test]
+    fn the_target_is_split_as_gunicorn_splits_it() {
+        let mut r = record();
+        r.raw_uri = "http://h/a%20b?x=1#f".into();
+        r.protocol = "HTTP/1.2".into();
+        let f = Format::parse("%(r)s|%(U)s|%(q)s|%(H)s");
+        assert_eq!(
+            f.render(&r, ""),
+            "GET http://h/a%20b?x=1#f HTTP/1.2|/a b|x=1|HTTP/1.2"
+        );
+        r.raw_uri = "http://h".into();
+        assert_eq!(f.render(&r, ""), "GET http://h HTTP/1.2|||HTTP/1.2");
+    }
+
+    #[test]
     fn decoding() {
         assert_eq!(base64_decode("dXNlcjpwYXNz").unwrap(), b"user:pass");
         assert_eq!(basic_user("Bearer x"), None);
