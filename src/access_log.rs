@@ -40,7 +40,7 @@ pub struct Record {
     /// The request target as received (gunicorn's `RAW_URI`).
     pub raw_uri: String,
     /// `HTTP/1.1`.
-    pub protocol: &'static str,
+    pub protocol: std::borrow::Cow<'static, str>,
     pub status: u16,
     /// Request headers, names lowercased, in order received.
     pub request_headers: Vec<(String, String)>,
@@ -72,6 +72,7 @@ impl AccessLog {
         let raw_format = format.to_string();
         let format = Format::parse(format);
         let (tx, rx) = mpsc::channel::<Message>();
+        let mut dropped = crate::log::Dropped::new();
         std::thread::Builder::new()
             .name("rgunicorn-access-log".into())
             .spawn(move || {
@@ -89,7 +90,7 @@ impl AccessLog {
                             if let Some(out) = out.as_mut() {
                                 let mut line = format.render(&r, &now);
                                 line.push('\n');
-                                out.write(line.as_bytes());
+                                out.write(line.as_bytes(), &mut dropped);
                             }
                         }
                         Message::Reopen => {
@@ -167,11 +168,22 @@ impl Output {
         })
     }
 
-    fn write(&mut self, line: &[u8]) {
-        let _ = match self {
-            Output::Stdout => std::io::stdout().write_all(line),
-            Output::File { file, .. } => file.write_all(line),
+    /// Write one line; lines a write drops are counted, and the count goes
+    /// to the error log once a write works again.
+    fn write(&mut self, line: &[u8], dropped: &mut crate::log::Dropped) {
+        let mut stdout;
+        let target: &mut dyn Write = match self {
+            Output::Stdout => {
+                stdout = std::io::stdout();
+                &mut stdout
+            }
+            Output::File { file, .. } => file,
         };
+        // The count goes to the error log, not among the access lines.
+        dropped.write(target, line, |n| {
+            crate::log::access_lines_dropped(n);
+            String::new()
+        });
     }
 
     fn reopen(&mut self) {
@@ -320,7 +332,10 @@ fn atom(r: &Record, key: &str, now: &str) -> Value {
             .map(|(_, v)| v.clone())
     };
     let dash = |v: Option<String>| Value::Str(v.unwrap_or_else(|| "-".into()));
-    let (path, query) = r.raw_uri.split_once('?').unwrap_or((&r.raw_uri, ""));
+    // Split as gunicorn splits the target (at ASCII bytes: still UTF-8).
+    let split = crate::strict_http::split_target(r.raw_uri.as_bytes());
+    let text = |b| std::str::from_utf8(b).unwrap_or_default();
+    let (path, query) = (text(split.path), text(split.query));
     if key.starts_with('{') {
         let lower = key.to_ascii_lowercase();
         let inner = &lower[1..lower.rfind('}').unwrap_or(lower.len())];
@@ -427,7 +442,7 @@ mod tests {
             remote_addr: "127.0.0.1".into(),
             method: "GET".into(),
             raw_uri: "/a%20b?x=1".into(),
-            protocol: "HTTP/1.1",
+            protocol: "HTTP/1.1".into(),
             status: 200,
             request_headers: vec![
                 ("host".into(), "h".into()),
@@ -470,6 +485,20 @@ mod tests {
             f.render(&record(), "[t]"),
             "127.0.0.1 - user [t] \"GET /a%20b?x=1 HTTP/1.1\" 200 12 \"-\" \"curl \\\"7\\\"\""
         );
+    }
+
+    #[test]
+    fn the_target_is_split_as_gunicorn_splits_it() {
+        let mut r = record();
+        r.raw_uri = "http://h/a%20b?x=1#f".into();
+        r.protocol = "HTTP/1.2".into();
+        let f = Format::parse("%(r)s|%(U)s|%(q)s|%(H)s");
+        assert_eq!(
+            f.render(&r, ""),
+            "GET http://h/a%20b?x=1#f HTTP/1.2|/a b|x=1|HTTP/1.2"
+        );
+        r.raw_uri = "http://h".into();
+        assert_eq!(f.render(&r, ""), "GET http://h HTTP/1.2|||HTTP/1.2");
     }
 
     #[test]

@@ -1453,14 +1453,22 @@ fn build_scope<'py>(
         scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
         scope.set_item(intern!(py, "asgi"), c.asgi_version.bind(py).copy()?)?;
     }
-    scope.set_item(
-        intern!(py, "http_version"),
-        match parts.version {
-            http::Version::HTTP_10 => intern!(py, "1.0"),
-            http::Version::HTTP_2 => intern!(py, "2"),
-            _ => intern!(py, "1.1"),
-        },
-    )?;
+    // The request line as sent, where hyper read a canonical form.
+    let raw_head = parts.extensions.get::<crate::strict_http::RawHead>();
+    match raw_head {
+        Some(raw) => scope.set_item(
+            intern!(py, "http_version"),
+            format!("{}.{}", raw.version.0, raw.version.1),
+        )?,
+        None => scope.set_item(
+            intern!(py, "http_version"),
+            match parts.version {
+                http::Version::HTTP_10 => intern!(py, "1.0"),
+                http::Version::HTTP_2 => intern!(py, "2"),
+                _ => intern!(py, "1.1"),
+            },
+        )?,
+    }
     let addrs = parts
         .extensions
         .get::<ConnAddrs>()
@@ -1486,10 +1494,10 @@ fn build_scope<'py>(
         if let Some(proto) = parts
             .headers
             .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
+            .and_then(|v| std::str::from_utf8(v.as_bytes().trim_ascii()).ok())
         {
             // As uvicorn's proxy headers: a websocket's http(s) is ws(s).
-            let p = proto.trim().to_ascii_lowercase();
+            let p = proto.to_ascii_lowercase();
             if matches!(p.as_str(), "http" | "https" | "ws" | "wss") {
                 scheme = Cow::Owned(if ws { p.replace("http", "ws") } else { p });
             }
@@ -1500,7 +1508,7 @@ fn build_scope<'py>(
             .and_then(|v| v.to_str().ok())
         {
             // The first untrusted host from the right, as uvicorn.
-            let hosts: Vec<&str> = fwd.split(',').map(str::trim).collect();
+            let hosts: Vec<&str> = fwd.split(',').map(str::trim_ascii).collect();
             let pick = hosts
                 .iter()
                 .rev()
@@ -1526,12 +1534,18 @@ fn build_scope<'py>(
     }
     scope.set_item(intern!(py, "root_path"), c.root_path.bind(py))?;
     let headers = PyList::empty(py);
+    // `Content-Length` as sent (`007`), as uvicorn passes it.
+    let sent_length = raw_head.and_then(|r| r.content_length.as_deref());
     for (name, value) in parts.headers.iter() {
+        let value = match sent_length {
+            Some(digits) if name == http::header::CONTENT_LENGTH => digits,
+            _ => value.as_bytes(),
+        };
         let t = PyTuple::new(
             py,
             [
                 PyBytes::new(py, name.as_str().as_bytes()),
-                PyBytes::new(py, value.as_bytes()),
+                PyBytes::new(py, value),
             ],
         )?;
         headers.append(t)?;
@@ -1542,8 +1556,8 @@ fn build_scope<'py>(
         // Every Sec-WebSocket-Protocol header, split at commas.
         let subprotocols = PyList::empty(py);
         for v in parts.headers.get_all(http::header::SEC_WEBSOCKET_PROTOCOL) {
-            for p in crate::text::latin1(v.as_bytes()).split(',') {
-                subprotocols.append(p.trim())?;
+            for p in v.as_bytes().split(|&c| c == b',') {
+                subprotocols.append(crate::text::latin1(p.trim_ascii()))?;
             }
         }
         scope.set_item(intern!(py, "subprotocols"), subprotocols)?;
@@ -1559,7 +1573,16 @@ fn build_scope<'py>(
         };
         scope.set_item(intern!(py, "method"), method)?;
     }
-    let raw = parts.uri.path().as_bytes();
+    let (raw, query) = match raw_head {
+        Some(head) => {
+            let split = head.parts();
+            (split.path, split.query)
+        }
+        None => (
+            parts.uri.path().as_bytes(),
+            parts.uri.query().unwrap_or("").as_bytes(),
+        ),
+    };
     let decoded;
     let path = if raw.contains(&b'%') {
         decoded = crate::text::percent_decode(raw);
@@ -1576,10 +1599,7 @@ fn build_scope<'py>(
         full_raw.extend_from_slice(raw);
         scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, &full_raw))?;
     }
-    scope.set_item(
-        intern!(py, "query_string"),
-        PyBytes::new(py, parts.uri.query().unwrap_or("").as_bytes()),
-    )?;
+    scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query))?;
     Ok(scope)
 }
 

@@ -55,13 +55,80 @@ struct Sink {
     /// None: stderr.
     path: Option<String>,
     file: Option<File>,
+    /// Lines whose write failed (a full disk), not yet reported.
+    dropped: Dropped,
 }
 
 static SINK: Mutex<Sink> = Mutex::new(Sink {
     level: Level::Info,
     path: None,
     file: None,
+    dropped: Dropped::new(),
 });
+
+/// Lines a log could not write (a full disk, a closed stream): counted,
+/// and the count reported once a write works again.
+#[derive(Debug, Default)]
+pub struct Dropped {
+    lines: u64,
+}
+
+impl Dropped {
+    pub const fn new() -> Dropped {
+        Dropped { lines: 0 }
+    }
+
+    /// Write `line` (whole, with its newline) to `out`. A failed write is
+    /// counted; while lines are counted, `notice(count)` is written first
+    /// when the write can be tried again, and the count starts over once
+    /// it is. Where the notice itself must not go to `out` (an access
+    /// log), `notice` logs it elsewhere and returns an empty string.
+    pub fn write(&mut self, out: &mut dyn Write, line: &[u8], notice: impl FnOnce(u64) -> String) {
+        if self.lines > 0 {
+            let text = notice(self.lines);
+            if !text.is_empty() && out.write_all(text.as_bytes()).is_err() {
+                self.lines += 1;
+                return;
+            }
+            self.lines = 0;
+        }
+        if out.write_all(line).is_err() {
+            self.lines += 1;
+        }
+    }
+
+    /// Lines dropped and not yet reported.
+    pub fn count(&self) -> u64 {
+        self.lines
+    }
+}
+
+/// In a forked child: the lines the parent dropped are its to report.
+pub fn forget_dropped() {
+    for sink in [&SINK, &ACCESS_SINK] {
+        sink.lock().unwrap_or_else(|e| e.into_inner()).dropped = Dropped::new();
+    }
+}
+
+/// The error log's line about access log lines that were dropped.
+pub fn access_lines_dropped(n: u64) {
+    warning(&format!(
+        "{n} access log line{} could not be written (disk full?) and {} dropped",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "was" } else { "were" },
+    ));
+}
+
+/// The error log's own line about lines it dropped.
+fn dropped_notice(n: u64) -> String {
+    format!(
+        "{} [{}] [WARNING] {n} log line{} could not be written (disk full?) and {} dropped\n",
+        timestamp(),
+        std::process::id(),
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "was" } else { "were" },
+    )
+}
 
 fn open(path: &str) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
@@ -141,6 +208,7 @@ static ACCESS_SINK: Mutex<Sink> = Mutex::new(Sink {
     level: Level::Debug,
     path: None,
     file: None,
+    dropped: Dropped::new(),
 });
 
 /// Configure the access sink from `accesslog` (`None`: nothing is written).
@@ -165,12 +233,35 @@ fn write_to(sink: &Mutex<Sink>, line: &str) {
     out.push_str(line);
     out.push('\n');
     let access = std::ptr::eq(sink, &ACCESS_SINK);
-    let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
-    let _ = match sink.file.as_mut() {
-        Some(f) => f.write_all(out.as_bytes()),
-        None if access => std::io::stdout().write_all(out.as_bytes()),
-        None => std::io::stderr().write_all(out.as_bytes()),
+    let mut guard = sink.lock().unwrap_or_else(|e| e.into_inner());
+    let sink = &mut *guard;
+    let mut stdout;
+    let mut stderr;
+    let target: &mut dyn Write = match sink.file.as_mut() {
+        Some(f) => f,
+        None if access => {
+            stdout = std::io::stdout();
+            &mut stdout
+        }
+        None => {
+            stderr = std::io::stderr();
+            &mut stderr
+        }
     };
+    let mut reported = None;
+    sink.dropped.write(target, out.as_bytes(), |n| {
+        if access {
+            // Not into the access log: its lines have a format of their own.
+            reported = Some(n);
+            String::new()
+        } else {
+            dropped_notice(n)
+        }
+    });
+    drop(guard);
+    if let Some(n) = reported {
+        access_lines_dropped(n);
+    }
 }
 
 /// `[%Y-%m-%d %H:%M:%S %z]` in local time, as gunicorn's datefmt.
@@ -245,14 +336,16 @@ fn write(level: Level, msg: &str) {
         level.label(),
         msg
     );
-    match sink.file.as_mut() {
-        Some(f) => {
-            let _ = f.write_all(line.as_bytes());
-        }
+    let sink = &mut *sink;
+    let mut stderr;
+    let target: &mut dyn Write = match sink.file.as_mut() {
+        Some(f) => f,
         None => {
-            let _ = std::io::stderr().write_all(line.as_bytes());
+            stderr = std::io::stderr();
+            &mut stderr
         }
-    }
+    };
+    sink.dropped.write(target, line.as_bytes(), dropped_notice);
 }
 
 pub fn debug(msg: &str) {
@@ -280,6 +373,72 @@ mod tests {
         assert_eq!(Level::from_name("DEBUG"), Level::Debug);
         assert_eq!(Level::from_name("warning"), Level::Warning);
         assert_eq!(Level::from_name("bogus"), Level::Info);
+    }
+
+    /// A sink whose writes fail while `full` is set, as on a full disk.
+    struct Disk {
+        full: bool,
+        written: Vec<u8>,
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.full {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn dropped_lines_are_counted_and_reported_once_writing_works() {
+        let mut disk = Disk {
+            full: false,
+            written: Vec::new(),
+        };
+        let mut dropped = Dropped::new();
+        let notice = |n: u64| format!("dropped {n}\n");
+        dropped.write(&mut disk, b"one\n", notice);
+        disk.full = true;
+        for line in [b"two\n", b"three\n".as_slice(), b"four\n"] {
+            dropped.write(&mut disk, line, notice);
+        }
+        assert_eq!(dropped.count(), 3);
+        // The notice fails too: one more dropped, nothing reported yet.
+        dropped.write(&mut disk, b"five\n", notice);
+        assert_eq!(dropped.count(), 4);
+        disk.full = false;
+        dropped.write(&mut disk, b"six\n", notice);
+        dropped.write(&mut disk, b"seven\n", notice);
+        assert_eq!(dropped.count(), 0);
+        assert_eq!(
+            String::from_utf8(disk.written).unwrap(),
+            "one\ndropped 4\nsix\nseven\n"
+        );
+    }
+
+    #[test]
+    fn a_full_device_counts_every_line() {
+        // /dev/full fails every write with ENOSPC, as a full disk does.
+        let Ok(mut full) = OpenOptions::new().append(true).open("/dev/full") else {
+            return;
+        };
+        let mut dropped = Dropped::new();
+        for _ in 0..5 {
+            dropped.write(&mut full, b"line\n", dropped_notice);
+        }
+        assert_eq!(dropped.count(), 5);
+        let notice = dropped_notice(5);
+        assert!(
+            notice.contains(
+                "[WARNING] 5 log lines could not be written (disk full?) and were dropped"
+            ),
+            "{notice}"
+        );
     }
 
     #[test]

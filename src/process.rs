@@ -205,6 +205,8 @@ pub fn fork_python(
         Ok(ForkResult::Child) => {
             // SAFETY: child side of the protocol, first thing after fork.
             unsafe { pyo3::ffi::PyOS_AfterFork_Child() };
+            // The parent reports the lines it dropped itself.
+            crate::log::forget_dropped();
             reset_child_signals(kind);
             if kind != ChildKind::Exec {
                 let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));

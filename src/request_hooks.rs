@@ -36,6 +36,7 @@ pub struct RequestInfo {
     uri: String,
     path: String,
     query: String,
+    fragment: String,
     version: (u8, u8),
     headers: Vec<(String, String)>,
     scheme: &'static str,
@@ -100,7 +101,7 @@ impl RequestHooks {
             Err(e) => {
                 crate::hooks::log_exception(
                     py,
-                    &format!("Error handling request {}", info.uri),
+                    &format!("Error handling request {} {}", info.method, info.uri),
                     &e,
                 );
                 false
@@ -169,17 +170,37 @@ impl RequestInfo {
     pub fn new(req: &Request<Incoming>, addrs: Option<&ConnAddrs>) -> RequestInfo {
         let uri = req.uri();
         let peer = addrs.and_then(|a| a.client());
+        // The request line as sent, where hyper read a canonical form.
+        let raw = req.extensions().get::<crate::strict_http::RawHead>();
+        let (uri_text, path, query, fragment) = match raw {
+            Some(raw) => {
+                let split = raw.parts();
+                (
+                    crate::text::latin1(&raw.target),
+                    crate::text::latin1(split.path),
+                    crate::text::latin1(split.query),
+                    crate::text::latin1(split.fragment),
+                )
+            }
+            None => (
+                uri.path_and_query()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_else(|| uri.to_string()),
+                uri.path().to_string(),
+                uri.query().unwrap_or("").to_string(),
+                String::new(),
+            ),
+        };
         RequestInfo {
             method: req.method().to_string(),
-            uri: uri
-                .path_and_query()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| uri.to_string()),
-            path: uri.path().to_string(),
-            query: uri.query().unwrap_or("").to_string(),
-            version: match req.version() {
-                http::Version::HTTP_10 => (1, 0),
-                http::Version::HTTP_2 => (2, 0),
+            uri: uri_text,
+            path,
+            query,
+            fragment,
+            version: match (raw, req.version()) {
+                (Some(raw), _) => raw.version,
+                (None, http::Version::HTTP_10) => (1, 0),
+                (None, http::Version::HTTP_2) => (2, 0),
                 _ => (1, 1),
             },
             headers: req
@@ -239,7 +260,7 @@ fn py_request<'py>(py: Python<'py>, info: &RequestInfo) -> PyResult<Bound<'py, P
             uri: info.uri.clone(),
             path: crate::text::percent_decode_latin1(&info.path),
             query: info.query.clone(),
-            fragment: String::new(),
+            fragment: info.fragment.clone(),
             version: info.version,
             headers: headers.unbind(),
             trailers: PyList::empty(py).unbind(),

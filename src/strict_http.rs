@@ -22,10 +22,13 @@
 //! method is upper-cased under `casefold_http_method`, `Content-Length` and
 //! `Transfer-Encoding` are written in one canonical form, chunk sizes lose
 //! their leading zeros and extensions, trailers are dropped (gunicorn does
-//! not give them to the app either), and a request target with bytes that
-//! the `http` crate refuses (`"` in the query, `<`, `>`, ...) has those
-//! bytes percent-encoded. `PATH_INFO` decodes to the same text; the raw
-//! target (`RAW_URI`) and `QUERY_STRING` then differ from gunicorn's.
+//! not give them to the app either). A request whose target is not plain
+//! origin-form (absolute-form, a `#fragment`, bytes the `http` crate
+//! refuses, ...), whose version is not HTTP/1.0 or 1.1, or whose
+//! `Content-Length` has leading zeros is shown to hyper with a stand-in
+//! target and version, and its request line as sent travels in a field of
+//! its own that the worker takes out again ([`RawHead`],
+//! [`restore_raw_head`]): the app sees what gunicorn's app sees.
 //! A `CONNECT` reaches hyper under another method name, which the worker
 //! turns back ([`restore_method`]) before the app sees the request: hyper
 //! would answer a 2xx to it as a tunnel, gunicorn answers it as any other
@@ -166,17 +169,19 @@ impl Limits {
     /// The value for hyper's `http1::Builder::max_buf_size`, so that hyper
     /// never refuses a head the framer accepted.
     pub fn hyper_max_buf_size(&self) -> usize {
-        // A percent-encoded target can grow up to 3x.
+        // The request line, and its target again in the field that
+        // carries a [`RawHead`].
         let line = match self.request_line_limit() {
             0 => 1024 * 1024,
             n => n,
         };
-        (self.max_buffer_headers() + 3 * line + 64).max(8192)
+        (self.max_buffer_headers() + 2 * line + 128).max(8192)
     }
 
-    /// The value for hyper's `http1::Builder::max_headers`.
+    /// The value for hyper's `http1::Builder::max_headers` (one more for
+    /// the field that carries a [`RawHead`]).
     pub fn hyper_max_headers(&self) -> usize {
-        self.fields_limit()
+        self.fields_limit() + 1
     }
 
     /// Whether `peer` may set the scheme and forwarder headers
@@ -706,32 +711,74 @@ fn bad_value_byte(c: u8) -> bool {
     (c < 0x20 && c != b'\t') || c == 0x7f
 }
 
-/// The subset of Python 3.11's `urlsplit` that raises `ValueError` for a
-/// printable-ASCII target (unbalanced or invalid bracketed hosts).
-fn urlsplit_fails(uri: &[u8]) -> bool {
-    let mut url = uri;
-    if url.starts_with(b"//") {
-        return false; // gunicorn prefixes "." first: never a netloc.
-    }
-    if let Some(i) = url.iter().position(|&c| c == b':') {
+/// Python's `urlsplit` scheme rule: `[A-Za-z][A-Za-z0-9+.-]*` before the
+/// first `:`; returns what follows the scheme (all of `url` without one).
+fn after_scheme(url: &[u8]) -> &[u8] {
+    if let Some(i) = memchr::memchr(b':', url) {
         if i > 0
             && url[0].is_ascii_alphabetic()
             && url[..i]
                 .iter()
                 .all(|&c| c.is_ascii_alphanumeric() || b"+-.".contains(&c))
         {
-            url = &url[i + 1..];
+            return &url[i + 1..];
         }
     }
-    if !url.starts_with(b"//") {
-        return false;
-    }
-    let rest = &url[2..];
+    url
+}
+
+/// `urlsplit`'s netloc (after `//`) and what follows it, or `None`.
+fn split_netloc(url: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = url.strip_prefix(b"//")?;
     let end = rest
         .iter()
         .position(|&c| b"/?#".contains(&c))
         .unwrap_or(rest.len());
-    let netloc = &rest[..end];
+    Some(rest.split_at(end))
+}
+
+/// A request target split as gunicorn's `split_request_uri` (Python's
+/// `urlsplit`, a target that begins with `//` being a path) splits it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetParts<'a> {
+    pub path: &'a [u8],
+    pub query: &'a [u8],
+    pub fragment: &'a [u8],
+}
+
+/// See [`TargetParts`]; on the bytes as sent (printable ASCII).
+pub fn split_target(uri: &[u8]) -> TargetParts<'_> {
+    let mut url = uri;
+    if !url.starts_with(b"//") {
+        url = after_scheme(url);
+        if let Some((_, rest)) = split_netloc(url) {
+            url = rest;
+        }
+    }
+    let (url, fragment) = match memchr::memchr(b'#', url) {
+        Some(i) => (&url[..i], &url[i + 1..]),
+        None => (url, &b""[..]),
+    };
+    let (path, query) = match memchr::memchr(b'?', url) {
+        Some(i) => (&url[..i], &url[i + 1..]),
+        None => (url, &b""[..]),
+    };
+    TargetParts {
+        path,
+        query,
+        fragment,
+    }
+}
+
+/// The subset of Python 3.11's `urlsplit` that raises `ValueError` for a
+/// printable-ASCII target (unbalanced or invalid bracketed hosts).
+fn urlsplit_fails(uri: &[u8]) -> bool {
+    if uri.starts_with(b"//") {
+        return false; // gunicorn prefixes "." first: never a netloc.
+    }
+    let Some((netloc, _)) = split_netloc(after_scheme(uri)) else {
+        return false;
+    };
     let open = netloc.contains(&b'[');
     let close = netloc.contains(&b']');
     if open != close {
@@ -740,23 +787,24 @@ fn urlsplit_fails(uri: &[u8]) -> bool {
     if open {
         let after = &netloc[netloc.iter().position(|&c| c == b'[').unwrap_or(0) + 1..];
         let host = &after[..after.iter().position(|&c| c == b']').unwrap_or(after.len())];
-        let host = String::from_utf8_lossy(host);
-        if let Some(f) = host.strip_prefix('v') {
+        if let Some(f) = host.strip_prefix(b"v") {
             // \Av[a-fA-F0-9]+\..+\Z
-            let Some((hex, tail)) = f.split_once('.') else {
+            let Some(dot) = memchr::memchr(b'.', f) else {
                 return true;
             };
+            let (hex, tail) = (&f[..dot], &f[dot + 1..]);
             return hex.is_empty()
-                || !hex.bytes().all(|c| c.is_ascii_hexdigit())
+                || !hex.iter().all(u8::is_ascii_hexdigit)
                 || tail.is_empty()
-                || tail.contains('\n');
+                || tail.contains(&b'\n');
         }
-        let addr = match host.split_once('%') {
-            Some((a, scope)) if !scope.is_empty() => a.to_string(),
+        let addr = match memchr::memchr(b'%', host) {
+            Some(i) if i + 1 < host.len() => &host[..i],
             Some(_) => return true,
-            None => host.to_string(),
+            None => host,
         };
-        return addr.parse::<Ipv6Addr>().is_err();
+        // The target is printable ASCII: the parse reads bytes only.
+        return std::str::from_utf8(addr).map_or(true, |a| a.parse::<Ipv6Addr>().is_err());
     }
     false
 }
@@ -802,27 +850,134 @@ pub fn restore_method<B>(req: &mut hyper::Request<B>) -> bool {
     false
 }
 
-/// The target as hyper (the `http` crate) can read it: unchanged when it
-/// parses, else with the bytes `http` refuses percent-encoded.
-fn target_for_hyper(target: &[u8]) -> Option<Cow<'_, [u8]>> {
-    // The common case without a trial parse (hyper parses it anyway).
-    if is_plain_target(target) {
-        return Some(Cow::Borrowed(target));
+/// The target hyper is shown for a request whose head is also carried as
+/// sent ([`RawHead`]). Every absolute-form target a client sends is such a
+/// request, so an absolute target here is always the framer's.
+const RAW_MARK_TARGET: &[u8] = b"http://rgunicorn.raw/";
+
+/// The field that carries a [`RawHead`] to [`restore_raw_head`]: the first
+/// of the head, `<major>.<minor> <Content-Length> <target>`. A client's own
+/// field of that name stays (first among the fields, where the map keeps
+/// that name).
+const RAW_FIELD: &str = "rgunicorn-raw";
+
+/// What the app must see of a request line (and `Content-Length`) as the
+/// client sent it, where hyper can only read a canonical form: a target
+/// that is not plain origin-form (absolute-form, with a `#fragment`, with
+/// bytes the `http` crate refuses, `*`, CONNECT's authority), a version
+/// other than HTTP/1.0 and 1.1 (gunicorn takes any `HTTP/1.x`), or a
+/// `Content-Length` with leading zeros. [`restore_raw_head`] puts one in
+/// the request's extensions; most requests have none, and their target,
+/// version and `Content-Length` are as sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawHead {
+    /// The request target as sent (printable ASCII).
+    pub target: Vec<u8>,
+    /// `(1, 2)` for `HTTP/1.2`.
+    pub version: (u8, u8),
+    /// The `Content-Length` value as sent (SP/HTAB stripped), if any.
+    pub content_length: Option<Vec<u8>>,
+}
+
+impl RawHead {
+    /// The target split as gunicorn splits it.
+    pub fn parts(&self) -> TargetParts<'_> {
+        split_target(&self.target)
     }
-    if hyper::Uri::try_from(target).is_ok() {
-        return Some(Cow::Borrowed(target));
+
+    /// `HTTP/1.2` (gunicorn's `SERVER_PROTOCOL`).
+    pub fn protocol(&self) -> String {
+        format!("HTTP/{}.{}", self.version.0, self.version.1)
     }
-    let mut enc = Vec::with_capacity(target.len() + 16);
-    for &c in target {
-        if b"\"<>\\^`{|}".contains(&c) {
-            enc.extend_from_slice(format!("%{c:02X}").as_bytes());
+
+    fn parse(v: &[u8]) -> Option<RawHead> {
+        let [major, b'.', minor, b' ', rest @ ..] = v else {
+            return None;
+        };
+        let sp = memchr::memchr(b' ', rest)?;
+        Some(RawHead {
+            target: rest[sp + 1..].to_vec(),
+            version: (major.wrapping_sub(b'0'), minor.wrapping_sub(b'0')),
+            content_length: (sp > 0).then(|| rest[..sp].to_vec()),
+        })
+    }
+}
+
+/// Undo the framer's marking of a request that carries a [`RawHead`]
+/// (hyper read it through a [`GatedIo`]): the head goes into the request's
+/// extensions, its field is removed, and the URI becomes what the `http`
+/// crate makes of the target as sent ([`uri_for_app`]). Cheap for an
+/// origin-form request (none is marked).
+#[inline]
+pub fn restore_raw_head<B>(req: &mut hyper::Request<B>) {
+    if req.uri().scheme().is_none() {
+        return;
+    }
+    restore_marked(req);
+}
+
+fn restore_marked<B>(req: &mut hyper::Request<B>) {
+    if !req.headers().contains_key(RAW_FIELD) {
+        return;
+    }
+    // Rebuilt without the field, in the same order (removing it from the
+    // map would move the last field into its place).
+    let fields = std::mem::take(req.headers_mut());
+    let mut rest = hyper::HeaderMap::with_capacity(fields.len());
+    let mut ours = None;
+    let mut name = None;
+    for (k, v) in fields {
+        if let Some(k) = k {
+            name = Some(k);
+        }
+        let Some(k) = &name else { continue };
+        if ours.is_none() && k == RAW_FIELD {
+            ours = Some(v);
         } else {
-            enc.push(c);
+            rest.append(k.clone(), v);
         }
     }
-    hyper::Uri::try_from(enc.as_slice())
-        .ok()
-        .map(|_| Cow::Owned(enc))
+    *req.headers_mut() = rest;
+    let Some(raw) = ours.and_then(|v| RawHead::parse(v.as_bytes())) else {
+        return;
+    };
+    *req.uri_mut() = uri_for_app(&raw.target);
+    req.extensions_mut().insert(raw);
+}
+
+/// What the `http` crate makes of a target, for whoever reads the request's
+/// URI (a Rust app): the target itself when it parses (a `#fragment`
+/// dropped), else with the bytes `http` refuses percent-encoded, else its
+/// path and query as gunicorn splits them, in origin-form.
+pub fn uri_for_app(target: &[u8]) -> hyper::Uri {
+    let encode = |t: &[u8]| {
+        let mut enc = Vec::with_capacity(t.len() + 16);
+        for &c in t {
+            if b"\"<>\\^`{|}".contains(&c) {
+                enc.extend_from_slice(format!("%{c:02X}").as_bytes());
+            } else {
+                enc.push(c);
+            }
+        }
+        enc
+    };
+    if let Ok(uri) = hyper::Uri::try_from(target) {
+        return uri;
+    }
+    if let Ok(uri) = hyper::Uri::try_from(encode(target)) {
+        return uri;
+    }
+    let parts = split_target(target);
+    let mut origin = Vec::with_capacity(target.len() + 1);
+    if !parts.path.starts_with(b"/") {
+        origin.push(b'/');
+    }
+    origin.extend_from_slice(parts.path);
+    if !parts.query.is_empty() {
+        origin.push(b'?');
+        origin.extend_from_slice(parts.query);
+    }
+    hyper::Uri::try_from(encode(&origin)).unwrap_or_else(|_| hyper::Uri::from_static("/"))
 }
 
 /// Result of trying to parse one element that may be incomplete.
@@ -1124,8 +1279,10 @@ impl Framer {
             return Err(RequestError::proxy_line(line));
         }
         let proto = bits[1];
+        // std's address parsers read ASCII bytes only (no Unicode digits
+        // or spaces); inet_pton's grammar is the same.
         let parse = |b: &[u8], v6: bool| -> Option<IpAddr> {
-            let s = std::str::from_utf8(b).ok()?;
+            let s = std::str::from_utf8(b).ok().filter(|s| s.is_ascii())?;
             if v6 {
                 s.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
             } else {
@@ -1145,24 +1302,23 @@ impl Framer {
         let (Some(s_addr), Some(d_addr)) = (parse(bits[2], v6), parse(bits[3], v6)) else {
             return Err(RequestError::proxy_line(line));
         };
-        let port = |b: &[u8]| -> Option<i64> { py_int(b) };
         let invalid_port = || {
             let mut m = b"invalid port ".to_vec();
             m.extend_from_slice(line);
             RequestError::proxy_line(&m)
         };
-        let (Some(sp), Some(dp)) = (port(bits[4]), port(bits[5])) else {
+        let (Some(sp), Some(dp)) = (port_number(bits[4]), port_number(bits[5])) else {
             return Err(invalid_port());
         };
-        if !(0..=65535).contains(&sp) || !(0..=65535).contains(&dp) {
+        let (Ok(sp), Ok(dp)) = (u16::try_from(sp), u16::try_from(dp)) else {
             return Err(invalid_port());
-        }
+        };
         self.set_proxy_info(ProxyInfo {
             proto: if v6 { "TCP6" } else { "TCP4" },
             client_addr: Some(s_addr),
-            client_port: Some(sp as u16),
+            client_port: Some(sp),
             proxy_addr: Some(d_addr),
-            proxy_port: Some(dp as u16),
+            proxy_port: Some(dp),
         });
         Ok(Step::Done(idx + 2))
     }
@@ -1374,15 +1530,31 @@ impl Framer {
         let held = framing.chunked && !framing.expect_continue && self.limits.hold_limit > 0;
         let mut held_head = Vec::new();
         let head = if held { &mut held_head } else { &mut *out };
-        head.reserve(block.len() + line.len() + 64);
+        head.reserve(block.len() + 2 * line.len() + 96);
         head.extend_from_slice(&method_for_hyper(&req.method));
         head.push(b' ');
-        head.extend_from_slice(&req.target);
+        // A head the app must see as sent is marked (see [`RawHead`]).
+        let content_length = fields.iter().find(|f| f.is("CONTENT-LENGTH"));
+        let marked = !is_plain_target(req.target)
+            || !matches!(req.version, (1, 0) | (1, 1))
+            || content_length.is_some_and(|f| f.value.len() > 1 && f.value[0] == b'0');
+        head.extend_from_slice(if marked { RAW_MARK_TARGET } else { req.target });
         head.extend_from_slice(match req.version {
             (1, 0) => b" HTTP/1.0\r\n",
             (0, _) => b" HTTP/1.0\r\n",
             _ => b" HTTP/1.1\r\n",
         });
+        if marked {
+            let (major, minor) = req.version;
+            head.extend_from_slice(b"Rgunicorn-Raw: ");
+            head.extend_from_slice(&[b'0' + major as u8, b'.', b'0' + minor as u8, b' ']);
+            if let Some(f) = content_length {
+                head.extend_from_slice(&f.value);
+            }
+            head.push(b' ');
+            head.extend_from_slice(req.target);
+            head.extend_from_slice(b"\r\n");
+        }
         let mut te_written = false;
         for f in &fields {
             if f.is("CONTENT-LENGTH") {
@@ -1611,11 +1783,6 @@ impl Framer {
                 version.0, version.1
             )));
         }
-        // Known difference: a target the `http` crate cannot read even
-        // percent-encoded is refused here rather than by hyper.
-        let Some(target) = target_for_hyper(target) else {
-            return Err(RequestError::request_line(line));
-        };
         Ok(RequestLine {
             method,
             target,
@@ -1766,7 +1933,7 @@ impl Framer {
         let mut must_close = false;
         let mut expect_continue = false;
         let mut content_length: Option<&[u8]> = None;
-        let mut codings: Vec<String> = Vec::new();
+        let mut codings: Vec<&'static str> = Vec::new();
         let te_err = || RequestError::header(b"TRANSFER-ENCODING");
         for f in fields {
             if f.is("CONTENT-LENGTH") {
@@ -1778,23 +1945,30 @@ impl Framer {
                 te = true;
                 for val in f.value.split(|&c| c == b',') {
                     let v = strip_sp_tab(val).to_ascii_lowercase();
-                    match v.as_slice() {
+                    let coding = match v.as_slice() {
                         b"chunked" => {
                             if chunked {
                                 return Err(te_err());
                             }
                             chunked = true;
+                            "chunked"
                         }
                         b"identity" => {
                             if chunked {
                                 return Err(te_err());
                             }
+                            "identity"
                         }
                         b"compress" | b"deflate" | b"gzip" => {
                             if chunked {
                                 return Err(te_err());
                             }
                             must_close = true;
+                            match v.as_slice() {
+                                b"compress" => "compress",
+                                b"deflate" => "deflate",
+                                _ => "gzip",
+                            }
                         }
                         _ => {
                             return Err(RequestError::new(
@@ -1804,8 +1978,8 @@ impl Framer {
                                 format!("Unsupported transfer coding: {}", py_str_repr(&f.value)),
                             ))
                         }
-                    }
-                    codings.push(String::from_utf8_lossy(&v).into_owned());
+                    };
+                    codings.push(coding);
                 }
             } else if f.is("EXPECT") {
                 expect_continue = version >= (1, 1);
@@ -1827,12 +2001,10 @@ impl Framer {
                 return Err(RequestError::header(b"CONTENT-LENGTH"));
             }
             // Known difference: gunicorn takes any size; beyond u64 is refused.
-            let digits = std::str::from_utf8(cl).unwrap_or("x");
-            Some(
-                digits
-                    .parse::<u64>()
-                    .map_err(|_| RequestError::header(b"CONTENT-LENGTH"))?,
-            )
+            let n = cl.iter().try_fold(0u64, |acc, &c| {
+                acc.checked_mul(10)?.checked_add((c - b'0') as u64)
+            });
+            Some(n.ok_or_else(|| RequestError::header(b"CONTENT-LENGTH"))?)
         } else {
             None
         };
@@ -1894,7 +2066,12 @@ impl Framer {
             return Err(RequestError::chunk_size(size));
         }
         let n = digits.iter().fold(0u64, |acc, &c| {
-            acc * 16 + (c as char).to_digit(16).unwrap_or(0) as u64
+            let v = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => c - b'A' + 10,
+            };
+            acc * 16 + v as u64
         });
         if n == 0 {
             self.state = State::Trailers;
@@ -1940,7 +2117,8 @@ impl Framer {
 
 struct RequestLine<'a> {
     method: Cow<'a, [u8]>,
-    target: Cow<'a, [u8]>,
+    /// As sent.
+    target: &'a [u8],
     version: (u32, u32),
 }
 
@@ -1949,7 +2127,7 @@ struct Framing {
     length: Option<u64>,
     must_close: bool,
     expect_continue: bool,
-    codings: Vec<String>,
+    codings: Vec<&'static str>,
 }
 
 /// The lines of a header block split at CRLF, as Python's
@@ -1987,24 +2165,18 @@ impl<'a> Iterator for CrlfLines<'a> {
     }
 }
 
-/// Python's `int(str)` for what a PROXY v1 port can hold.
-fn py_int(b: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(b).ok()?.trim();
-    let (neg, digits) = match s.as_bytes().first()? {
-        b'+' => (false, &s[1..]),
-        b'-' => (true, &s[1..]),
-        _ => (false, s),
-    };
-    if digits.is_empty()
-        || digits.starts_with('_')
-        || digits.ends_with('_')
-        || digits.contains("__")
-        || !digits.bytes().all(|c| c.is_ascii_digit() || c == b'_')
-    {
+/// A PROXY v1 port: ASCII decimal digits only, on the bytes as sent.
+/// gunicorn's `int()` also takes surrounding whitespace (Unicode's too,
+/// after its latin-1 decode), a sign and `_` separators; those are
+/// refused here. `u32::MAX` stands for any value past it (out of range
+/// either way).
+fn port_number(b: &[u8]) -> Option<u32> {
+    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let v: i64 = digits.replace('_', "").parse().ok()?;
-    Some(if neg { -v } else { v })
+    Some(b.iter().fold(0u32, |acc, &c| {
+        acc.saturating_mul(10).saturating_add((c - b'0') as u32)
+    }))
 }
 
 /// gunicorn's `CHUNK_EXT_RE` on `";" + ext`:
@@ -2713,8 +2885,10 @@ mod tests {
         assert!(err.is_none(), "{err:?}");
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "POST /a?b=%22c%22 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity, chunked\r\n\r\n\
-             5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.0\r\nContent-Length: 2\r\n\r\nok"
+            "POST http://rgunicorn.raw/ HTTP/1.1\r\nRgunicorn-Raw: 1.1  /a?b=\"c\"\r\n\
+             Host: x\r\nTransfer-Encoding: identity, chunked\r\n\r\n\
+             5\r\nhello\r\n0\r\n\r\nGET http://rgunicorn.raw/ HTTP/1.0\r\nRgunicorn-Raw: 1.0 002 /\r\n\
+             Content-Length: 2\r\n\r\nok"
         );
     }
 
@@ -2726,7 +2900,8 @@ mod tests {
         assert!(err.is_none(), "{err:?}");
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "RGUNICORN- example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+            "RGUNICORN- http://rgunicorn.raw/ HTTP/1.1\r\nRgunicorn-Raw: 1.1  example.com:443\r\n\
+             Host: example.com:443\r\n\r\n"
         );
         // A client's own method with the same prefix is told apart.
         let (out, _) = frame(b"RGUNICORN- / HTTP/1.1\r\n\r\nRGUNICORN-X / HTTP/1.1\r\n\r\n");
@@ -2741,7 +2916,7 @@ mod tests {
             ..Limits::default()
         };
         let (out, _, _) = run_steps(&Arc::new(l), b"connect h:1 HTTP/1.1\r\n\r\n", 1000);
-        assert!(out.starts_with(b"RGUNICORN- h:1 "));
+        assert!(out.starts_with(b"RGUNICORN- http://rgunicorn.raw/ "));
     }
 
     #[test]
@@ -2891,6 +3066,83 @@ mod tests {
         assert_eq!(info.client_port, Some(56324));
         let mut f = Framer::new(l, Some(IpAddr::from([10, 0, 0, 1])));
         assert_eq!(f.advance(input, true, &mut out).unwrap_err().status, 403);
+    }
+
+    #[test]
+    fn proxy_ports_are_ascii_digits_on_the_wire() {
+        let l = Arc::new(Limits {
+            proxy_protocol: ProxyProtocol::V1,
+            ..Limits::default()
+        });
+        let port_of = |port: &[u8]| {
+            let mut input = b"PROXY TCP4 1.2.3.4 5.6.7.8 ".to_vec();
+            input.extend_from_slice(port);
+            input.extend_from_slice(b" 2\r\nGET / HTTP/1.1\r\n\r\n");
+            let mut f = Framer::new(l.clone(), Some(IpAddr::from([127, 0, 0, 1])));
+            let mut out = Vec::new();
+            match f.advance(&input, true, &mut out) {
+                Ok(_) => Ok(f.proxy_info().unwrap().client_port.unwrap()),
+                Err(e) => Err((e.status, e.message)),
+            }
+        };
+        assert_eq!(port_of(b"1"), Ok(1));
+        assert_eq!(port_of(b"0001"), Ok(1));
+        assert_eq!(port_of(b"65535"), Ok(65535));
+        // Python's int() takes all of these (gunicorn: 200 for the ASCII
+        // ones and a lone latin-1 NBSP; 400 for UTF-8's NBSP and the
+        // Arabic-Indic digit only because latin-1 decodes them to other
+        // characters); on the bytes as sent none is a port.
+        for bad in [
+            &b"\xc2\xa01"[..],
+            b"\xa01",
+            b"\x851",
+            b"\t1",
+            b"1\t",
+            b"+1",
+            b"-0",
+            b"1_0",
+            b"\xd9\xa2",
+            b"\xef\xbc\x91",
+            b"",
+            b"65536",
+            b"99999999999999999999999",
+        ] {
+            let got = port_of(bad);
+            let Err((400, msg)) = &got else {
+                panic!("{bad:?}: {got:?}");
+            };
+            assert!(msg.contains("invalid port"), "{bad:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn targets_split_as_urlsplit() {
+        // (target, path, query, fragment) as Python 3.11's urlsplit (via
+        // gunicorn's split_request_uri) gives them.
+        let cases: &[(&str, &str, &str, &str)] = &[
+            ("/p?q=1#frag", "/p", "q=1", "frag"),
+            ("http://a", "", "", ""),
+            ("http://a?x=1#y", "", "x=1", "y"),
+            ("http:///x", "/x", "", ""),
+            ("://a/x", "://a/x", "", ""),
+            ("HTTP://A/p", "/p", "", ""),
+            ("a.com:443", "443", "", ""),
+            ("*", "*", "", ""),
+            ("//x/y?z", "//x/y", "z", ""),
+            ("h:/x", "/x", "", ""),
+            ("http:x", "x", "", ""),
+            ("1http://a/x", "1http://a/x", "", ""),
+            ("/a#b?c", "/a", "", "b?c"),
+        ];
+        for (target, path, query, fragment) in cases {
+            let got = split_target(target.as_bytes());
+            let want = TargetParts {
+                path: path.as_bytes(),
+                query: query.as_bytes(),
+                fragment: fragment.as_bytes(),
+            };
+            assert_eq!(got, want, "{target}");
+        }
     }
 
     mod props {
@@ -3153,6 +3405,24 @@ mod tests {
             )
         }
 
+        /// `out` without the fields that mark a head whose target is
+        /// already the stand-in one (a marked head framed again).
+        fn without_remarks(out: &[u8]) -> Vec<u8> {
+            let mark = b"\r\nRgunicorn-Raw: ";
+            let stand_in = b" http://rgunicorn.raw/";
+            let mut v = out.to_vec();
+            let mut from = 0;
+            while let Some(i) = find(&v[from..], mark).map(|i| i + from) {
+                let end = find(&v[i + 2..], b"\r\n").map_or(v.len(), |e| i + 2 + e);
+                if v[..end].ends_with(stand_in) {
+                    v.drain(i..end);
+                } else {
+                    from = end;
+                }
+            }
+            v
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -3215,9 +3485,10 @@ mod tests {
             fn accepted_output_is_accepted_again(reqs in prop::collection::vec(request(), 1..3)) {
                 let input = reqs.concat();
                 if let Ok(out) = framer_output(&input) {
-                    // The canonical form is a fixed point, and hyper's URI
+                    // The canonical form is a fixed point but for the
+                    // marking of marked heads again, and hyper's URI
                     // parser reads every target in it.
-                    let again = framer_output(&out);
+                    let again = framer_output(&out).map(|a| without_remarks(&a));
                     prop_assert_eq!(again.as_ref(), Ok(&out));
                 }
             }
@@ -3305,6 +3576,96 @@ mod tests {
         async fn empty_close() {
             let r = exchange(Limits::default(), b"GET /foo HTTP/1.1\r\nHo").await;
             assert_eq!(r, "");
+        }
+
+        /// What a service behind the gate sees of each request on one
+        /// connection: `method target version raw-head`.
+        async fn seen(request: &[u8]) -> Vec<String> {
+            let (client, server) = tokio::io::duplex(1 << 20);
+            let io = GatedIo::new(
+                TokioIo::new(server),
+                Arc::new(Limits::default()),
+                Some(IpAddr::from([127, 0, 0, 1])),
+            );
+            let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let seen = log.clone();
+            let serve = tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        restore_method(&mut req);
+                        restore_raw_head(&mut req);
+                        let raw = req.extensions().get::<RawHead>().map(|r| {
+                            format!(
+                                "{} {:?} {}",
+                                r.protocol(),
+                                r.content_length.as_deref().map(String::from_utf8_lossy),
+                                String::from_utf8_lossy(&r.target)
+                            )
+                        });
+                        let fields: Vec<String> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| format!("{k}={}", v.to_str().unwrap()))
+                            .collect();
+                        seen.lock().unwrap().push(format!(
+                            "{} {} {:?} {raw:?} {}",
+                            req.method(),
+                            req.uri(),
+                            req.version(),
+                            fields.join(",")
+                        ));
+                        async move {
+                            let _ = req.into_body().collect().await;
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                bytes::Bytes::from("ok"),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .half_close(true)
+                    .serve_connection(io, svc)
+                    .await;
+            });
+            let (mut rd, mut wr) = tokio::io::split(client);
+            wr.write_all(request).await.unwrap();
+            wr.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            tokio::time::timeout(std::time::Duration::from_secs(5), rd.read_to_end(&mut got))
+                .await
+                .expect("server hung")
+                .unwrap();
+            let _ = serve.await;
+            let v = log.lock().unwrap().clone();
+            v
+        }
+
+        #[tokio::test]
+        async fn the_request_line_as_sent_reaches_the_app() {
+            let got = seen(
+                b"GET /p?q=1#frag HTTP/1.1\r\nHost: a\r\n\r\n\
+                  GET http://a HTTP/1.1\r\n\r\n\
+                  GET http:///x HTTP/1.2\r\n\r\n\
+                  POST /p HTTP/1.1\r\nContent-Length: 002\r\nRgunicorn-Raw: theirs\r\n\r\nok\
+                  GET ://a/x HTTP/1.1\r\n\r\n\
+                  GET /plain HTTP/1.1\r\nRgunicorn-Raw: theirs\r\n\r\n\
+                  HEAD /h#x HTTP/1.1\r\n\r\n\
+                  CONNECT a.com:443 HTTP/1.1\r\n\r\n",
+            )
+            .await;
+            assert_eq!(
+                got,
+                [
+                    r#"GET /p?q=1 HTTP/1.1 Some("HTTP/1.1 None /p?q=1#frag") host=a"#,
+                    r#"GET http://a/ HTTP/1.1 Some("HTTP/1.1 None http://a") "#,
+                    r#"GET /x HTTP/1.1 Some("HTTP/1.2 None http:///x") "#,
+                    r#"POST /p HTTP/1.1 Some("HTTP/1.1 Some(\"002\") /p") rgunicorn-raw=theirs,content-length=2"#,
+                    r#"GET ://a/x HTTP/1.1 Some("HTTP/1.1 None ://a/x") "#,
+                    "GET /plain HTTP/1.1 None rgunicorn-raw=theirs",
+                    r#"HEAD /h HTTP/1.1 Some("HTTP/1.1 None /h#x") "#,
+                    r#"CONNECT a.com:443 HTTP/1.1 Some("HTTP/1.1 None a.com:443") "#,
+                ]
+            );
         }
 
         #[tokio::test]
@@ -3463,6 +3824,7 @@ mod tests {
             let svc = hyper::service::service_fn(
                 |mut req: hyper::Request<hyper::body::Incoming>| async move {
                     let connect = restore_method(&mut req);
+                    restore_raw_head(&mut req);
                     // No tunnel to take either (one would only resolve
                     // after this response).
                     assert!(hyper::upgrade::on(&mut req).await.is_err());

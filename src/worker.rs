@@ -1178,6 +1178,9 @@ async fn serve_connection<I>(
         let ctx = ctx.clone();
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let connect = ctx.gated && crate::strict_http::restore_method(&mut req);
+            if ctx.gated {
+                crate::strict_http::restore_raw_head(&mut req);
+            }
             let mut addrs = ctx.addrs;
             // The PROXY header, if any, came before the first request head.
             addrs.proxy = ctx.proxy.as_ref().and_then(|p| p.get()).copied();
@@ -1409,17 +1412,23 @@ async fn run_upgraded(state: &ConnState, setup: &WorkerSetup, drain: watch::Rece
 
 /// The request's part of an access-log record.
 fn access_record(req: &Request<Incoming>, addrs: &ConnAddrs) -> Record {
+    let raw = req.extensions().get::<crate::strict_http::RawHead>();
     Record {
         remote_addr: addrs
             .client()
             .map(|p| p.ip().to_string())
             .unwrap_or_default(),
         method: req.method().to_string(),
-        raw_uri: req.uri().to_string(),
-        protocol: match req.version() {
-            hyper::Version::HTTP_10 => "HTTP/1.0",
-            hyper::Version::HTTP_2 => "HTTP/2.0",
-            _ => "HTTP/1.1",
+        // The request line as sent, where hyper read a canonical form.
+        raw_uri: match raw {
+            Some(raw) => crate::text::latin1(&raw.target),
+            None => req.uri().to_string(),
+        },
+        protocol: match (raw, req.version()) {
+            (Some(raw), _) => raw.protocol().into(),
+            (None, hyper::Version::HTTP_10) => "HTTP/1.0".into(),
+            (None, hyper::Version::HTTP_2) => "HTTP/2.0".into(),
+            _ => "HTTP/1.1".into(),
         },
         status: 0,
         request_headers: header_list(req.headers()),

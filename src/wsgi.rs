@@ -28,6 +28,7 @@
 //! response (a list, or a body whose `Content-Length` is reached by its
 //! first chunk) or a head plus a channel the rest is streamed through.
 
+use std::borrow::Cow;
 use std::io::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -56,7 +57,7 @@ use crate::app::{
 use crate::log;
 use crate::pyapp;
 use crate::request_hooks::AppEnviron;
-use crate::strict_http::Limits;
+use crate::strict_http::{Limits, RawHead};
 use crate::text::{latin1, percent_decode};
 use crate::worker_class::{Interface, WorkerClass};
 
@@ -156,7 +157,6 @@ pub(crate) struct Settings {
     threads: usize,
     multithread: bool,
     multiprocess: bool,
-    root_path: String,
     errorlog: Option<String>,
     limits: Arc<Limits>,
     /// `post_request` is configured: each response carries its environ.
@@ -226,7 +226,6 @@ pub fn app_factory(
         // gunicorn runs the threaded worker for gthread or threads > 1.
         multithread: threads > 1 || threaded,
         multiprocess: python.multiprocess,
-        root_path: python.root_path.trim_end_matches('/').to_string(),
         errorlog: python.errorlog_file.clone(),
         limits: settings.limits.clone(),
         post_request: python.post_request,
@@ -341,7 +340,6 @@ pub(crate) struct WsgiApp {
     app: Py<PyAny>,
     /// The environ keys that are the same for every request.
     base: Py<PyDict>,
-    root_path: String,
     /// The `SCRIPT_NAME` environment variable (gunicorn reads it too).
     script_name_env: String,
     limits: Arc<Limits>,
@@ -385,7 +383,6 @@ impl WsgiApp {
         Ok(WsgiApp {
             app,
             base: base.unbind(),
-            root_path: s.root_path.clone(),
             script_name_env: std::env::var("SCRIPT_NAME").unwrap_or_default(),
             limits: s.limits.clone(),
             post_request: s.post_request,
@@ -522,15 +519,8 @@ fn app_thread(
 /// Run the app for one request and send its response.
 pub(crate) fn handle(py: Python<'_>, app: &WsgiApp, job: Job) {
     let Job { parts, body, reply } = job;
-    let label = format!(
-        "{} {}",
-        parts.method,
-        parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-    );
+    // As gunicorn's "Error handling request GET /p?q".
+    let label = format!("{} {}", parts.method, raw_uri(&parts));
     let shared = Arc::new(Shared {
         state: Mutex::new(RespState {
             head: None,
@@ -675,20 +665,23 @@ fn build_environ<'py>(
     env.set_item(intern!(py, "wsgi.input"), input)?;
     env.set_item(intern!(py, "REQUEST_METHOD"), parts.method.as_str())?;
     let uri = &parts.uri;
-    env.set_item(intern!(py, "QUERY_STRING"), uri.query().unwrap_or(""))?;
-    let raw_uri = if uri.scheme().is_some() {
-        uri.to_string()
-    } else {
-        uri.path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| uri.to_string())
+    // The request line as sent, where hyper read a canonical form.
+    let raw_head = parts.extensions.get::<RawHead>();
+    let (raw_path, query) = match raw_head {
+        Some(raw) => {
+            let split = raw.parts();
+            (split.path, latin1(split.query))
+        }
+        None => (uri.path().as_bytes(), uri.query().unwrap_or("").to_string()),
     };
-    env.set_item(intern!(py, "RAW_URI"), raw_uri)?;
-    let protocol = match parts.version {
-        http::Version::HTTP_10 => "HTTP/1.0",
-        http::Version::HTTP_09 => "HTTP/0.9",
-        http::Version::HTTP_2 => "HTTP/2.0",
-        _ => "HTTP/1.1",
+    env.set_item(intern!(py, "QUERY_STRING"), query)?;
+    env.set_item(intern!(py, "RAW_URI"), raw_uri(parts))?;
+    let protocol = match (raw_head, parts.version) {
+        (Some(raw), _) => Cow::Owned(raw.protocol()),
+        (None, http::Version::HTTP_10) => Cow::Borrowed("HTTP/1.0"),
+        (None, http::Version::HTTP_09) => Cow::Borrowed("HTTP/0.9"),
+        (None, http::Version::HTTP_2) => Cow::Borrowed("HTTP/2.0"),
+        (None, _) => Cow::Borrowed("HTTP/1.1"),
     };
     env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
     if parts.version == http::Version::HTTP_2 {
@@ -707,13 +700,26 @@ fn build_environ<'py>(
         let upper = name.as_str().to_ascii_uppercase();
         match upper.as_str() {
             "HOST" => host = Some(first.clone()),
-            "SCRIPT_NAME" => script_name_header = Some(first.clone()),
+            // gunicorn takes the last one.
+            "SCRIPT_NAME" => {
+                script_name_header = parts
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .next_back()
+                    .map(|v| latin1(v.as_bytes()))
+            }
             "CONTENT-TYPE" => {
                 env.set_item(intern!(py, "CONTENT_TYPE"), first)?;
                 continue;
             }
             "CONTENT-LENGTH" => {
-                env.set_item(intern!(py, "CONTENT_LENGTH"), first)?;
+                // The digits as sent (`007`), as gunicorn.
+                let sent = raw_head.and_then(|r| r.content_length.as_deref());
+                match sent {
+                    Some(digits) => env.set_item(intern!(py, "CONTENT_LENGTH"), latin1(digits))?,
+                    None => env.set_item(intern!(py, "CONTENT_LENGTH"), first)?,
+                }
                 continue;
             }
             _ => {}
@@ -765,37 +771,42 @@ fn build_environ<'py>(
     env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
     env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
 
-    // SCRIPT_NAME: a trusted proxy's header, else root_path, else the
-    // environment variable; PATH_INFO is the rest of the path, decoded.
-    let raw_path = uri.path().as_bytes();
+    // SCRIPT_NAME: a trusted proxy's header, else the environment
+    // variable (gunicorn 27 applies `root_path` to ASGI apps only);
+    // PATH_INFO is the rest of the path, decoded.
     let (script_name, path_info): (String, &[u8]) = match script_name_header
         .or_else(|| (!app.script_name_env.is_empty()).then(|| app.script_name_env.clone()))
     {
-        Some(script) if app.root_path.is_empty() || !script.is_empty() => {
-            match raw_path.strip_prefix(script.as_bytes()) {
-                Some(rest) => (script, rest),
-                None => {
-                    return Err(EnvironError::ScriptName(format!(
-                        "Request path {} does not start with SCRIPT_NAME {}",
-                        py_repr(py, &latin1(raw_path)),
-                        py_repr(py, &script)
-                    )))
-                }
+        Some(script) if !script.is_empty() => match raw_path.strip_prefix(script.as_bytes()) {
+            Some(rest) => (script, rest),
+            None => {
+                return Err(EnvironError::ScriptName(format!(
+                    "Request path {} does not start with SCRIPT_NAME {}",
+                    py_repr(py, &latin1(raw_path)),
+                    py_repr(py, &script)
+                )))
             }
-        }
-        _ if !app.root_path.is_empty() => {
-            let root = app.root_path.as_bytes();
-            let rest = raw_path
-                .strip_prefix(root)
-                .filter(|rest| rest.is_empty() || rest.starts_with(b"/"))
-                .unwrap_or(raw_path);
-            (app.root_path.clone(), rest)
-        }
+        },
         _ => (String::new(), raw_path),
     };
     env.set_item(intern!(py, "PATH_INFO"), latin1(&percent_decode(path_info)))?;
     env.set_item(intern!(py, "SCRIPT_NAME"), script_name)?;
     Ok(env)
+}
+
+/// gunicorn's `RAW_URI`: the target as sent.
+fn raw_uri(parts: &http::request::Parts) -> String {
+    if let Some(raw) = parts.extensions.get::<RawHead>() {
+        return latin1(&raw.target);
+    }
+    let uri = &parts.uri;
+    if uri.scheme().is_some() {
+        uri.to_string()
+    } else {
+        uri.path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| uri.to_string())
+    }
 }
 
 fn py_repr(py: Python<'_>, s: &str) -> String {

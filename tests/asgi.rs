@@ -411,14 +411,28 @@ fn scope_matches_uvicorn_key_by_key() {
     let (p, _log) = raw_app("asgi-scope", &["-w", "1"], &[]);
     p.wait_ready();
     let uv = uvicorn_raw_app("asgi-scope-uvicorn");
-    let raw = "GET /scope/caf%C3%A9%20x?q=a%20b&r=1 HTTP/1.1\r\nHost: example.test\r\n\
-               User-Agent: t/1\r\nX-Custom: Value One\r\nAccept: */*\r\nConnection: close\r\n\r\n";
-    let scope = |port| {
-        let (status, _, body) = request(port, raw).unwrap();
-        assert_eq!(status, 200, "{body}");
-        scope_map(&body)
-    };
-    assert_same_scope(&scope(p.port), &scope(uv.port), |_, _, _| false);
+    let requests = [
+        "GET /scope/caf%C3%A9%20x?q=a%20b&r=1 HTTP/1.1\r\nHost: example.test\r\n\
+         User-Agent: t/1\r\nX-Custom: Value One\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        // A fragment is no part of path or query; Content-Length as sent.
+        "POST /scope/p?q=1#frag HTTP/1.1\r\nHost: h\r\nContent-Length: 003\r\n\
+         Connection: close\r\n\r\nabc",
+    ];
+    for raw in requests {
+        let scope = |port| {
+            let (status, _, body) = request(port, raw).unwrap();
+            assert_eq!(status, 200, "{body}");
+            scope_map(&body)
+        };
+        let ours = scope(p.port);
+        assert_same_scope(&ours, &scope(uv.port), |_, _, _| false);
+        if raw.contains("003") {
+            assert!(
+                ours["headers"].contains(r#"["content-length", "003"]"#),
+                "{ours:?}"
+            );
+        }
+    }
 }
 
 #[test]

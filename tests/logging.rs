@@ -560,3 +560,80 @@ impl Drop for Stopped {
 fn scopeguard(child: std::process::Child) -> Stopped {
     Stopped(child)
 }
+
+#[test]
+fn lines_dropped_on_a_full_disk_are_counted_and_reported() {
+    // The error log is first a full device (every write fails with
+    // ENOSPC, as on a full disk), then, after USR1 reopens it, a file.
+    let dir = scratch_dir("logging-full");
+    let log = dir.join("error.log");
+    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let child = Command::new(rgunicorn())
+        .current_dir(&dir)
+        .args(["rgunicorn:health", "-b", &bind, "-w", "1"])
+        .args([
+            "--control-socket",
+            "ctl.sock",
+            "--error-logfile",
+            "error.log",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = scopeguard(child);
+    let pid = child.0.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !get(port, "/health").is_ok_and(|(s, _)| s == 200) {
+        assert!(child.0.try_wait().unwrap().is_none(), "exited");
+        assert!(Instant::now() < deadline, "did not serve");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Space again: the path names a new file once USR1 reopens it.
+    std::fs::remove_file(&log).unwrap();
+    let signal = |sig: &str| {
+        let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+    };
+    signal("-USR1");
+    while !log.exists() {
+        assert!(Instant::now() < deadline, "not reopened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal("-TERM");
+    assert_eq!(
+        common::server::wait_exit(&mut child.0, Duration::from_secs(20)),
+        0
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // The master's first line written is the count of what it dropped
+    // (its start-up lines, the USR1 line), then the lines after it.
+    let master = format!("] [{pid}] ");
+    let ours: Vec<&&str> = lines.iter().filter(|l| l.contains(&master)).collect();
+    let notice = ours.first().unwrap_or_else(|| panic!("{text}"));
+    let n: u64 = notice
+        .split("[WARNING] ")
+        .nth(1)
+        .and_then(|r| {
+            r.strip_suffix(" log lines could not be written (disk full?) and were dropped")
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a count: {notice}\n{text}"));
+    assert!(n >= 3, "{text}");
+    assert!(
+        ours[1..]
+            .iter()
+            .any(|l| l.contains("Handling signal: term")),
+        "{text}"
+    );
+    assert_eq!(
+        ours.iter()
+            .filter(|l| l.contains("could not be written"))
+            .count(),
+        1,
+        "{text}"
+    );
+}

@@ -192,3 +192,29 @@ fn post_request_gets_the_wsgi_apps_own_environ_as_in_gunicorn() {
 fn server_log(dir: &std::path::Path) -> String {
     dir.join("hooks.log").display().to_string()
 }
+
+#[test]
+fn a_failing_pre_request_is_logged_with_method_and_target_as_gunicorn() {
+    // gunicorn's handle_error: "Error handling request %s %s" with the
+    // method and the target as sent.
+    let dir = scratch_dir("reqhooks-label");
+    copy_test_apps(&dir);
+    std::fs::write(dir.join("reqhooks.conf.py"), CONF).unwrap();
+    for program in [gunicorn(), rgunicorn()] {
+        let server = Server::start_program(&program, "wsgi_app", &dir, &["-c", "reqhooks.conf.py"]);
+        let resp = raw(
+            server.port,
+            "GET /boom-pre?x=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert!(resp.starts_with("HTTP/1.1 500"), "{program:?}: {resp}");
+        server.wait_until(|| {
+            server
+                .stderr_lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.ends_with("[ERROR] Error handling request GET /boom-pre?x=1"))
+        });
+        assert_eq!(server.stop(), 0, "{program:?}");
+    }
+}

@@ -57,7 +57,15 @@ fn command(program: &Path, dir: &Path, args: &[&str]) -> Command {
 
 /// Start `program args -c wsgi.conf.py` in `dir`; ready once a worker answers.
 fn start(program: &Path, dir: &Path, args: &[&str]) -> Server {
-    let mut child = command(program, dir, args).spawn().unwrap();
+    start_env(program, dir, args, &[])
+}
+
+/// [`start`] with more environment variables.
+fn start_env(program: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut child = command(program, dir, args)
+        .envs(env.iter().copied())
+        .spawn()
+        .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     let stderr_lines = Arc::new(Mutex::new(Vec::new()));
@@ -88,7 +96,9 @@ fn start(program: &Path, dir: &Path, args: &[&str]) -> Server {
         hook_log: dir.join("hooks.log"),
         stderr_lines,
     };
-    server.wait_until(|| server.get("/health").is_ok_and(|(s, _)| s == 200));
+    // With SCRIPT_NAME set, /health is outside it: any answer will do.
+    let ready = |s: u16| s == 200 || (s != 0 && !env.is_empty());
+    server.wait_until(|| server.get("/health").is_ok_and(|(s, _)| ready(s)));
     server
 }
 
@@ -448,6 +458,137 @@ fn environ_matches_gunicorn() {
     r.stop();
 }
 
+/// The environ keys that come from the request line, the framing headers
+/// and SCRIPT_NAME, for each response to `request` (pipelined requests get
+/// one each); the app dumps its environ for any request with `X-Dump-Env`.
+fn request_keys(port: u16, request: &[u8], responses: usize) -> Vec<String> {
+    let keys = [
+        "REQUEST_METHOD",
+        "RAW_URI",
+        "SCRIPT_NAME",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "SERVER_PROTOCOL",
+        "CONTENT_LENGTH",
+    ];
+    let mut r = connect(port);
+    r.get_mut().write_all(request).unwrap();
+    (0..responses)
+        .map(|_| {
+            let resp = read_response(&mut r).unwrap();
+            let env: BTreeMap<String, String> = resp
+                .text()
+                .lines()
+                .filter_map(|l| l.split_once('\t'))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let vals: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{k}={}", env.get(*k).map_or("-", String::as_str)))
+                .collect();
+            format!("{} {}", resp.status, vals.join(" "))
+        })
+        .collect()
+}
+
+#[test]
+fn request_line_and_script_name_reach_the_environ_as_in_gunicorn() {
+    // root_path is for ASGI apps only in gunicorn 27: no effect here.
+    let dir = app_dir("wsgi-request-line", "root_path = \"/a\"\n");
+    // gthread: gunicorn answers pipelined requests (sync closes after one).
+    let g = start(&gunicorn(), &dir, &["wsgi_app", "--threads", "2"]);
+    let r = start(&rgunicorn(), &dir, &["wsgi_app", "--threads", "2"]);
+    let cases: &[(&[u8], usize, &[&str])] = &[
+        // A repeated SCRIPT_NAME header (from a trusted peer): the last.
+        (
+            b"GET /a/b/x HTTP/1.1\r\nHost: h\r\nX-Dump-Env: 1\r\nSCRIPT_NAME: /a\r\n\
+              SCRIPT_NAME: /a/b\r\nConnection: close\r\n\r\n",
+            1,
+            &[r#"SCRIPT_NAME="/a/b""#, r#"PATH_INFO="/x""#],
+        ),
+        // No SCRIPT_NAME: root_path does not apply to WSGI.
+        (
+            b"GET /a/x HTTP/1.1\r\nHost: h\r\nX-Dump-Env: 1\r\nConnection: close\r\n\r\n",
+            1,
+            &[r#"SCRIPT_NAME="""#, r#"PATH_INFO="/a/x""#],
+        ),
+        // Absolute-form with no path: PATH_INFO is empty.
+        (
+            b"GET http://h?q=1 HTTP/1.1\r\nHost: h\r\nX-Dump-Env: 1\r\nConnection: close\r\n\r\n",
+            1,
+            &[
+                r#"RAW_URI="http://h?q=1""#,
+                r#"PATH_INFO="""#,
+                r#"QUERY_STRING="q=1""#,
+            ],
+        ),
+        // RAW_URI keeps the fragment.
+        (
+            b"GET /p?q=1#frag HTTP/1.1\r\nHost: h\r\nX-Dump-Env: 1\r\nConnection: close\r\n\r\n",
+            1,
+            &[r#"RAW_URI="/p?q=1#frag""#, r#"QUERY_STRING="q=1""#],
+        ),
+        // Any HTTP/1.x gunicorn takes is the protocol.
+        (
+            b"GET /p HTTP/1.2\r\nHost: h\r\nX-Dump-Env: 1\r\nConnection: close\r\n\r\n",
+            1,
+            &[r#"SERVER_PROTOCOL="HTTP/1.2""#],
+        ),
+        // The client's digits.
+        (
+            b"POST /p HTTP/1.1\r\nHost: h\r\nX-Dump-Env: 1\r\nContent-Length: 007\r\n\
+              Connection: close\r\n\r\nabcdefg",
+            1,
+            &[r#"CONTENT_LENGTH="007""#],
+        ),
+        // An empty authority: served, the path after it.
+        (
+            b"GET http:///x HTTP/1.1\r\nHost: h\r\nX-Dump-Env: 1\r\nConnection: close\r\n\r\n",
+            1,
+            &["200 ", r#"PATH_INFO="/x""#],
+        ),
+        // Pipelined after another request: the path as urlsplit gives it.
+        (
+            b"GET /p HTTP/1.1\r\nHost: h\r\nX-Dump-Env: 1\r\n\r\n\
+              GET ://a/x HTTP/1.1\r\nHost: h\r\nX-Dump-Env: 1\r\nConnection: close\r\n\r\n",
+            2,
+            &[r#"PATH_INFO="://a/x""#],
+        ),
+        // CONNECT: the authority as urlsplit splits it.
+        (
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nX-Dump-Env: 1\r\n\r\n",
+            1,
+            &[r#"RAW_URI="example.com:443""#, r#"PATH_INFO="443""#],
+        ),
+    ];
+    for (request, responses, want) in cases {
+        let ours = request_keys(r.port, request, *responses);
+        let theirs = request_keys(g.port, request, *responses);
+        let text = String::from_utf8_lossy(request);
+        assert_eq!(ours, theirs, "{text}");
+        let last = ours.last().unwrap();
+        for w in *want {
+            assert!(last.contains(w), "{w} in {last} for {text}");
+        }
+    }
+    g.stop();
+    r.stop();
+
+    // The SCRIPT_NAME environment variable, as gunicorn reads it.
+    let request = b"GET /s/x HTTP/1.1\r\nHost: h\r\nX-Dump-Env: 1\r\nConnection: close\r\n\r\n";
+    let env = [("SCRIPT_NAME", "/s")];
+    let g = start_env(&gunicorn(), &dir, &["wsgi_app"], &env);
+    let r = start_env(&rgunicorn(), &dir, &["wsgi_app"], &env);
+    let ours = request_keys(r.port, request, 1);
+    assert_eq!(ours, request_keys(g.port, request, 1));
+    assert!(
+        ours[0].contains(r#"SCRIPT_NAME="/s" PATH_INFO="/x""#),
+        "{ours:?}"
+    );
+    g.stop();
+    r.stop();
+}
+
 #[test]
 fn proxy_protocol_addresses_reach_the_environ_as_in_gunicorn() {
     // The PROXY header from a trusted peer (127.0.0.1 is in the default
@@ -489,6 +630,22 @@ fn proxy_protocol_addresses_reach_the_environ_as_in_gunicorn() {
         assert_eq!(ours[0], "\"198.51.100.7\"");
         assert_eq!(ours[1], "\"4711\"");
         assert_eq!(ours[2], "\"TCP4\"");
+    }
+    // Ports are read on the bytes as sent: UTF-8's NBSP before a port is
+    // refused by both (gunicorn's latin-1 decode makes it "Â\xa0", which
+    // int() refuses); what int() takes beyond ASCII digits (a lone latin-1
+    // NBSP, a tab, a sign, `_`) gunicorn serves and rgunicorn refuses.
+    let status = |port, bad: &[u8]| {
+        let mut line = b"PROXY TCP4 1.2.3.4 5.6.7.8 ".to_vec();
+        line.extend_from_slice(bad);
+        line.extend_from_slice(b" 2\r\n");
+        raw(port, &[line.as_slice(), head].concat()).status
+    };
+    assert_eq!(status(g.port, b"\xc2\xa01"), 400);
+    assert_eq!(status(r.port, b"\xc2\xa01"), 400);
+    for looser in [&b"\xa01"[..], b"\t1", b"+1", b"1_0"] {
+        assert_eq!(status(g.port, looser), 200, "{looser:?}");
+        assert_eq!(status(r.port, looser), 400, "{looser:?}");
     }
     // Without a header the socket's peer stays, and no PROXY_* keys.
     let plain = environ(r.port, std::str::from_utf8(head).unwrap());

@@ -24,6 +24,7 @@ Routes (PATH_INFO):
   /pythread      runs a Python thread and joins it
   /version       the module's VERSION (changed on disk by the reload test)
   /errors        writes to wsgi.errors
+  any path with an `X-Dump-Env` header: as /env (PATH_INFO may be anything)
 """
 
 import hashlib
@@ -122,7 +123,8 @@ def application(environ, start_response):
     if path == "/pid":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(os.getpid()).encode()]
-    if path == "/env" or path.startswith("/env/"):
+    if path == "/env" or path.startswith("/env/") or "HTTP_X_DUMP_ENV" in environ:
+        environ["wsgi.input"].read()
         lines = sorted("%s\t%s\n" % (k, json.dumps(_describe(v), sort_keys=True)) for k, v in environ.items())
         start_response("200 OK", [("Content-Type", "text/plain")])
         return ["".join(lines).encode()]
