@@ -1,6 +1,7 @@
-//! How a worker's boot fails: the error the loaders return and the exit
-//! status it becomes at the fork boundary (gunicorn's, which tell the
-//! master to halt).
+//! What a worker process's life hands across the layers: how its boot
+//! fails (the error the loaders return and the exit status it becomes at
+//! the fork boundary, gunicorn's, which tell the master to halt), how its
+//! serving ends, and what its signals run.
 
 /// A worker could not boot (`post_fork` raised, the import failed with an
 /// exception, a thread would not start).
@@ -39,6 +40,38 @@ impl std::fmt::Display for BootError {
 }
 
 impl std::error::Error for BootError {}
+
+/// Why a worker stopped before it drained.
+#[derive(Debug)]
+pub enum ServeError {
+    /// The app could not be made; the reason is logged.
+    Boot(BootError),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for ServeError {
+    fn from(e: std::io::Error) -> Self {
+        ServeError::Io(e)
+    }
+}
+
+impl From<BootError> for ServeError {
+    fn from(e: BootError) -> Self {
+        ServeError::Boot(e)
+    }
+}
+
+/// What the worker's signal thread does on a quick stop (INT/QUIT: the
+/// `worker_int` hook) or an abort (ABRT on timeout: `worker_abort`);
+/// both then run `worker_exit` and leave the process.
+pub struct SignalHooks {
+    pub on_quit: Box<dyn Fn() + Send>,
+    pub on_abort: Box<dyn Fn() + Send>,
+    /// TERM, before the drain starts: a Python-level SIGTERM handler that
+    /// the app or a hook installed (it wraps the worker's own, as under
+    /// gunicorn) is called.
+    pub on_term: Box<dyn Fn() + Send>,
+}
 
 #[cfg(test)]
 mod tests {

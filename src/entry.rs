@@ -13,7 +13,7 @@ use pyconf::{Config, LoadError};
 
 use crate::app::AppFactory;
 use crate::master::AppSource;
-use crate::pyapp::{self, BUILTIN_HEALTH_APP};
+use crate::python::import::{self, BUILTIN_HEALTH_APP};
 use crate::settings::Settings;
 
 /// rgunicorn's version and what it is compatible with, for `--version`.
@@ -21,7 +21,7 @@ pub fn version_line(prog: &str) -> String {
     format!(
         "{prog} (version {}, gunicorn 27.0.1 settings, Python {})",
         env!("CARGO_PKG_VERSION"),
-        crate::python::python_version()
+        crate::python::embed::python_version()
     )
 }
 
@@ -39,7 +39,7 @@ pub fn run_app(app: AppFactory) -> ExitCode {
 
 fn main_with(app: Option<AppFactory>) -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
-    if let Err(e) = crate::python::initialize_embedded(&argv) {
+    if let Err(e) = crate::python::embed::initialize_embedded(&argv) {
         eprintln!("Error: {e}");
         return ExitCode::from(1);
     }
@@ -126,7 +126,7 @@ fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> 
         refuse_unserved(&settings)?;
         // A USR2 child is already detached (gunicorn skips it too).
         if start.daemon && std::env::var_os("GUNICORN_FD").is_none() {
-            crate::process::daemonize(py, start.enable_stdio_inheritance)
+            crate::sys::process::daemonize(py, start.enable_stdio_inheritance)
                 .map_err(|e| anyhow::anyhow!("can't daemonize: {e}"))?;
         }
         // The error log from here on, so that start-up warnings land where
@@ -136,8 +136,8 @@ fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> 
             settings.logging.errorlog.as_deref(),
             &settings.logging.loglevel,
         );
-        crate::pylog::setup(py, &settings.logging)?;
-        crate::python::use_setproctitle_if_installed(py);
+        crate::python::logging::setup(py, &settings.logging)?;
+        crate::python::embed::use_setproctitle_if_installed(py);
         for (name, reason) in cfg.unsupported_in_use(py) {
             crate::log::warning(&match reason {
                 None => format!(
@@ -153,19 +153,19 @@ fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> 
                     "Serving the Rust app of this binary (APP_MODULE {} is not imported)",
                     uri.unwrap_or("-")
                 ));
-                crate::wsgi::log_ignored_worker_class(py, &settings.python);
+                crate::python::wsgi::log_ignored_worker_class(py, &settings.python);
                 AppSource::Rust(app)
             }
             (None, Some(BUILTIN_HEALTH_APP)) => {
-                crate::wsgi::log_ignored_worker_class(py, &settings.python);
-                AppSource::Rust(crate::health::app())
+                crate::python::wsgi::log_ignored_worker_class(py, &settings.python);
+                AppSource::Rust(crate::app::health::app())
             }
             // A Python app: the interface from worker_class (or detected),
             // imported in each worker after fork.
             (None, Some(uri)) => {
-                let class = crate::worker_class::resolve(py, &settings.python)?;
+                let class = crate::python::worker_class::resolve(py, &settings.python)?;
                 if class.is_uvicorn() {
-                    crate::pylog::uvicorn_loggers(py)?;
+                    crate::python::logging::uvicorn_loggers(py)?;
                 }
                 AppSource::Python {
                     uri: uri.to_string(),
@@ -253,9 +253,9 @@ fn check_app(
 ) -> u8 {
     let python_app = app_uri.filter(|uri| *uri != BUILTIN_HEALTH_APP && !rust_app_binary);
     let refused = refuse_unserved(settings)
-        .and_then(|()| crate::tls::load(&settings.tls).map_err(anyhow::Error::msg))
+        .and_then(|()| crate::http::tls::load(&settings.tls).map_err(anyhow::Error::msg))
         .and_then(|_| match python_app {
-            Some(_) => crate::worker_class::resolve(py, &settings.python).map(drop),
+            Some(_) => crate::python::worker_class::resolve(py, &settings.python).map(drop),
             None => Ok(()),
         });
     if let Err(e) = refused {
@@ -265,7 +265,7 @@ fn check_app(
     let Some(uri) = python_app else {
         return 0;
     };
-    match pyapp::import_app(py, uri) {
+    match import::import_app(py, uri) {
         Ok(_) => 0,
         Err(e) => {
             eprintln!("\nError while loading the application:\n");

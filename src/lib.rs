@@ -1,44 +1,55 @@
 //! rgunicorn: a Rust drop-in replacement for the `gunicorn` command.
 //!
-//! The configuration layer lives in the `pyconf` crate; this crate owns how
-//! the program starts ([`entry`]), the embedded interpreter ([`python`]) and
-//! the loading of Python applications ([`pyapp`]).
+//! A Rust app is served with [`run`] (any `tower::Service`, an axum
+//! `Router` as is); a Python app is named on the command line as for
+//! gunicorn, and the `rgunicorn` binary ([`entry`]) serves it.
+//!
+//! # Layout
+//!
+//! Each folder owns one concern; dependencies point down this list, never
+//! up (`tests/layout.rs` checks it).
+//!
+//! - `entry`: how the program starts (both binaries, `--check-config`).
+//! - `master/`: the supervisor loop, gunicorn's arbiter: signals, hooks,
+//!   the worker table, spawning, USR2 re-exec, the control commands.
+//! - `worker/`: a worker process: tokio runtime, accept loops,
+//!   connections, keep-alive, the drain.
+//! - `python/`: the embedded interpreter, the app's import, the hooks, the
+//!   WSGI/ASGI/gevent interfaces, Python's logging, the reloader.
+//! - `observe/`: the access log and the metrics.
+//! - `settings`: the configuration read once per load into typed settings.
+//! - `app/`: the Rust app boundary ([`run`], [`WorkerInfo`]) and the
+//!   built-in app.
+//! - `http/`: the request gate, gunicorn's error responses, HTTP/2, TLS.
+//! - `sys/`: fork/exec/signals, sockets, the scoreboard, pidfile, systemd.
+//! - `control/`: the control socket's protocol, server and client.
+//! - `log/`: the error log; `boot`: how a worker's boot fails.
+//! - the `pyconf` crate: gunicorn's settings table, config file and CLI.
+//!
+//! The path of one request and of one setting: see ARCHITECTURE in the
+//! README.
 
-pub mod access_log;
-pub mod app;
-pub mod asgi;
-pub mod boot;
+pub(crate) mod app;
+pub(crate) mod boot;
 pub mod control;
 pub mod entry;
-pub mod gevent;
-pub mod health;
-pub mod hooks;
-pub mod http2;
-pub mod http_error;
-pub mod log;
-pub mod master;
-pub mod metrics;
-pub mod notify;
-pub mod pidfile;
-pub mod process;
-pub mod pyapp;
-pub mod pylog;
-pub mod python;
-pub mod reloader;
-pub mod request_hooks;
-pub mod scoreboard;
-pub mod settings;
-pub mod sock;
-pub mod strict_http;
-pub mod text;
-pub mod tls;
-pub mod worker;
-pub mod worker_class;
-pub mod wsgi;
+pub(crate) mod http;
+pub(crate) mod log;
+pub(crate) mod master;
+pub(crate) mod observe;
+pub(crate) mod python;
+pub(crate) mod settings;
+pub(crate) mod sys;
+pub(crate) mod worker;
 
 pub use pyconf;
 
-pub use app::{factory, LoopBeat, WorkerInfo};
+pub use app::health;
+pub use app::{factory, AppFactory, LoopBeat, WorkerInfo};
+
+/// For the integration tests: gunicorn's request corpus decoding.
+#[doc(hidden)]
+pub use http::gate::decode_corpus_case;
 
 /// Run a Rust application under rgunicorn's master and workers, with the
 /// full gunicorn command line and config: `make_app` is called once in each
@@ -47,7 +58,7 @@ pub use app::{factory, LoopBeat, WorkerInfo};
 pub fn run<F, S, B>(make_app: F) -> std::process::ExitCode
 where
     F: Fn(&WorkerInfo) -> S + Send + Sync + 'static,
-    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+    S: tower::Service<::http::Request<hyper::body::Incoming>, Response = ::http::Response<B>>
         + Clone
         + Send
         + 'static,

@@ -22,8 +22,8 @@ use std::time::Duration;
 use pyconf::Config;
 use pyo3::prelude::*;
 
-use crate::http2::H2Settings;
-use crate::strict_http::{HeaderMapPolicy, Limits, ProxyProtocol};
+use crate::http::gate::{HeaderMapPolicy, Limits, ProxyProtocol};
+use crate::http::h2::H2Settings;
 
 /// Everything a load of the configuration decides, by consumer.
 pub struct Settings {
@@ -31,7 +31,7 @@ pub struct Settings {
     pub server: Server,
     pub worker: Worker,
     pub limits: Arc<Limits>,
-    pub tls: crate::tls::Settings,
+    pub tls: crate::http::tls::Settings,
     pub http2: Http2,
     pub python: PythonApp,
     pub logging: Logging,
@@ -382,8 +382,8 @@ pub fn limits(py: Python<'_>, cfg: &Config) -> Limits {
 }
 
 /// gunicorn's SSL settings.
-pub fn tls(py: Python<'_>, cfg: &Config) -> crate::tls::Settings {
-    crate::tls::Settings {
+pub fn tls(py: Python<'_>, cfg: &Config) -> crate::http::tls::Settings {
+    crate::http::tls::Settings {
         certfile: cfg.string(py, "certfile"),
         keyfile: cfg.string(py, "keyfile"),
         ca_certs: cfg.string(py, "ca_certs"),
@@ -395,7 +395,7 @@ pub fn tls(py: Python<'_>, cfg: &Config) -> crate::tls::Settings {
     }
 }
 
-fn http2(py: Python<'_>, cfg: &Config, tls: &crate::tls::Settings) -> Http2 {
+fn http2(py: Python<'_>, cfg: &Config, tls: &crate::http::tls::Settings) -> Http2 {
     let cleartext = cfg.string(py, "http2_cleartext").unwrap_or_default();
     let int = |name| cfg.int(py, name).clamp(0, u32::MAX as i64) as u32;
     let (settings, warnings) = H2Settings::decide(
@@ -497,46 +497,5 @@ mod tests {
         assert_eq!(statsd_prefix("app..."), "app.");
         assert_eq!(statsd_prefix("a"), "a");
         assert_eq!(statsd_prefix("a.b"), "a.b.");
-    }
-
-    /// The source files under `dir`, recursively.
-    fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
-            let path = entry.path();
-            if path.is_dir() {
-                rust_files(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push(path);
-            }
-        }
-    }
-
-    /// Only this module reads the configuration by setting name (the
-    /// hooks' Python `cfg` view aside): `cfg.int(py, "...")` and its
-    /// siblings, `cfg.get(py, ...)` and `cfg.env(py)` appear nowhere else.
-    #[test]
-    fn only_settings_reads_the_config_by_name() {
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let allowed = [src.join("settings.rs"), src.join("hooks/cfg.rs")];
-        let mut files = Vec::new();
-        rust_files(&src, &mut files);
-        let mut found = Vec::new();
-        for file in files.iter().filter(|f| !allowed.contains(f)) {
-            let text = std::fs::read_to_string(file).unwrap();
-            for (n, line) in text.lines().enumerate() {
-                let by_name = ["int", "bool", "string", "list", "get"].iter().any(|m| {
-                    line.contains(&format!(".{m}(py, "))
-                        || line.contains(&format!(".{m}(self.py, "))
-                });
-                if by_name || line.contains(".env(py)") || line.contains(".env(self.py)") {
-                    found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
-                }
-            }
-        }
-        assert!(
-            found.is_empty(),
-            "config read by name outside settings:\n{}",
-            found.join("\n")
-        );
     }
 }

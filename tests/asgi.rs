@@ -1,4 +1,4 @@
-//! ASGI apps served by the built binary (src/asgi.rs): streaming both
+//! ASGI apps served by the built binary (src/python/asgi): streaming both
 //! ways, `http.disconnect`, lifespan (startup, shutdown on TERM, a failed
 //! startup exits 3), the scope key by key against uvicorn's, an exception
 //! (500, the worker lives; after the start, the connection is closed), a

@@ -51,7 +51,7 @@ fn echoapp() -> PathBuf {
 
 /// The README's decoding of a `.http` file.
 fn decode(raw: &[u8]) -> Vec<u8> {
-    rgunicorn::strict_http::decode_corpus_case(raw)
+    rgunicorn::decode_corpus_case(raw)
 }
 
 struct Case {

@@ -141,9 +141,10 @@ fn max_requests_recycles_workers_without_failures() {
     let (ok, failed) = load.finish();
     eprintln!("max_requests=300: {ok} requests served, {failed} failed");
     assert_eq!(failed, 0, "{ok} ok");
-    // Each recycled worker reached its max_requests (300 + jitter), and
-    // served only a little more while its replacement booted: `worker.nr`
-    // in worker_exit is what the worker counted.
+    // Each recycled worker reached its max_requests (300 + jitter) before
+    // it went: `worker.nr` in worker_exit is what the worker counted. It
+    // serves on until its replacement serves, so how many more it serves
+    // depends on how loaded the machine is (not bounded here).
     let mut recycled = 0;
     for l in server
         .hooks()
@@ -160,7 +161,6 @@ fn max_requests_recycles_workers_without_failures() {
         assert!((300..=350).contains(&max), "{l}");
         if nr >= max {
             recycled += 1;
-            assert!(nr <= max + 1000, "{l}: overshoot");
         }
     }
     assert!(recycled >= 4, "{recycled} workers recycled");

@@ -23,15 +23,19 @@ fn venv() -> PathBuf {
 }
 
 /// rgunicorn serving `app` from `dir` with `args`, in the test venv.
+/// Started, and both workers booted (their imports done): a save from
+/// here on is a change, not what a late worker imports first.
 fn start(dir: &Path, app: &str, args: &[&str]) -> Server {
     let venv = venv();
-    Server::start_program_env(
+    let server = Server::start_program_env(
         &rgunicorn(),
         app,
         dir,
         args,
         &[("VIRTUAL_ENV", Some(venv.to_str().unwrap()))],
-    )
+    );
+    server.wait_until(|| common::server::count(&server.hooks(), "post_worker_init") == 2);
+    server
 }
 
 /// A save as an editor makes it: the whole file written at once, to a
@@ -520,6 +524,8 @@ fn a_boot_failure_keeps_the_serving_workers_until_the_next_change() {
     std::fs::write(dir.join("app.py"), LIFESPAN_APP).unwrap();
     std::fs::write(dir.join("greeting.py"), "GREETING = 'v1'\nFAIL = False\n").unwrap();
     let server = start(&dir, "app:app", &["--reload"]);
+    // The app imports `greeting` in its lifespan startup.
+    server.wait_until(|| log_count(&server, "Application startup complete.") == 2);
     assert_eq!(body(&server), "v1");
     let before = workers(&server);
     let client = Client::start(server.port, 4);

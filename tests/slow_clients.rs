@@ -504,12 +504,16 @@ fn thousands_of_idle_clients_are_all_answered() {
         (took, failed)
     });
     let slowest = took.iter().max().copied().unwrap_or_default();
+    // Answered when its request comes, not when an idle keep-alive
+    // connection times out (75 s) and frees a slot: any bound well below
+    // 75 s shows it; 15 s leaves room for a loaded machine (here, alone,
+    // the slowest takes about 1.4 s).
     let late = took
         .iter()
-        .filter(|t| **t >= Duration::from_secs(3))
+        .filter(|t| **t >= Duration::from_secs(15))
         .count();
     eprintln!(
-        "{} clients answered, slowest {slowest:?}, {late} after 3 s, {} failed",
+        "{} clients answered, slowest {slowest:?}, {late} after 15 s, {} failed",
         took.len(),
         failed.len()
     );

@@ -17,6 +17,7 @@ mod gevent;
 mod hook_errors;
 mod hook_objects;
 mod http2;
+mod layout;
 mod logging;
 mod master_lifecycle;
 mod metrics;

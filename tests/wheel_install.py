@@ -99,7 +99,8 @@ def check_sdist(wheels):
         names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
     for needed in ("pyproject.toml", "Cargo.toml", "Cargo.lock", "LICENSE", "README.md",
                    "pyext/Cargo.toml", "pyext/src/lib.rs", "pyext/python/rgunicorn/__init__.py",
-                   "pyext/python/rgunicorn/__main__.py", "src/lib.rs", "src/reloader.rs",
+                   "pyext/python/rgunicorn/__main__.py", "src/lib.rs", "src/python/reloader.rs",
+                   "src/python/wsgi/wsgi.py", "src/python/asgi/asgi.py", "src/python/sigterm.py",
                    "pyconf/Cargo.toml", "build.rs"):
         assert needed in names, f"{needed} missing from {sdists[0]}"
     log(f"{os.path.basename(sdists[0])}: the sources of a build")

@@ -1,6 +1,6 @@
 //! The control commands: parsing a request into a [`Command`] with
 //! gunicorn's error texts (`Invalid argument: Unknown command: x`), and the
-//! `help` table. Executing them is the master's (`master.rs`, on its
+//! `help` table. Executing them is the master's (`master/control.rs`, on its
 //! thread); formatting them for people is the client's.
 
 use serde_json::{json, Value};

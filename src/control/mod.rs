@@ -1,5 +1,5 @@
-//! The control socket (gunicorn 27's `gunicornc` interface, issue 8's "live
-//! worker table"): the wire protocol shared by both ends, the default path.
+//! The control socket (gunicorn 27's `gunicornc` interface, and a live
+//! worker table): the wire protocol shared by both ends, the default path.
 //!
 //! - [`server`]: the master's side: the listening unix socket and its client
 //!   connections, served non-blocking from the master's loop;

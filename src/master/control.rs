@@ -15,8 +15,8 @@ use super::{Master, MAX_SLOTS};
 use crate::control::commands::{self, Command};
 use crate::control::server::{ControlServer, StartError};
 use crate::log;
-use crate::process;
-use crate::scoreboard::{monotonic_ms, SlotState};
+use crate::sys::process;
+use crate::sys::scoreboard::{monotonic_ms, SlotState};
 
 /// `show config`'s settings (gunicorn's list; those rgunicorn does not
 /// have, the dirty arbiter's, are left out).
@@ -159,7 +159,7 @@ impl Master<'_> {
                     log::info(&format!("Worker (pid:{pid}) stopped by a control command"));
                     self.terminate(pid);
                     if let Some(w) = self.workers.get_mut(&pid) {
-                        w.cause = Some(crate::metrics::RestartCause::Control);
+                        w.cause = Some(crate::observe::metrics::RestartCause::Control);
                     }
                 }
                 json!({"success": true, "killed": pid})
