@@ -81,19 +81,17 @@ pub fn run_in_python(argv: Vec<String>, prog: Option<String>) -> u8 {
     report(run(argv, None, reexec))
 }
 
-/// Load the configuration the way gunicorn does, printing what gunicorn
-/// prints on failure; `Err(code)` when the process should exit.
-pub fn load_config(py: Python<'_>, argv: &[String]) -> Result<Config, u8> {
-    crate::settings::read_config(py, argv).map_err(|err| {
-        match &err {
-            LoadError::Cli(CliError::Help(text)) => print!("{text}"),
-            LoadError::Cli(CliError::Version) => {
-                println!("{}", version_line(&crate::settings::prog_name(argv)))
-            }
-            other => eprint!("{other}"),
+/// What gunicorn prints when the configuration does not load (or for
+/// `--help` and `--version`); returns the exit status.
+fn report_load_error(err: &LoadError, argv: &[String]) -> u8 {
+    match err {
+        LoadError::Cli(CliError::Help(text)) => print!("{text}"),
+        LoadError::Cli(CliError::Version) => {
+            println!("{}", version_line(&crate::settings::prog_name(argv)))
         }
-        err.exit_code()
-    })
+        other => eprint!("{other}"),
+    }
+    err.exit_code()
 }
 
 /// `argv` is what the configuration is parsed from; `reexec` the command
@@ -106,9 +104,9 @@ fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> 
         // make uvloop (and asyncio's signal code) believe it runs on the
         // main thread, and uvloop's set_wakeup_fd then fails every worker.
         py.import("threading")?;
-        let cfg = match load_config(py, &argv) {
+        let cfg = match crate::settings::read_config(py, &argv) {
             Ok(cfg) => cfg,
-            Err(code) => return Ok(code),
+            Err(err) => return Ok(report_load_error(&err, &argv)),
         };
         let settings = Settings::load(py, &cfg);
         let start = &settings.start;
@@ -253,7 +251,7 @@ fn check_app(
 ) -> u8 {
     let python_app = app_uri.filter(|uri| *uri != BUILTIN_HEALTH_APP && !rust_app_binary);
     let refused = refuse_unserved(settings)
-        .and_then(|()| crate::http::tls::load(&settings.tls).map_err(anyhow::Error::msg))
+        .and_then(|()| crate::http::tls::load(&settings.tls).map_err(anyhow::Error::from))
         .and_then(|_| match python_app {
             Some(_) => crate::python::worker_class::resolve(py, &settings.python).map(drop),
             None => Ok(()),

@@ -400,7 +400,24 @@ pub enum Address {
     Fd(i32),
 }
 
-pub fn parse_address(netloc: &str, default_port: &str) -> Result<Address, String> {
+/// An address gunicorn's `parse_address` refuses, with its message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AddressError(pub String);
+
+impl From<String> for AddressError {
+    fn from(message: String) -> Self {
+        AddressError(message)
+    }
+}
+
+impl From<&str> for AddressError {
+    fn from(message: &str) -> Self {
+        AddressError(message.to_string())
+    }
+}
+
+pub fn parse_address(netloc: &str, default_port: &str) -> Result<Address, AddressError> {
     if let Some(rest) = netloc.strip_prefix("unix:") {
         // re.split(r'unix:(//)?', netloc)[-1]: the text after the last "unix:" / "unix://".
         let last = netloc.rsplit("unix:").next().unwrap_or(rest);
@@ -413,7 +430,7 @@ pub fn parse_address(netloc: &str, default_port: &str) -> Result<Address, String
             .trim()
             .parse::<i32>()
             .map(Address::Fd)
-            .map_err(|_| format!("'{fd}' is not a valid file descriptor."));
+            .map_err(|_| format!("'{fd}' is not a valid file descriptor.").into());
     }
     let netloc = match netloc.strip_prefix("tcp://") {
         Some(_) => netloc.split("tcp://").nth(1).unwrap_or(""),
@@ -440,8 +457,8 @@ pub fn parse_address(netloc: &str, default_port: &str) -> Result<Address, String
     };
     match port.trim().parse::<i64>() {
         Ok(p) if (0..=65535).contains(&p) => Ok(Address::Tcp(host.to_lowercase(), p as u16)),
-        Ok(p) => Err(format!("port must be 0-65535: {p}")),
-        Err(_) => Err(format!("'{port}' is not a valid port number.")),
+        Ok(p) => Err(format!("port must be 0-65535: {p}").into()),
+        Err(_) => Err(format!("'{port}' is not a valid port number.").into()),
     }
 }
 

@@ -1031,14 +1031,14 @@ fn to_pyerr_raises_a_type_error_with_the_message() {
     });
 }
 
-fn tcp(host: &str, port: u16) -> Result<Address, String> {
+fn tcp(host: &str, port: u16) -> Result<Address, AddressError> {
     Ok(Address::Tcp(host.into(), port))
 }
 
 /// Every bind form of gunicorn's `util.parse_address` (gunicorn-cli.md §6).
 #[test]
 fn parse_address_bind_forms() {
-    let cases: &[(&str, Result<Address, String>)] = &[
+    let cases: &[(&str, Result<Address, AddressError>)] = &[
         // HOST:PORT, host lowercased
         ("127.0.0.1:8000", tcp("127.0.0.1", 8000)),
         ("Example.COM:81", tcp("example.com", 81)),

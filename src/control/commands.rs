@@ -29,15 +29,32 @@ pub enum Command {
     Help,
 }
 
+/// A command that failed: the text of gunicorn's error answer.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CommandError(pub String);
+
+impl From<String> for CommandError {
+    fn from(message: String) -> Self {
+        CommandError(message)
+    }
+}
+
+impl From<&str> for CommandError {
+    fn from(message: &str) -> Self {
+        CommandError(message.to_string())
+    }
+}
+
 /// Python's `int()` error text, which gunicorn's answer carries.
-fn int(s: &str) -> Result<i64, String> {
-    s.trim()
-        .parse::<i64>()
-        .map_err(|_| format!("Invalid argument: invalid literal for int() with base 10: '{s}'"))
+fn int(s: &str) -> Result<i64, CommandError> {
+    s.trim().parse::<i64>().map_err(|_| {
+        format!("Invalid argument: invalid literal for int() with base 10: '{s}'").into()
+    })
 }
 
 /// `max(1, int(n))`, gunicorn's count for `worker add` and `remove`.
-fn count(args: &[String]) -> Result<usize, String> {
+fn count(args: &[String]) -> Result<usize, CommandError> {
     Ok(match args.first() {
         Some(a) => int(a)?.max(1) as usize,
         None => 1,
@@ -46,7 +63,7 @@ fn count(args: &[String]) -> Result<usize, String> {
 
 /// Parse `command` (words split on whitespace) followed by `args` (each
 /// turned into its text, as gunicorn's `str(a)`).
-pub fn parse(command: &str, args: &[Value]) -> Result<Command, String> {
+pub fn parse(command: &str, args: &[Value]) -> Result<Command, CommandError> {
     let mut parts: Vec<String> = command.split_whitespace().map(str::to_string).collect();
     parts.extend(args.iter().map(|a| match a {
         Value::String(s) => s.clone(),
@@ -55,7 +72,7 @@ pub fn parse(command: &str, args: &[Value]) -> Result<Command, String> {
     let Some((cmd, rest)) = parts.split_first() else {
         return Err("Empty command".into());
     };
-    let invalid = |m: String| Err(format!("Invalid argument: {m}"));
+    let invalid = |m: String| Err(CommandError(format!("Invalid argument: {m}")));
     let sub = |i: usize| rest.get(i).map(|s| s.to_lowercase());
     match cmd.to_lowercase().as_str() {
         "show" => match sub(0).as_deref() {

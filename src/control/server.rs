@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::commands::CommandError;
 use super::{encode, take_frame};
 
 /// A partial frame older than this closes its connection.
@@ -118,7 +119,7 @@ impl ControlServer {
     /// One loop turn: accept, read what arrived, answer each complete
     /// request with `handle(command, args)`, write what the clients take,
     /// drop the dead and the idle.
-    pub fn serve(&mut self, mut handle: impl FnMut(&str, &[Value]) -> Result<Value, String>) {
+    pub fn serve(&mut self, mut handle: impl FnMut(&str, &[Value]) -> Result<Value, CommandError>) {
         while let Ok((stream, _)) = self.listener.accept() {
             if stream.set_nonblocking(true).is_err() {
                 continue;
@@ -151,7 +152,10 @@ impl ControlServer {
 
 impl Conn {
     /// Read, answer, write; false: close this connection.
-    fn turn(&mut self, handle: &mut impl FnMut(&str, &[Value]) -> Result<Value, String>) -> bool {
+    fn turn(
+        &mut self,
+        handle: &mut impl FnMut(&str, &[Value]) -> Result<Value, CommandError>,
+    ) -> bool {
         let mut buf = [0u8; 8192];
         let mut eof = false;
         loop {
@@ -188,7 +192,7 @@ impl Conn {
             };
             let resp = match handle(command.trim(), args) {
                 Ok(data) => json!({"id": id, "status": "ok", "data": data}),
-                Err(error) => json!({"id": id, "status": "error", "error": error}),
+                Err(error) => json!({"id": id, "status": "error", "error": error.0}),
             };
             self.output.extend_from_slice(&encode(&resp));
         }

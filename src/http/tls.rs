@@ -58,6 +58,23 @@ impl Settings {
     }
 }
 
+/// TLS settings that can't be served: the message the start fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(pub String);
+
+impl From<String> for TlsError {
+    fn from(message: String) -> Self {
+        TlsError(message)
+    }
+}
+
+impl From<&str> for TlsError {
+    fn from(message: &str) -> Self {
+        TlsError(message.to_string())
+    }
+}
+
 /// The TLS side of every connection of a worker: cheap to clone.
 #[derive(Clone)]
 pub struct Tls {
@@ -83,7 +100,7 @@ pub struct Built {
 
 /// In the master: the TLS config from the settings, its warnings logged;
 /// `Err` is the start-up error (exit 1).
-pub fn load(settings: &Settings) -> Result<Option<Tls>, String> {
+pub fn load(settings: &Settings) -> Result<Option<Tls>, TlsError> {
     let built = build(settings)?;
     for w in &built.warnings {
         log::warning(w);
@@ -101,7 +118,7 @@ pub fn listening_url(shown: &str) -> String {
 }
 
 /// Check the settings and build the rustls config.
-pub fn build(s: &Settings) -> Result<Built, String> {
+pub fn build(s: &Settings) -> Result<Built, TlsError> {
     let mut warnings = Vec::new();
     if !s.is_ssl() {
         return Ok(Built {
@@ -121,7 +138,7 @@ pub fn build(s: &Settings) -> Result<Built, String> {
     for (name, path) in [("certfile", &s.certfile), ("keyfile", &s.keyfile)] {
         if let Some(path) = path {
             if !std::path::Path::new(path).exists() {
-                return Err(format!("{name} \"{path}\" does not exist"));
+                return Err(format!("{name} \"{path}\" does not exist").into());
             }
         }
     }
@@ -155,7 +172,7 @@ pub fn build(s: &Settings) -> Result<Built, String> {
         if mapped.suites.is_empty() {
             return Err(format!(
                 "ciphers \"{list}\": no cipher can be selected (none of its names has a rustls equivalent)"
-            ));
+            ).into());
         }
         provider.cipher_suites = mapped.suites;
         server_order = true;
@@ -181,7 +198,7 @@ pub fn build(s: &Settings) -> Result<Built, String> {
     let roots = match (&s.ca_certs, s.cert_reqs) {
         (Some(path), _) => {
             if !std::path::Path::new(path).exists() {
-                return Err(format!("ca_certs \"{path}\" does not exist"));
+                return Err(format!("ca_certs \"{path}\" does not exist").into());
             }
             let mut roots = RootCertStore::empty();
             for cert in load_certs("ca_certs", path)? {
@@ -202,7 +219,8 @@ pub fn build(s: &Settings) -> Result<Built, String> {
                     "cert_reqs = {} asks for client certificates, but ca_certs is not set \
                      and no system CA certificates were found: set ca_certs",
                     s.cert_reqs
-                ));
+                )
+                .into());
             }
             Some(roots)
         }
@@ -226,7 +244,8 @@ pub fn build(s: &Settings) -> Result<Built, String> {
         (n, _) => {
             return Err(format!(
                 "cert_reqs = {n}: must be 0 (CERT_NONE), 1 (CERT_OPTIONAL) or 2 (CERT_REQUIRED)"
-            ))
+            )
+            .into())
         }
     };
     let mut config = builder.with_single_cert(chain, key).map_err(|e| match e {
@@ -626,13 +645,13 @@ mod tests {
             ..Default::default()
         })
         .unwrap_err();
-        assert_eq!(err, "certfile \"/nonexistent/cert.pem\" does not exist");
+        assert_eq!(err.0, "certfile \"/nonexistent/cert.pem\" does not exist");
         let err = build(&Settings {
             certfile: Some("/nonexistent/cert.pem".into()),
             ssl_context_set: true,
             ..Default::default()
         })
         .unwrap_err();
-        assert!(err.contains("ssl_context"), "{err}");
+        assert!(err.0.contains("ssl_context"), "{err}");
     }
 }

@@ -12,7 +12,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::{json, Value};
 
 use super::{Master, MAX_SLOTS};
-use crate::control::commands::{self, Command};
+use crate::control::commands::{self, Command, CommandError};
 use crate::control::server::{ControlServer, StartError};
 use crate::log;
 use crate::sys::process;
@@ -119,7 +119,7 @@ impl Master<'_> {
         self.control = Some(control);
     }
 
-    fn control_command(&mut self, command: &str, args: &[Value]) -> Result<Value, String> {
+    fn control_command(&mut self, command: &str, args: &[Value]) -> Result<Value, CommandError> {
         let cmd = commands::parse(command, args)?;
         log::debug(&format!("Control command: {command}"));
         let signal_self = |sig: Signal| {
@@ -189,14 +189,14 @@ impl Master<'_> {
     /// thread; `manage_workers` spawns or stops in the same loop turn. An
     /// exception in the hook is logged and answered as gunicorn's
     /// "Command failed".
-    fn change_num_workers(&mut self, new: usize, old: usize) -> Result<(), String> {
+    fn change_num_workers(&mut self, new: usize, old: usize) -> Result<(), CommandError> {
         if new == old {
             return Ok(());
         }
         self.set_num_workers(new, Some(old)).map_err(|e| {
             let tb = self.traceback(&e);
             log::error(&format!("Command error\n{tb}"));
-            format!("Command failed: {e}")
+            CommandError(format!("Command failed: {e}"))
         })
     }
 

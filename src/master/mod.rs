@@ -168,6 +168,25 @@ pub struct Master<'py> {
     generation: Option<Instant>,
 }
 
+/// What ends the master's loop as an unhandled exception ends gunicorn's
+/// ("Unhandled exception in main loop", exit 255): a hook's traceback, or
+/// the failure's text.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Unhandled(String);
+
+impl From<String> for Unhandled {
+    fn from(message: String) -> Self {
+        Unhandled(message)
+    }
+}
+
+impl From<&str> for Unhandled {
+    fn from(message: &str) -> Self {
+        Unhandled(message.to_string())
+    }
+}
+
 /// Errors that end the master the way gunicorn's would.
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
@@ -325,7 +344,7 @@ impl<'py> Master<'py> {
         self.hook("nworkers_changed", (server, n, old))
     }
 
-    fn export_env(&self) -> Result<(), String> {
+    fn export_env(&self) -> Result<(), Unhandled> {
         for (k, v) in self.settings.server.env.as_ref().map_err(Clone::clone)? {
             crate::python::embed::set_env(self.py, k, Some(v));
         }
@@ -343,7 +362,8 @@ impl<'py> Master<'py> {
         self.chown_error_log();
         self.set_num_workers(self.settings.server.workers, None)
             .map_err(|e| MasterError::StartupHook(self.traceback(&e)))?;
-        self.export_env().map_err(MasterError::Startup)?;
+        self.export_env()
+            .map_err(|e| MasterError::Startup(e.to_string()))?;
         // preload_app: import in the master, after raw_env (gunicorn's
         // order); a failure ends the start with the traceback, exit 1.
         if let (true, Some(uri)) = (self.settings.server.preload_app, self.app.python_uri()) {
@@ -363,7 +383,10 @@ impl<'py> Master<'py> {
             if self.master_pid != 0 {
                 path.push_str(".2");
             }
-            self.pidfile = Some(Pidfile::create(&path, self.pid).map_err(MasterError::Startup)?);
+            self.pidfile = Some(
+                Pidfile::create(&path, self.pid)
+                    .map_err(|e| MasterError::Startup(e.to_string()))?,
+            );
             self.server
                 .borrow_mut(py)
                 .set_pidfile(py, &path, self.pid)
@@ -376,7 +399,8 @@ impl<'py> Master<'py> {
             Some(SignalPipe::install().map_err(|e| MasterError::Startup(e.to_string()))?);
 
         // Checked before the sockets, as gunicorn checks certfile/keyfile.
-        self.tls = crate::http::tls::load(&self.settings.tls).map_err(MasterError::Startup)?;
+        self.tls =
+            crate::http::tls::load(&self.settings.tls).map_err(|e| MasterError::Startup(e.0))?;
         for w in &self.settings.http2.warnings {
             log::warning(w);
         }
@@ -536,7 +560,7 @@ impl<'py> Master<'py> {
             && !self.settings.server.reuse_port
     }
 
-    fn main_loop(&mut self) -> Result<Stop, String> {
+    fn main_loop(&mut self) -> Result<Stop, Unhandled> {
         // The watcher exists before the first worker reports to it.
         self.start_reloader(true);
         self.generation = Some(Instant::now());
@@ -673,7 +697,7 @@ impl<'py> Master<'py> {
     /// HUP: reload now, or once the replacement under way is done. A storm
     /// of HUPs then costs one more generation, not one per HUP: at most
     /// two generations live at once (the one serving and the one booting).
-    fn hup(&mut self) -> Result<(), String> {
+    fn hup(&mut self) -> Result<(), Unhandled> {
         log::info(&format!("Hang up: {}", self.master_name));
         self.notify.reloading();
         let waiting = self.pending == Some(Pending::Hup);
@@ -708,7 +732,7 @@ impl<'py> Master<'py> {
     }
 
     /// Do the reload or replacement asked for, unless one is under way.
-    fn take_pending(&mut self) -> Result<(), String> {
+    fn take_pending(&mut self) -> Result<(), Unhandled> {
         let Some(what) = self.pending else {
             return Ok(());
         };
@@ -727,7 +751,7 @@ impl<'py> Master<'py> {
 
     /// Re-evaluate the configuration, start a new generation of workers,
     /// retire the old one once the new one serves.
-    fn reload(&mut self) -> Result<(), String> {
+    fn reload(&mut self) -> Result<(), Unhandled> {
         let py = self.py;
         self.reloads += 1;
         self.notify.reloading();
@@ -852,7 +876,7 @@ impl<'py> Master<'py> {
         let title = format!("rgunicorn: reloader [{}]", self.proc_name);
         match Reloader::start(py, &self.settings.reload, &title, &close) {
             Ok(r) => self.reloader = Some(r),
-            Err(e) => log::error(&e),
+            Err(e) => log::error(&e.to_string()),
         }
     }
 
@@ -1004,7 +1028,7 @@ impl<'py> Master<'py> {
             (self.pidfile.as_mut(), self.settings.server.pidfile.clone())
         {
             if let Err(e) = pidfile.rename(&path, self.pid) {
-                log::error(&e);
+                log::error(&e.to_string());
             } else if let Err(e) = self
                 .server
                 .borrow_mut(self.py)
@@ -1022,7 +1046,7 @@ impl<'py> Master<'py> {
         process::set_title(&format!("rgunicorn: master [{}]", self.proc_name));
     }
 
-    fn spawn_worker(&mut self) -> Result<(), String> {
+    fn spawn_worker(&mut self) -> Result<(), Unhandled> {
         let py = self.py;
         let Some(slot) = (0..self.board.len()).find(|&i| {
             self.board.slot(i).state() == SlotState::Free
@@ -1035,9 +1059,9 @@ impl<'py> Master<'py> {
         // same way.
         if let Some(dir) = &self.settings.server.worker_tmp_dir {
             if !std::path::Path::new(&dir).is_dir() {
-                return Err(format!(
-                    "RuntimeError: {dir} doesn't exist. Can't create workertmp."
-                ));
+                return Err(
+                    format!("RuntimeError: {dir} doesn't exist. Can't create workertmp.").into(),
+                );
             }
         }
         self.worker_age += 1;
@@ -1227,7 +1251,7 @@ impl<'py> Master<'py> {
     /// Reach `num_workers` serving workers: spawn replacements first, then
     /// retire the replaced ones once the replacements serve; on TTOU, stop
     /// the oldest extra workers.
-    fn manage_workers(&mut self) -> Result<(), String> {
+    fn manage_workers(&mut self) -> Result<(), Unhandled> {
         // A worker that reached max_requests asks for its replacement.
         for w in self.workers.values_mut() {
             if !w.retiring && self.board.slot(w.slot).state() == SlotState::WantsRetire {

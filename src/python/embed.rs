@@ -13,6 +13,23 @@ use std::path::{Path, PathBuf};
 
 use pyo3::ffi;
 
+/// Why the interpreter could not be set up (a venv of another Python, say).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EmbedError(pub String);
+
+impl From<String> for EmbedError {
+    fn from(message: String) -> Self {
+        EmbedError(message)
+    }
+}
+
+impl From<&str> for EmbedError {
+    fn from(message: &str) -> Self {
+        EmbedError(message.to_string())
+    }
+}
+
 /// A virtual environment to run in: its directory, its `python` (what the
 /// interpreter is told its executable is), and how it was chosen.
 struct Venv {
@@ -147,7 +164,7 @@ fn choose_venv() -> Result<Option<Venv>, String> {
 
 /// Start the embedded interpreter (once) with `argv` as `sys.argv`, then
 /// release the GIL so that `Python::attach` works from here on.
-pub fn initialize_embedded(argv: &[String]) -> Result<(), String> {
+pub fn initialize_embedded(argv: &[String]) -> Result<(), EmbedError> {
     // SAFETY: Py_IsInitialized may be called at any time.
     if unsafe { ffi::Py_IsInitialized() } != 0 {
         return Ok(());
@@ -198,9 +215,7 @@ pub fn initialize_embedded(argv: &[String]) -> Result<(), String> {
                     .to_string_lossy()
                     .into_owned()
             };
-            return Err(format!(
-                "could not start the embedded Python interpreter: {msg}"
-            ));
+            return Err(format!("could not start the embedded Python interpreter: {msg}").into());
         }
         // Py_InitializeFromConfig leaves this thread attached; detach so
         // that pyo3's Python::attach can take the GIL as usual.

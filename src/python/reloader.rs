@@ -64,6 +64,23 @@ pub fn enabled() -> bool {
 static FAILURE: Mutex<Option<String>> = Mutex::new(None);
 static FAILED_FILES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
+/// Why the reloader process could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReloaderError(pub String);
+
+impl From<String> for ReloaderError {
+    fn from(message: String) -> Self {
+        ReloaderError(message)
+    }
+}
+
+impl From<&str> for ReloaderError {
+    fn from(message: &str) -> Self {
+        ReloaderError(message.to_string())
+    }
+}
+
 /// The master's side of a running reloader process.
 pub struct Reloader {
     pub pid: Pid,
@@ -83,7 +100,7 @@ impl Reloader {
         settings: &crate::settings::Reload,
         title: &str,
         close_in_child: &[RawFd],
-    ) -> Result<Reloader, String> {
+    ) -> Result<Reloader, ReloaderError> {
         let engine = settings.engine;
         let extra = settings.extra_files.clone();
         let cloexec = nix::fcntl::OFlag::O_CLOEXEC;

@@ -8,18 +8,35 @@ pub struct Pidfile {
     pub path: PathBuf,
 }
 
+/// Why the pidfile could not be made (gunicorn's texts).
+#[derive(Debug, thiserror::Error)]
+pub enum PidfileError {
+    #[error("Already running on PID {pid} (or pid file '{path}' is stale)")]
+    Running { pid: u32, path: String },
+    #[error("can't write pidfile {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("can't create pidfile {path}: {source}")]
+    Create {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
 impl Pidfile {
-    pub fn create(path: &str, pid: u32) -> Result<Pidfile, String> {
+    pub fn create(path: &str, pid: u32) -> Result<Pidfile, PidfileError> {
         let path = PathBuf::from(path);
         if let Some(old) = read_pid(&path) {
             if old != pid
                 && old > 0
                 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(old as i32), None).is_ok()
             {
-                return Err(format!(
-                    "Already running on PID {old} (or pid file '{}' is stale)",
-                    path.display()
-                ));
+                return Err(PidfileError::Running {
+                    pid: old,
+                    path: path.display().to_string(),
+                });
             }
         }
         let dir = path
@@ -31,20 +48,24 @@ impl Pidfile {
             path.file_name().and_then(|f| f.to_str()).unwrap_or("pid"),
             pid
         ));
-        std::fs::write(&tmp, format!("{pid}\n"))
-            .map_err(|e| format!("can't write pidfile {}: {e}", tmp.display()))?;
+        std::fs::write(&tmp, format!("{pid}\n")).map_err(|source| PidfileError::Write {
+            path: tmp.display().to_string(),
+            source,
+        })?;
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644));
         }
-        std::fs::rename(&tmp, &path)
-            .map_err(|e| format!("can't create pidfile {}: {e}", path.display()))?;
+        std::fs::rename(&tmp, &path).map_err(|source| PidfileError::Create {
+            path: path.display().to_string(),
+            source,
+        })?;
         Ok(Pidfile { path })
     }
 
     /// Move to `path` (a promoted USR2 master takes the configured name
     /// from `<pidfile>.2`): write the new file, then remove the old one.
-    pub fn rename(&mut self, path: &str, pid: u32) -> Result<(), String> {
+    pub fn rename(&mut self, path: &str, pid: u32) -> Result<(), PidfileError> {
         let new = Pidfile::create(path, pid)?;
         self.unlink(pid);
         self.path = new.path;
@@ -81,7 +102,7 @@ mod tests {
         let err = Pidfile::create(path.to_str().unwrap(), std::process::id() + 1)
             .err()
             .unwrap();
-        assert!(err.contains("Already running on PID"), "{err}");
+        assert!(err.to_string().contains("Already running on PID"), "{err}");
         p.unlink(std::process::id());
         assert!(!path.exists());
         // A stale file (dead pid) is replaced.

@@ -450,7 +450,7 @@ pub fn daemonize(_py: pyo3::Python<'_>, keep_stdio: bool) -> nix::Result<()> {
 /// Switch a worker to `user`/`group` (after `post_fork`, as gunicorn's
 /// `set_owner_process`): uid or gid 0 means "keep"; with `initgroups` the
 /// supplementary groups become the user's.
-pub fn set_owner(uid: u32, gid: u32, initgroups: bool) -> Result<(), String> {
+pub fn set_owner(uid: u32, gid: u32, initgroups: bool) -> Result<(), OwnerError> {
     use nix::unistd::{Gid, Uid, User};
     if gid != 0 {
         let user = (uid != 0)
@@ -458,19 +458,43 @@ pub fn set_owner(uid: u32, gid: u32, initgroups: bool) -> Result<(), String> {
             .flatten();
         if initgroups {
             if let Some(user) = &user {
-                let name = std::ffi::CString::new(user.name.clone()).map_err(|e| e.to_string())?;
-                nix::unistd::initgroups(&name, Gid::from_raw(gid))
-                    .map_err(|e| format!("initgroups({}, {gid}): {e}", user.name))?;
+                // A user name from the system's database holds no NUL.
+                if let Ok(name) = std::ffi::CString::new(user.name.clone()) {
+                    nix::unistd::initgroups(&name, Gid::from_raw(gid)).map_err(|source| {
+                        OwnerError::InitGroups {
+                            user: user.name.clone(),
+                            gid,
+                            source,
+                        }
+                    })?;
+                }
             }
         }
         if gid != nix::unistd::getgid().as_raw() {
-            nix::unistd::setgid(Gid::from_raw(gid)).map_err(|e| format!("setgid({gid}): {e}"))?;
+            nix::unistd::setgid(Gid::from_raw(gid))
+                .map_err(|source| OwnerError::SetGid { gid, source })?;
         }
     }
     if uid != 0 && uid != nix::unistd::getuid().as_raw() {
-        nix::unistd::setuid(Uid::from_raw(uid)).map_err(|e| format!("setuid({uid}): {e}"))?;
+        nix::unistd::setuid(Uid::from_raw(uid))
+            .map_err(|source| OwnerError::SetUid { uid, source })?;
     }
     Ok(())
+}
+
+/// Why a worker could not take its user and group.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnerError {
+    #[error("initgroups({user}, {gid}): {source}")]
+    InitGroups {
+        user: String,
+        gid: u32,
+        source: nix::Error,
+    },
+    #[error("setgid({gid}): {source}")]
+    SetGid { gid: u32, source: nix::Error },
+    #[error("setuid({uid}): {source}")]
+    SetUid { uid: u32, source: nix::Error },
 }
 
 /// Which side of a Python app's worker the calling thread is on, for its

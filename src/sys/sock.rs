@@ -221,7 +221,7 @@ pub fn inherited() -> Result<Option<(Vec<Listener>, bool)>, SockError> {
 pub fn parse_binds(binds: &[String]) -> Result<Vec<Address>, SockError> {
     binds
         .iter()
-        .map(|b| parse_address(b, "8000").map_err(SockError::Address))
+        .map(|b| parse_address(b, "8000").map_err(|e| SockError::Address(e.0)))
         .collect()
 }
 

@@ -297,7 +297,7 @@ impl PyCfg {
         let binds: Vec<String> = self.value(py, "bind")?.extract()?;
         let out = PyList::empty(py);
         for bind in binds {
-            match parse_address(&bind, "8000").map_err(PyRuntimeError::new_err)? {
+            match parse_address(&bind, "8000").map_err(|e| PyRuntimeError::new_err(e.0))? {
                 Address::Tcp(host, port) => out.append(PyTuple::new(
                     py,
                     [

@@ -336,7 +336,8 @@ pub(crate) struct Job {
     pub(crate) reply: oneshot::Sender<Response<ResponseBody>>,
 }
 
-pub(crate) type BodyChunk = Result<Bytes, String>;
+/// A piece of the request body, or why reading it failed.
+pub(crate) type BodyChunk = Result<Bytes, hyper::Error>;
 
 /// The app threads and the queue that feeds them.
 struct Pool {
@@ -400,7 +401,7 @@ pub(crate) fn pump(mut body: Incoming) -> mpsc::Receiver<BodyChunk> {
                     }
                 }
                 Some(Err(e)) => {
-                    let _ = tx.send(Err(e.to_string())).await;
+                    let _ = tx.send(Err(e)).await;
                     return;
                 }
             }
