@@ -139,23 +139,23 @@ impl Framer {
         let marked = !is_plain_target(req.target)
             || !matches!(req.version, (1, 0) | (1, 1))
             || content_length.is_some_and(|f| f.value.len() > 1 && f.value[0] == b'0');
-        head.extend_from_slice(if marked { RAW_MARK_TARGET } else { req.target });
+        if marked {
+            let (major, minor) = req.version;
+            head.extend_from_slice(RAW_MARK_TARGET);
+            push_hex(head, &[b'0' + major as u8, b'.', b'0' + minor as u8, b' ']);
+            if let Some(f) = content_length {
+                push_hex(head, &f.value);
+            }
+            push_hex(head, b" ");
+            push_hex(head, req.target);
+        } else {
+            head.extend_from_slice(req.target);
+        }
         head.extend_from_slice(match req.version {
             (1, 0) => b" HTTP/1.0\r\n",
             (0, _) => b" HTTP/1.0\r\n",
             _ => b" HTTP/1.1\r\n",
         });
-        if marked {
-            let (major, minor) = req.version;
-            head.extend_from_slice(b"Rgunicorn-Raw: ");
-            head.extend_from_slice(&[b'0' + major as u8, b'.', b'0' + minor as u8, b' ']);
-            if let Some(f) = content_length {
-                head.extend_from_slice(&f.value);
-            }
-            head.push(b' ');
-            head.extend_from_slice(req.target);
-            head.extend_from_slice(b"\r\n");
-        }
         let mut te_written = false;
         for f in &fields {
             if f.is("CONTENT-LENGTH") {

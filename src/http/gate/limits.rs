@@ -127,19 +127,18 @@ impl Limits {
     /// The value for hyper's `http1::Builder::max_buf_size`, so that hyper
     /// never refuses a head the framer accepted.
     pub fn hyper_max_buf_size(&self) -> usize {
-        // The request line, and its target again in the field that
-        // carries a [`RawHead`].
+        // The request line; for a marked head the target and the
+        // `Content-Length` as sent again, in hex (see [`RawHead`]).
         let line = match self.request_line_limit() {
             0 => 1024 * 1024,
             n => n,
         };
-        (self.max_buffer_headers() + 2 * line + 128).max(8192)
+        (self.max_buffer_headers() + 3 * line + 2 * self.field_size_limit() + 128).max(8192)
     }
 
-    /// The value for hyper's `http1::Builder::max_headers` (one more for
-    /// the field that carries a [`RawHead`]).
+    /// The value for hyper's `http1::Builder::max_headers`.
     pub fn hyper_max_headers(&self) -> usize {
-        self.fields_limit() + 1
+        self.fields_limit()
     }
 
     /// Whether `peer` may set the scheme and forwarder headers

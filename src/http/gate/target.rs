@@ -145,16 +145,37 @@ pub fn restore_method<B>(req: &mut hyper::Request<B>) -> bool {
     false
 }
 
-/// The target hyper is shown for a request whose head is also carried as
-/// sent ([`RawHead`]). Every absolute-form target a client sends is such a
-/// request, so an absolute target here is always the framer's.
+/// The start of the target hyper is shown for a request whose head is
+/// also carried as sent ([`RawHead`]): its path is the head as sent,
+/// `<major>.<min> <Content-Length> <target>`, in hex. Every absolute-form
+/// target a client sends is such a request, so an absolute target here is
+/// always the framer's. In the target, not in a field of its own, so that
+/// hyper's header array keeps its size (`limit_request_fields`, on the
+/// stack at the default 100).
 pub(super) const RAW_MARK_TARGET: &[u8] = b"http://rgunicorn.raw/";
 
-/// The field that carries a [`RawHead`] to [`restore_raw_head`]: the first
-/// of the head, `<major>.<minor> <Content-Length> <target>`. A client's own
-/// field of that name stays (first among the fields, where the map keeps
-/// that name).
-pub(super) const RAW_FIELD: &str = "rgunicorn-raw";
+/// The host of [`RAW_MARK_TARGET`].
+const RAW_HOST: &str = "rgunicorn.raw";
+
+/// `bytes` in lower-case hex, appended to `out`.
+pub(super) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 15)]);
+    }
+}
+
+/// What [`push_hex`] wrote, or `None`.
+pub(super) fn unhex(hex: &[u8]) -> Option<Vec<u8>> {
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    hex.chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
 
 /// What the app must see of a request line (and `Content-Length`) as the
 /// client sent it, where hyper can only read a canonical form: a target
@@ -200,9 +221,9 @@ impl RawHead {
 
 /// Undo the framer's marking of a request that carries a [`RawHead`]
 /// (hyper read it through a [`GatedIo`]): the head goes into the request's
-/// extensions, its field is removed, and the URI becomes what the `http`
-/// crate makes of the target as sent ([`uri_for_app`]). Cheap for an
-/// origin-form request (none is marked).
+/// extensions, and the URI becomes what the `http` crate makes of the
+/// target as sent ([`uri_for_app`]). Cheap for an origin-form request
+/// (none is marked).
 #[inline]
 pub fn restore_raw_head<B>(req: &mut hyper::Request<B>) {
     if req.uri().scheme().is_none() {
@@ -212,28 +233,14 @@ pub fn restore_raw_head<B>(req: &mut hyper::Request<B>) {
 }
 
 pub(super) fn restore_marked<B>(req: &mut hyper::Request<B>) {
-    if !req.headers().contains_key(RAW_FIELD) {
+    if req.uri().host() != Some(RAW_HOST) {
         return;
     }
-    // Rebuilt without the field, in the same order (removing it from the
-    // map would move the last field into its place).
-    let fields = std::mem::take(req.headers_mut());
-    let mut rest = hyper::HeaderMap::with_capacity(fields.len());
-    let mut ours = None;
-    let mut name = None;
-    for (k, v) in fields {
-        if let Some(k) = k {
-            name = Some(k);
-        }
-        let Some(k) = &name else { continue };
-        if ours.is_none() && k == RAW_FIELD {
-            ours = Some(v);
-        } else {
-            rest.append(k.clone(), v);
-        }
-    }
-    *req.headers_mut() = rest;
-    let Some(raw) = ours.and_then(|v| RawHead::parse(v.as_bytes())) else {
+    let hex = req.uri().path().as_bytes();
+    let Some(raw) = unhex(hex.strip_prefix(b"/").unwrap_or(hex))
+        .as_deref()
+        .and_then(RawHead::parse)
+    else {
         return;
     };
     *req.uri_mut() = uri_for_app(&raw.target);
