@@ -13,6 +13,7 @@ mod asgi;
 mod config_vs_gunicorn;
 mod conformance;
 mod control_socket;
+mod gate_vs_gunicorn;
 mod gevent;
 mod hook_errors;
 mod hook_objects;

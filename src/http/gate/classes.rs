@@ -135,3 +135,12 @@ pub(super) fn strip_sp_tab(mut s: &[u8]) -> &[u8] {
 pub(super) fn bad_value_byte(c: u8) -> bool {
     (c < 0x20 && c != b'\t') || c == 0x7f
 }
+
+/// A `Connection` value with the `close` option among its tokens: the
+/// connection ends after this request (close wins, RFC 9110 7.6.1, as the
+/// worker answers it; gunicorn only reads a value that is exactly `close`).
+pub(super) fn has_close_token(v: &[u8]) -> bool {
+    v.eq_ignore_ascii_case(b"close")
+        || v.split(|&c| c == b',')
+            .any(|t| strip_sp_tab(t).eq_ignore_ascii_case(b"close"))
+}

@@ -38,6 +38,10 @@ pub struct GatedIo<T> {
     hyper_saw_error: bool,
     /// The error response, and how much of it is written.
     reply: Option<(Vec<u8>, usize)>,
+    /// With an error pending, hyper wrote a response that closes the
+    /// connection (a 500 with `Connection: close`): gunicorn stops there,
+    /// so the error page is not written after it.
+    closed_by_response: bool,
     /// Set once the connection has switched protocols: no more framing.
     raw: Arc<AtomicBool>,
 }
@@ -56,6 +60,7 @@ impl<T> GatedIo<T> {
             error: None,
             error_mid_request: false,
             hyper_saw_error: false,
+            closed_by_response: false,
             reply: None,
             raw: Arc::new(AtomicBool::new(false)),
         }
@@ -242,6 +247,20 @@ impl<T: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Read for GatedIo<
     }
 }
 
+impl<T> GatedIo<T> {
+    /// Whether `written` (hyper's output, while an error is pending) holds
+    /// a response head that closes the connection.
+    fn note_closing_response(&mut self, written: &[u8]) {
+        const CLOSE: &[u8] = b"\r\nconnection: close\r\n";
+        if written
+            .windows(CLOSE.len())
+            .any(|w| w.eq_ignore_ascii_case(CLOSE))
+        {
+            self.closed_by_response = true;
+        }
+    }
+}
+
 impl<T: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Write for GatedIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -251,6 +270,9 @@ impl<T: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Write for GatedIo
         let this = self.get_mut();
         if this.swallowing() {
             return Poll::Ready(Ok(buf.len()));
+        }
+        if this.error.is_some() {
+            this.note_closing_response(buf);
         }
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
@@ -263,6 +285,11 @@ impl<T: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Write for GatedIo
         let this = self.get_mut();
         if this.swallowing() {
             return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
+        if this.error.is_some() {
+            for b in bufs {
+                this.note_closing_response(b);
+            }
         }
         Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
@@ -277,7 +304,7 @@ impl<T: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Write for GatedIo
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.error.is_some() && !this.is_raw() {
+        if this.error.is_some() && !this.is_raw() && !this.closed_by_response {
             ready!(this.poll_reply(cx))?;
             ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
         }

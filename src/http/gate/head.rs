@@ -115,7 +115,7 @@ impl Framer {
             || match fields.iter().find(|f| f.is("CONNECTION")) {
                 Some(f) => {
                     let v = strip_sp_tab(&f.value);
-                    if v.eq_ignore_ascii_case(b"close") {
+                    if has_close_token(v) {
                         true
                     } else if v.eq_ignore_ascii_case(b"keep-alive") {
                         false
@@ -321,7 +321,7 @@ impl Framer {
         }
         self.requests += 1;
         self.close_after = match connection {
-            Some(v) if v.eq_ignore_ascii_case(b"close") => true,
+            Some(v) if has_close_token(v) => true,
             Some(v) if v.eq_ignore_ascii_case(b"keep-alive") => false,
             _ => http10,
         };
