@@ -711,8 +711,15 @@ async fn serve_stream<S>(
                     Ok(preface) => {
                         let io = TokioIo::new(crate::http::h2::Rewind::new(preface, stream));
                         let proto = Proto::H2(h2.clone());
-                        serve_connection(io, -1, proto, addrs, None, setup.clone(), served, drain)
-                            .await
+                        Connection {
+                            io,
+                            fd: -1,
+                            proto,
+                            addrs,
+                            proxy: None,
+                        }
+                        .run(setup.clone(), served, drain)
+                        .await
                     }
                     Err(got) => crate::http::h2::refuse_preface(&mut stream, &got, peer).await,
                 }
@@ -727,7 +734,15 @@ async fn serve_stream<S>(
                     raw: Default::default(),
                     gated: false,
                 };
-                return serve_connection(io, fd, proto, addrs, None, setup, served, drain).await;
+                return Connection {
+                    io,
+                    fd,
+                    proto,
+                    addrs,
+                    proxy: None,
+                }
+                .run(setup, served, drain)
+                .await;
             }
             #[allow(unreachable_code)]
             let io = GatedIo::new(TokioIo::new(stream), limits, peer);
@@ -736,7 +751,15 @@ async fn serve_stream<S>(
                 raw: io.raw_switch(),
                 gated: true,
             };
-            serve_connection(io, fd, proto, addrs, proxy, setup, served, drain).await
+            Connection {
+                io,
+                fd,
+                proto,
+                addrs,
+                proxy,
+            }
+            .run(setup, served, drain)
+            .await
         }
         Some(tls) => {
             let remote = peer.map(|ip| ip.to_string()).unwrap_or_default();
@@ -748,16 +771,14 @@ async fn serve_stream<S>(
                 if stream.alpn_protocol() == Some(b"h2") {
                     let io = TokioIo::new(stream);
                     let proto = Proto::H2(h2.clone());
-                    return serve_connection(
+                    return Connection {
                         io,
-                        -1,
+                        fd: -1,
                         proto,
                         addrs,
-                        None,
-                        setup.clone(),
-                        served,
-                        drain,
-                    )
+                        proxy: None,
+                    }
+                    .run(setup.clone(), served, drain)
                     .await;
                 }
             }
@@ -768,7 +789,15 @@ async fn serve_stream<S>(
                 gated: true,
             };
             // No fd: on abort the signal thread can't answer inside TLS.
-            serve_connection(io, -1, proto, addrs, proxy, setup, served, drain).await
+            Connection {
+                io,
+                fd: -1,
+                proto,
+                addrs,
+                proxy,
+            }
+            .run(setup, served, drain)
+            .await
         }
     }
 }
@@ -1093,264 +1122,279 @@ macro_rules! drive {
     }};
 }
 
-/// Serve one connection's requests until it closes, is idle too long, or
-/// the worker drains. `fd` is where the signal thread may write gunicorn's
-/// 500 on abort (-1: not on this connection, whose bytes are TLS or HTTP/2).
-#[allow(clippy::too_many_arguments)]
-async fn serve_connection<I>(
+/// One accepted connection, its protocol known: served by
+/// [`Connection::run`].
+struct Connection<I> {
     io: I,
+    /// Where the signal thread may write gunicorn's 500 on abort (-1: not
+    /// on this connection, whose bytes are TLS or HTTP/2).
     fd: RawFd,
     proto: Proto,
     addrs: ConnAddrs,
+    /// What a PROXY protocol header said, once the gate has read it.
     proxy: Option<Arc<OnceLock<ProxyInfo>>>,
-    setup: Arc<WorkerSetup>,
-    served: Served,
-    mut drain: watch::Receiver<bool>,
-) where
+}
+
+impl<I> Connection<I>
+where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let accepted_ms = monotonic_ms();
-    let conns = served.conns.clone();
-    let ctx = Arc::new(ConnCtx {
-        state: ConnState {
-            in_flight: Default::default(),
-            accepted_ms,
-            last_active_ms: AtomicU64::new(accepted_ms),
-            responded: Default::default(),
-            upgrade: Default::default(),
-            poke: Default::default(),
-            reclaim: Default::default(),
-        },
-        raw: match &proto {
-            Proto::H1 { raw, .. } => Some(raw.clone()),
-            Proto::H2(_) => None,
-        },
-        gated: matches!(proto, Proto::H1 { gated: true, .. }),
-        in_app: InAppRegistration::new(fd),
-        app: std::sync::Mutex::new(served.app),
-        addrs,
-        proxy,
-        setup: setup.clone(),
-        info: served.info,
-        access_log: served.access_log,
-        statsd: served.statsd,
-        drain: drain.clone(),
-    });
-    let service = {
-        let ctx = ctx.clone();
-        hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            let connect = ctx.gated && crate::http::gate::restore_method(&mut req);
-            if ctx.gated {
-                crate::http::gate::restore_raw_head(&mut req);
-            }
-            let mut addrs = ctx.addrs;
-            // The PROXY header, if any, came before the first request head.
-            addrs.proxy = ctx.proxy.as_ref().and_then(|p| p.get()).copied();
-            req.extensions_mut().insert(addrs);
-            let is_h2 = req.version() == hyper::Version::HTTP_2;
-            let refused = if is_h2 {
-                let peer = addrs.peer.map(|p| p.ip());
-                let trusted = ctx.setup.limits.trusts_forwarder(peer);
-                crate::http::h2::prepare(&mut req, &ctx.setup.limits, trusted)
-                    .inspect_err(|r| {
-                        log::warning(&format!(
-                            "Invalid request from ip={}: {}",
-                            peer.map(|p| p.to_string()).unwrap_or_default(),
-                            r.message
-                        ))
-                    })
-                    .err()
-                    .map(Box::new)
-            } else {
-                None
-            };
-            // Only what the access log needs, and only when it is on.
-            // (Boxed, as the other rare parts below: the future is moved
-            // a few times per request, so its size is paid for.)
-            let logged = ctx
-                .access_log
-                .as_ref()
-                .map(|_| Box::new((access_record(&req, &addrs), std::time::Instant::now())));
-            // The same for the request hooks.
-            let hook_info = ctx
-                .setup
-                .request_hooks
-                .as_ref()
-                .map(|_| Arc::new(RequestInfo::new(&req, Some(&addrs))));
-            // Without a pre_request hook the app is called now: its future
-            // is a pointer, where the request would make this one large.
-            // (Calling only makes the future: the app runs when awaited.)
-            let app_call = match (&refused, &hook_info) {
-                (None, None) => AppCall::Called(ctx.call_app(req)),
-                _ => AppCall::Later(Box::new(req)),
-            };
+    /// Serve the connection's requests until it closes, is idle too long,
+    /// or the worker drains.
+    async fn run(self, setup: Arc<WorkerSetup>, served: Served, mut drain: watch::Receiver<bool>) {
+        let Connection {
+            io,
+            fd,
+            proto,
+            addrs,
+            proxy,
+        } = self;
+        let accepted_ms = monotonic_ms();
+        let conns = served.conns.clone();
+        let ctx = Arc::new(ConnCtx {
+            state: ConnState {
+                in_flight: Default::default(),
+                accepted_ms,
+                last_active_ms: AtomicU64::new(accepted_ms),
+                responded: Default::default(),
+                upgrade: Default::default(),
+                poke: Default::default(),
+                reclaim: Default::default(),
+            },
+            raw: match &proto {
+                Proto::H1 { raw, .. } => Some(raw.clone()),
+                Proto::H2(_) => None,
+            },
+            gated: matches!(proto, Proto::H1 { gated: true, .. }),
+            in_app: InAppRegistration::new(fd),
+            app: std::sync::Mutex::new(served.app),
+            addrs,
+            proxy,
+            setup: setup.clone(),
+            info: served.info,
+            access_log: served.access_log,
+            statsd: served.statsd,
+            drain: drain.clone(),
+        });
+        let service = {
             let ctx = ctx.clone();
-            let fut = async move {
-                let (state, setup) = (&ctx.state, &ctx.setup);
-                if let Some(refusal) = refused {
-                    return Ok(refusal.response());
+            hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                let connect = ctx.gated && crate::http::gate::restore_method(&mut req);
+                if ctx.gated {
+                    crate::http::gate::restore_raw_head(&mut req);
                 }
-                let started = setup.metrics.then(monotonic_us);
-                state.in_flight.fetch_add(1, Ordering::AcqRel);
-                let slot = setup.scoreboard.slot(setup.slot);
-                slot.in_flight.fetch_add(1, Ordering::AcqRel);
-                let nr = ctx.info.count_request();
-                slot.requests.store(nr, Ordering::Release);
-                // `>=`, as gunicorn: a hook may lower the threshold below
-                // the count; the state change makes it happen once.
-                if nr >= setup.max_requests.load(Ordering::Relaxed)
-                    && slot.transition(SlotState::Serving, SlotState::WantsRetire)
-                {
-                    log::info("Autorestarting worker after current request.");
-                    // The master starts a replacement, then sends TERM.
-                    // Wake the master now rather than at its next poll.
-                    crate::sys::process::wake_master();
-                }
-                // Owned, not borrowed from `setup`: a borrow held across the
-                // awaits below defeats the Send proof hyper's HTTP/2 executor needs.
-                let hooks: Option<(Arc<RequestHooks>, Arc<RequestInfo>)> =
-                    setup.request_hooks.clone().zip(hook_info);
-                let pre_ok = match hooks.clone() {
-                    Some((hooks, info)) => {
-                        Box::pin(async move { hooks.pre(&info, nr).await }).await
-                    }
-                    None => true,
-                };
-                let mut resp = if pre_ok {
-                    let in_app = ctx.in_app.enter();
-                    let called = match app_call {
-                        AppCall::Called(called) => called,
-                        AppCall::Later(req) => ctx.call_app(*req),
-                    };
-                    let resp = match called.await {
-                        Ok(resp) => resp,
-                        Err(never) => match never {},
-                    };
-                    drop(in_app);
-                    resp
-                } else {
-                    // gunicorn: the request fails, post_request still runs.
-                    if let Some((hooks, info)) = &hooks {
-                        hooks.post(info.clone(), None);
-                    }
-                    crate::app::internal_error()
-                };
-                if let (true, Some((hooks, info))) = (pre_ok, hooks) {
-                    let status = resp.status();
-                    let reason = resp
-                        .extensions()
-                        .get::<hyper::ext::ReasonPhrase>()
-                        .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
-                        .or_else(|| status.canonical_reason().map(str::to_string))
-                        .unwrap_or_default();
-                    let headers = header_list(resp.headers());
-                    let environ = resp.extensions_mut().remove::<AppEnviron>();
-                    resp = resp.map(|body| {
-                        crate::app::OnDone::new(body, move |sent| {
-                            let done = ResponseInfo {
-                                status: status.as_u16(),
-                                reason,
-                                headers,
-                                sent,
-                                environ,
-                            };
-                            hooks.post(info, Some(done));
+                let mut addrs = ctx.addrs;
+                // The PROXY header, if any, came before the first request head.
+                addrs.proxy = ctx.proxy.as_ref().and_then(|p| p.get()).copied();
+                req.extensions_mut().insert(addrs);
+                let is_h2 = req.version() == hyper::Version::HTTP_2;
+                let refused = if is_h2 {
+                    let peer = addrs.peer.map(|p| p.ip());
+                    let trusted = ctx.setup.limits.trusts_forwarder(peer);
+                    crate::http::h2::prepare(&mut req, &ctx.setup.limits, trusted)
+                        .inspect_err(|r| {
+                            log::warning(&format!(
+                                "Invalid request from ip={}: {}",
+                                peer.map(|p| p.to_string()).unwrap_or_default(),
+                                r.message
+                            ))
                         })
-                        .boxed_unsync()
-                    });
-                }
-                // A session after a switch stays in flight until it ends.
-                let mut upgrading = false;
-                if let (StatusCode::SWITCHING_PROTOCOLS, Some(raw)) = (resp.status(), &ctx.raw) {
-                    // From the 101 on, the bytes on the wire are the new
-                    // protocol's: the framer must not read them as HTTP.
-                    raw.store(true, Ordering::Release);
-                    let session = resp
-                        .extensions()
-                        .get::<AfterUpgrade>()
-                        .and_then(|a| a.take());
-                    if let (Some(session), Ok(mut pending)) = (session, state.upgrade.lock()) {
-                        *pending = Some(session);
-                        upgrading = true;
+                        .err()
+                        .map(Box::new)
+                } else {
+                    None
+                };
+                // Only what the access log needs, and only when it is on.
+                // (Boxed, as the other rare parts below: the future is moved
+                // a few times per request, so its size is paid for.)
+                let logged = ctx
+                    .access_log
+                    .as_ref()
+                    .map(|_| Box::new((access_record(&req, &addrs), std::time::Instant::now())));
+                // The same for the request hooks.
+                let hook_info = ctx
+                    .setup
+                    .request_hooks
+                    .as_ref()
+                    .map(|_| Arc::new(RequestInfo::new(&req, Some(&addrs))));
+                // Without a pre_request hook the app is called now: its future
+                // is a pointer, where the request would make this one large.
+                // (Calling only makes the future: the app runs when awaited.)
+                let app_call = match (&refused, &hook_info) {
+                    (None, None) => AppCall::Called(ctx.call_app(req)),
+                    _ => AppCall::Later(Box::new(req)),
+                };
+                let ctx = ctx.clone();
+                let fut = async move {
+                    let (state, setup) = (&ctx.state, &ctx.setup);
+                    if let Some(refusal) = refused {
+                        return Ok(refusal.response());
                     }
-                } else if connect || (!is_h2 && *ctx.drain.borrow()) {
-                    // gunicorn closes after a CONNECT, whatever the answer.
-                    // (HTTP/2 drains by GOAWAY instead.)
-                    resp.headers_mut()
-                        .insert(CONNECTION, HeaderValue::from_static("close"));
-                }
-                // With metrics on, one clock read serves the latency and
-                // the connection's idle clock; without, the coarse clock
-                // (idle deadlines are in seconds).
-                let now_ms = match started {
-                    Some(started) => {
-                        let now_us = monotonic_us();
-                        let (status, micros) =
-                            (resp.status().as_u16(), now_us.saturating_sub(started));
-                        slot.record_response(status, micros);
-                        if let Some(batch) = &ctx.statsd {
-                            batch.record(status, micros);
+                    let started = setup.metrics.then(monotonic_us);
+                    state.in_flight.fetch_add(1, Ordering::AcqRel);
+                    let slot = setup.scoreboard.slot(setup.slot);
+                    slot.in_flight.fetch_add(1, Ordering::AcqRel);
+                    let nr = ctx.info.count_request();
+                    slot.requests.store(nr, Ordering::Release);
+                    // `>=`, as gunicorn: a hook may lower the threshold below
+                    // the count; the state change makes it happen once.
+                    if nr >= setup.max_requests.load(Ordering::Relaxed)
+                        && slot.transition(SlotState::Serving, SlotState::WantsRetire)
+                    {
+                        log::info("Autorestarting worker after current request.");
+                        // The master starts a replacement, then sends TERM.
+                        // Wake the master now rather than at its next poll.
+                        crate::sys::process::wake_master();
+                    }
+                    // Owned, not borrowed from `setup`: a borrow held across the
+                    // awaits below defeats the Send proof hyper's HTTP/2 executor needs.
+                    let hooks: Option<(Arc<RequestHooks>, Arc<RequestInfo>)> =
+                        setup.request_hooks.clone().zip(hook_info);
+                    let pre_ok = match hooks.clone() {
+                        Some((hooks, info)) => {
+                            Box::pin(async move { hooks.pre(&info, nr).await }).await
                         }
-                        now_us / 1000
+                        None => true,
+                    };
+                    let mut resp = if pre_ok {
+                        let in_app = ctx.in_app.enter();
+                        let called = match app_call {
+                            AppCall::Called(called) => called,
+                            AppCall::Later(req) => ctx.call_app(*req),
+                        };
+                        let resp = match called.await {
+                            Ok(resp) => resp,
+                            Err(never) => match never {},
+                        };
+                        drop(in_app);
+                        resp
+                    } else {
+                        // gunicorn: the request fails, post_request still runs.
+                        if let Some((hooks, info)) = &hooks {
+                            hooks.post(info.clone(), None);
+                        }
+                        crate::app::internal_error()
+                    };
+                    if let (true, Some((hooks, info))) = (pre_ok, hooks) {
+                        let status = resp.status();
+                        let reason = resp
+                            .extensions()
+                            .get::<hyper::ext::ReasonPhrase>()
+                            .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
+                            .or_else(|| status.canonical_reason().map(str::to_string))
+                            .unwrap_or_default();
+                        let headers = header_list(resp.headers());
+                        let environ = resp.extensions_mut().remove::<AppEnviron>();
+                        resp = resp.map(|body| {
+                            crate::app::OnDone::new(body, move |sent| {
+                                let done = ResponseInfo {
+                                    status: status.as_u16(),
+                                    reason,
+                                    headers,
+                                    sent,
+                                    environ,
+                                };
+                                hooks.post(info, Some(done));
+                            })
+                            .boxed_unsync()
+                        });
                     }
-                    None => crate::sys::scoreboard::coarse_monotonic_ms(),
-                };
-                if !upgrading {
-                    slot.in_flight.fetch_sub(1, Ordering::AcqRel);
-                    state.in_flight.fetch_sub(1, Ordering::AcqRel);
-                }
-                state.last_active_ms.store(now_ms, Ordering::Release);
-                if !state.responded.load(Ordering::Relaxed) {
-                    // The driver's deadline was `header_read_timeout`;
-                    // from now on it is `keepalive` after each response.
-                    state.responded.store(true, Ordering::Release);
-                    state.poke.notify_one();
-                }
-                let resp = match (logged, &ctx.access_log) {
-                    (Some(logged), Some(access)) => {
-                        let (mut record, started) = *logged;
-                        record.status = resp.status().as_u16();
-                        record.response_headers = header_list(resp.headers());
-                        resp.map(|body| access.log_when_done(body, record, started).boxed_unsync())
+                    // A session after a switch stays in flight until it ends.
+                    let mut upgrading = false;
+                    if let (StatusCode::SWITCHING_PROTOCOLS, Some(raw)) = (resp.status(), &ctx.raw)
+                    {
+                        // From the 101 on, the bytes on the wire are the new
+                        // protocol's: the framer must not read them as HTTP.
+                        raw.store(true, Ordering::Release);
+                        let session = resp
+                            .extensions()
+                            .get::<AfterUpgrade>()
+                            .and_then(|a| a.take());
+                        if let (Some(session), Ok(mut pending)) = (session, state.upgrade.lock()) {
+                            *pending = Some(session);
+                            upgrading = true;
+                        }
+                    } else if connect || (!is_h2 && *ctx.drain.borrow()) {
+                        // gunicorn closes after a CONNECT, whatever the answer.
+                        // (HTTP/2 drains by GOAWAY instead.)
+                        resp.headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
                     }
-                    _ => resp,
+                    // With metrics on, one clock read serves the latency and
+                    // the connection's idle clock; without, the coarse clock
+                    // (idle deadlines are in seconds).
+                    let now_ms = match started {
+                        Some(started) => {
+                            let now_us = monotonic_us();
+                            let (status, micros) =
+                                (resp.status().as_u16(), now_us.saturating_sub(started));
+                            slot.record_response(status, micros);
+                            if let Some(batch) = &ctx.statsd {
+                                batch.record(status, micros);
+                            }
+                            now_us / 1000
+                        }
+                        None => crate::sys::scoreboard::coarse_monotonic_ms(),
+                    };
+                    if !upgrading {
+                        slot.in_flight.fetch_sub(1, Ordering::AcqRel);
+                        state.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    state.last_active_ms.store(now_ms, Ordering::Release);
+                    if !state.responded.load(Ordering::Relaxed) {
+                        // The driver's deadline was `header_read_timeout`;
+                        // from now on it is `keepalive` after each response.
+                        state.responded.store(true, Ordering::Release);
+                        state.poke.notify_one();
+                    }
+                    let resp = match (logged, &ctx.access_log) {
+                        (Some(logged), Some(access)) => {
+                            let (mut record, started) = *logged;
+                            record.status = resp.status().as_u16();
+                            record.response_headers = header_list(resp.headers());
+                            resp.map(|body| {
+                                access.log_when_done(body, record, started).boxed_unsync()
+                            })
+                        }
+                        _ => resp,
+                    };
+                    Ok::<_, Infallible>(resp)
                 };
-                Ok::<_, Infallible>(resp)
-            };
-            fut
-        })
-    };
-    let _registered = conns.register(ctx.clone());
-    let state = &ctx.state;
-    match proto {
-        Proto::H1 { .. } => {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                // keepalive = 0 is gunicorn's "no keep-alive".
-                .keep_alive(!setup.keepalive.is_zero())
-                .half_close(true)
-                // Idle and slow-client deadlines are `drive`'s: hyper's
-                // would also cut idle keep-alive connections.
-                .header_read_timeout(None)
-                // hyper's own limits must not be stricter than gunicorn's,
-                // which the gate has already applied.
-                .max_buf_size(setup.limits.hyper_max_buf_size());
-            // Only when it differs from hyper's own 100: set at all, hyper
-            // fills a header array per request (3-4% of a worker's time).
-            let max_headers = setup.limits.hyper_max_headers();
-            if max_headers != HYPER_DEFAULT_MAX_HEADERS {
-                builder.max_headers(max_headers);
+                fut
+            })
+        };
+        let _registered = conns.register(ctx.clone());
+        let state = &ctx.state;
+        match proto {
+            Proto::H1 { .. } => {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    // keepalive = 0 is gunicorn's "no keep-alive".
+                    .keep_alive(!setup.keepalive.is_zero())
+                    .half_close(true)
+                    // Idle and slow-client deadlines are `drive`'s: hyper's
+                    // would also cut idle keep-alive connections.
+                    .header_read_timeout(None)
+                    // hyper's own limits must not be stricter than gunicorn's,
+                    // which the gate has already applied.
+                    .max_buf_size(setup.limits.hyper_max_buf_size());
+                // Only when it differs from hyper's own 100: set at all, hyper
+                // fills a header array per request (3-4% of a worker's time).
+                let max_headers = setup.limits.hyper_max_headers();
+                if max_headers != HYPER_DEFAULT_MAX_HEADERS {
+                    builder.max_headers(max_headers);
+                }
+                let conn = builder.serve_connection(io, service).with_upgrades();
+                tokio::pin!(conn);
+                drive!(conn, false, ctx, setup, drain);
+                run_upgraded(state, &setup, drain.clone()).await
             }
-            let conn = builder.serve_connection(io, service).with_upgrades();
-            tokio::pin!(conn);
-            drive!(conn, false, ctx, setup, drain);
-            run_upgraded(state, &setup, drain.clone()).await
-        }
-        Proto::H2(h2) => {
-            let conn = h2.builder().serve_connection(io, service);
-            tokio::pin!(conn);
-            drive!(conn, true, ctx, setup, drain)
+            Proto::H2(h2) => {
+                let conn = h2.builder().serve_connection(io, service);
+                tokio::pin!(conn);
+                drive!(conn, true, ctx, setup, drain)
+            }
         }
     }
 }
