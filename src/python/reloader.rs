@@ -328,7 +328,7 @@ fn run(reports: OwnedFd, changes: OwnedFd, engine: ReloadEngine, extra: Vec<Stri
                 out.push(0);
                 state.burst_started = None;
                 // The master is gone when its end is closed.
-                if write_all(changes.as_raw_fd(), &out).is_err() {
+                if crate::sys::fd::write_all(changes.as_raw_fd(), &out).is_err() {
                     return 0;
                 }
             }
@@ -467,22 +467,6 @@ fn read_reports(fd: OwnedFd, tx: mpsc::Sender<Msg>) {
     }
 }
 
-fn write_all(fd: RawFd, mut data: &[u8]) -> std::io::Result<()> {
-    while !data.is_empty() {
-        // SAFETY: write(2) from a live slice to an fd this process owns.
-        let n = unsafe { libc::write(fd, data.as_ptr() as *const libc::c_void, data.len()) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        data = &data[n as usize..];
-    }
-    Ok(())
-}
-
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
@@ -526,7 +510,7 @@ pub fn report_modules(fd: RawFd) {
             continue;
         }
         if chunk.len() + record.len() + 1 > PIPE_BUF {
-            if write_all(fd, &chunk).is_err() {
+            if crate::sys::fd::write_all(fd, &chunk).is_err() {
                 return;
             }
             chunk.clear();
@@ -535,7 +519,7 @@ pub fn report_modules(fd: RawFd) {
         chunk.push(0);
     }
     if !chunk.is_empty() {
-        let _ = write_all(fd, &chunk);
+        let _ = crate::sys::fd::write_all(fd, &chunk);
     }
 }
 

@@ -1,7 +1,9 @@
 //! The operating system: fork, exec, signals and process titles
-//! ([`process`], where the `unsafe` for them lives), listening sockets,
+//! ([`process`]), file descriptors by number ([`fd`]), listening sockets,
 //! the shared-memory scoreboard, the pidfile and systemd's notify socket.
+//! The `unsafe` for fork, exec, signals and raw fds lives here.
 
+pub mod fd;
 pub mod notify;
 pub mod pidfile;
 pub mod process;

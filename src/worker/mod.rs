@@ -282,17 +282,11 @@ fn stop_accepting_now() {
         .unwrap_or_default();
     for fd in fds {
         // A listener closed when draining began may have had its number
-        // reused by a connection: only a listening socket is replaced.
-        // SAFETY: the fd is only borrowed for the duration of the call.
-        let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        if !nix::sys::socket::getsockopt(&sock, nix::sys::socket::sockopt::AcceptConn)
-            .unwrap_or(false)
-        {
-            continue;
+        // reused by a connection: only a listening socket is replaced (the
+        // process exits right after; the accept loop then sees errors).
+        if crate::sys::fd::is_listening(fd) {
+            crate::sys::fd::replace_with(&null, fd);
         }
-        // SAFETY: dup2 onto a listener fd this process owns; the process
-        // exits right after, and the accept loop then only sees errors.
-        unsafe { libc::dup2(null.as_raw_fd(), fd) };
     }
 }
 
@@ -518,13 +512,11 @@ async fn serve_async(
     let conn_cap = Arc::new(Semaphore::new(setup.worker_connections.max(1)));
 
     for &fd in &setup.listener_fds {
-        // SAFETY: fd is this process's inherited copy of a master listener;
-        // the child's copy of the master's Listener is never dropped (a
-        // worker leaves with _exit), so this is its only owner here. The
-        // accept loop closes it when draining starts: once every worker and
-        // the master have closed theirs, new connections are refused at
-        // once instead of waiting in a queue nobody serves.
-        let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        // This process's inherited copy of a master listener, its only
+        // owner here. The accept loop closes it when draining starts: once
+        // every worker and the master have closed theirs, new connections
+        // are refused at once instead of waiting in a queue nobody serves.
+        let owned = crate::sys::fd::adopt_inherited(fd);
         if let Ok(mut fds) = LISTENER_FDS.lock() {
             fds.push(fd);
         }

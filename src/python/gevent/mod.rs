@@ -36,7 +36,6 @@
 use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::future::Future;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
@@ -54,6 +53,7 @@ use crate::boot::{ServeError, SignalHooks};
 use crate::log;
 use crate::python::hooks::PyWorker;
 use crate::python::wsgi::{self, Job, WsgiApp};
+use crate::sys::fd::EventFd;
 
 const GLUE: &str = include_str!("gevent.py");
 
@@ -135,7 +135,7 @@ struct Inbox {
 struct Hub {
     inbox: Mutex<Inbox>,
     /// The eventfd the hub watches.
-    efd: OwnedFd,
+    efd: EventFd,
     next_token: AtomicU64,
     /// The hub's heartbeat, registered by the tokio side's service.
     beat: OnceLock<LoopBeat>,
@@ -143,16 +143,9 @@ struct Hub {
 
 impl Hub {
     fn new() -> std::io::Result<Hub> {
-        // SAFETY: eventfd(2) with valid flags; the fd it returns is owned
-        // by the OwnedFd below and nowhere else.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
         Ok(Hub {
             inbox: Mutex::new(Inbox::default()),
-            // SAFETY: fd was just created and is owned by nothing else.
-            efd: unsafe { OwnedFd::from_raw_fd(fd) },
+            efd: EventFd::new()?,
             next_token: AtomicU64::new(1),
             beat: OnceLock::new(),
         })
@@ -175,15 +168,7 @@ impl Hub {
     }
 
     fn poke(&self) {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: write(2) of 8 bytes from a local to the eventfd we own.
-        unsafe {
-            libc::write(
-                self.efd.as_raw_fd(),
-                one.as_ptr() as *const c_void,
-                one.len(),
-            )
-        };
+        self.efd.post();
     }
 
     /// Serve one request from the tokio side: queue it for a greenlet and
@@ -305,18 +290,9 @@ struct Inlet {
 impl Inlet {
     /// Empty the inbox: (tokens to wake, new requests, new calls, stop).
     fn take(&self) -> (Vec<u64>, usize, usize, bool) {
-        let mut count = [0u8; 8];
-        // SAFETY: read(2) into a local 8-byte buffer from the eventfd we
-        // own (non-blocking: EAGAIN when another take already reset it).
-        // Read before the inbox is emptied, so a post made after that
+        // Reset before the inbox is emptied, so a post made after that
         // finds `armed` false and writes again.
-        unsafe {
-            libc::read(
-                self.hub.efd.as_raw_fd(),
-                count.as_mut_ptr() as *mut c_void,
-                count.len(),
-            )
-        };
+        self.hub.efd.take();
         let mut inbox = self.hub.lock();
         inbox.armed = false;
         let wakes = std::mem::take(&mut inbox.wakes);

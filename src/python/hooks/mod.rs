@@ -319,18 +319,12 @@ pub fn release_listener_copies() {
         return;
     };
     for (fd, ino) in copies {
-        // SAFETY: the fd is only borrowed for the duration of the call; a
-        // closed one makes fstat fail.
-        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         // A copy a hook closed may have had its number reused: only the
-        // copy itself (the listener's inode) is replaced.
-        let same = nix::sys::stat::fstat(borrowed)
-            .is_ok_and(|st| st.st_ino == ino && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK);
-        if same {
-            // SAFETY: dup2 onto an fd that is the listener's copy (checked
-            // above); the Python socket that owns the number keeps a valid
-            // fd and closes /dev/null in the end.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        // copy itself (the listener's inode) is replaced; the Python socket
+        // that owns the number keeps a valid fd and closes /dev/null in the
+        // end.
+        if crate::sys::fd::socket_inode(fd) == Some(ino) {
+            crate::sys::fd::replace_with(&null, fd);
         }
     }
 }
