@@ -44,6 +44,8 @@ pub struct Settings {
 pub struct Start {
     pub print_config: bool,
     pub check_config: bool,
+    /// Also read by the master: SIGWINCH stops the workers only in a
+    /// daemon, as in gunicorn.
     pub daemon: bool,
     pub enable_stdio_inheritance: bool,
     /// `pythonpath`, split at commas.
@@ -96,8 +98,6 @@ pub struct Server {
     pub max_worker_lifetime_jitter: u64,
     /// `max_worker_memory` in MiB, `None` when 0.
     pub max_worker_memory_mib: Option<u64>,
-    /// SIGWINCH stops the workers only in a daemon, as in gunicorn.
-    pub daemon: bool,
 }
 
 /// What each worker applies, taken at its fork.
@@ -273,7 +273,6 @@ impl Settings {
                 max_worker_lifetime: positive("max_worker_lifetime"),
                 max_worker_lifetime_jitter: cfg.int(py, "max_worker_lifetime_jitter").max(0) as u64,
                 max_worker_memory_mib: positive("max_worker_memory"),
-                daemon: cfg.bool(py, "daemon"),
             },
             worker: Worker {
                 keepalive: secs("keepalive"),

@@ -11,7 +11,7 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -226,19 +226,7 @@ fn exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
     };
     let _ = s.write_all(bytes);
     let _ = s.shutdown(Shutdown::Write);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut buf = [0u8; 16384];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        s.set_read_timeout(Some(left)).unwrap();
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
+    got.extend(crate::common::read_to_eof(&mut s, Duration::from_secs(3)));
     got
 }
 

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::server::{children, stop_child, wait_exit, Load};
+use common::server::{children, free_port, stop_child, wait_exit, Load};
 use common::{gunicorn, rgunicorn, scratch_dir};
 
 fn venv() -> PathBuf {
@@ -32,14 +32,6 @@ fn app_file(name: &str) -> String {
             .join(name),
     )
     .unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A server under test, in its own directory (the app files copied there).
@@ -762,9 +754,11 @@ fn streaming_responses_and_uploads_cooperate() {
         reader
             .write_all(b"GET /big?n=200 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             .unwrap();
-        std::thread::sleep(Duration::from_millis(200));
+        // The response has started (the rest waits for this client).
+        let mut first = [0u8; 12];
+        reader.read_exact(&mut first).unwrap();
         assert_eq!(get(srv.port, "/health").unwrap().text(), "ok", "{name}");
-        let big = read_response(&mut reader).unwrap();
+        let big = read_response(&mut (&first[..]).chain(&mut reader)).unwrap();
         assert_eq!(big.body.len(), 200 * 65536, "{name}");
         answers.push((stream, echo, echo_chunked, slow_echo));
         assert_eq!(srv.stop(), 0, "{name}");

@@ -28,7 +28,7 @@
 use crate::common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+use common::server::free_port;
 use common::{rgunicorn, scratch_dir, text};
 
 /// The bound of a start (until GET / is answered) and of the exit on TERM.
@@ -568,14 +569,6 @@ fn site_packages() -> String {
     .clone()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A UDP port nothing listens on (for statsd).
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
@@ -608,78 +601,7 @@ fn certs() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = scratch_dir("real-configs-certs");
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .current_dir(&dir)
-                .args(args)
-                .output()
-                .expect("the openssl command is needed by this test");
-            assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        let mut ca = vec!["req", "-x509"];
-        ca.extend(ec);
-        ca.extend([
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=real configs test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        openssl(&ca);
-        for (name, ext) in [
-            (
-                "server",
-                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
-            ),
-            (
-                "client",
-                "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
-            ),
-        ] {
-            std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-            let (key, csr, pem, extf) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.pem"),
-                format!("{name}.ext"),
-            );
-            let subj = format!("/CN=uudex-{name}");
-            let mut req = vec!["req"];
-            req.extend(ec);
-            req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
-            openssl(&req);
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "2",
-                "-extfile",
-                &extf,
-            ]);
-        }
+        crate::common::certs::make(&dir);
         dir
     })
 }

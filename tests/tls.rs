@@ -37,68 +37,26 @@ impl Certs {
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("the openssl command (Debian package `openssl`) is needed by this test");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        text(&out.stderr)
-    );
-}
-
 fn certs() -> &'static Certs {
     static CERTS: OnceLock<Certs> = OnceLock::new();
     CERTS.get_or_init(|| {
         let dir = scratch_dir("tls-certs");
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        let mut ca = vec!["req", "-x509"];
-        ca.extend(ec);
-        ca.extend([
-            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=rgunicorn test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        openssl(&dir, &ca);
-        for (name, ext) in [
-            (
-                "server",
-                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
-            ),
-            (
-                "client",
-                "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
-            ),
-        ] {
-            std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-            let (key, csr, pem, extf) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.pem"),
-                format!("{name}.ext"),
-            );
-            let subj = format!("/CN=rgunicorn test {name}");
-            let mut req = vec!["req"];
-            req.extend(ec);
-            req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
-            openssl(&dir, &req);
-            openssl(
-                &dir,
-                &[
-                    "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key",
-                    "-CAcreateserial", "-out", &pem, "-days", "2", "-extfile", &extf,
-                ],
-            );
-        }
+        crate::common::certs::make(&dir);
         // A certificate and key that don't belong together, and a key
         // file that is not a key.
         let mut other = vec!["req", "-x509"];
-        other.extend(ec);
-        other.extend(["-keyout", "other.key", "-out", "other.pem", "-days", "2", "-subj", "/CN=other"]);
-        openssl(&dir, &other);
+        other.extend(crate::common::certs::EC_KEY);
+        other.extend([
+            "-keyout",
+            "other.key",
+            "-out",
+            "other.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=other",
+        ]);
+        crate::common::certs::openssl(&dir, &other);
         std::fs::write(dir.join("garbage.key"), "this is not a PEM key\n").unwrap();
         Certs { dir }
     })

@@ -624,7 +624,7 @@ impl<'py> Master<'py> {
                         }
                     }
                     Signal::SIGWINCH => {
-                        if self.settings.server.daemon {
+                        if self.settings.start.daemon {
                             log::info("graceful stop of workers");
                             let n = self.num_workers;
                             self.set_num_workers(0, Some(n))
@@ -675,11 +675,7 @@ impl<'py> Master<'py> {
             return;
         }
         if let Some(awaiting) = self.notify.awaiting() {
-            let serving = self
-                .workers
-                .values()
-                .filter(|w| !w.retiring && self.board.slot(w.slot).state() == SlotState::Serving)
-                .count();
+            let serving = self.serving_current();
             let grace = self.settings.server.replacement_grace;
             let ready = match awaiting {
                 Awaiting::Start => serving >= 1,
@@ -1287,11 +1283,7 @@ impl<'py> Master<'py> {
         // Retire the replaced workers once enough replacements serve (or
         // after graceful_timeout, so a replacement that cannot boot does
         // not keep the old ones forever).
-        let serving_new = self
-            .workers
-            .values()
-            .filter(|w| !w.retiring && self.board.slot(w.slot).state() == SlotState::Serving)
-            .count();
+        let serving_new = self.serving_current();
         if serving_new >= self.num_workers {
             self.generation = None;
         }
@@ -1310,6 +1302,14 @@ impl<'py> Master<'py> {
             self.terminate(pid);
         }
         Ok(())
+    }
+
+    /// Workers of the current generation (not being replaced) that serve.
+    fn serving_current(&self) -> usize {
+        self.workers
+            .values()
+            .filter(|w| !w.retiring && self.board.slot(w.slot).state() == SlotState::Serving)
+            .count()
     }
 
     /// Send TERM (graceful stop) to one worker.
@@ -1569,10 +1569,10 @@ impl WorkerProcess<'_> {
     /// exit status: errors become statuses here, at the fork boundary.
     fn run(mut self, py: Python<'_>) -> i32 {
         let pid = std::process::id();
-        // The worker's signals are taken by its signal thread (sigwait)
-        // from the start: a Python-level handler a hook installs must not
-        // take them first (it is called from there instead, see `on_term`).
-        process::block_worker_signals();
+        // The worker's signals are blocked from its fork (see
+        // `fork_python`): its signal thread takes them (sigwait), and a
+        // Python-level handler a hook installs never does (it is called
+        // from there instead, see `on_term`).
         self.worker.borrow_mut(py).set_pid(py, pid as i32);
         process::set_title(&self.title);
         log::info(&format!("Booting worker with pid: {pid}"));

@@ -275,12 +275,7 @@ pub fn use_setproctitle_if_installed(py: pyo3::Python<'_>) {
 /// The worker's own Python-level SIGTERM handler: the drain is rgunicorn's
 /// (its signal thread takes TERM), so a handler that wraps this one and
 /// calls it through adds its work before the drain, as under gunicorn.
-const SIGTERM_STANDIN: &std::ffi::CStr =
-    match std::ffi::CStr::from_bytes_with_nul(concat!(include_str!("sigterm.py"), "\0").as_bytes())
-    {
-        Ok(source) => source,
-        Err(_) => panic!("sigterm.py holds a NUL byte"),
-    };
+const SIGTERM_STANDIN: &std::ffi::CStr = pyo3::ffi::c_str!(include_str!("sigterm.py"));
 
 /// Install [`SIGTERM_STANDIN`] (in a worker's boot, on its main thread)
 /// unless code has installed a handler already.

@@ -31,15 +31,14 @@ use crate::log::{self, Level};
 use crate::observe::access_log::{self, Value};
 use crate::settings::Logging;
 
-const GLUE: &str = include_str!("logging.py");
+const GLUE: &std::ffi::CStr = pyo3::ffi::c_str!(include_str!("logging.py"));
 
 static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
 fn glue(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     MODULE
         .get_or_try_init(py, || {
-            let code = std::ffi::CString::new(GLUE).expect("no NUL in logging.py");
-            PyModule::from_code(py, &code, c"rgunicorn_logging.py", c"rgunicorn_logging")
+            PyModule::from_code(py, GLUE, c"rgunicorn_logging.py", c"rgunicorn_logging")
                 .map(Bound::unbind)
         })
         .map(|m| m.bind(py))

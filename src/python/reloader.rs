@@ -498,7 +498,12 @@ fn expand(patterns: &[String]) -> Vec<PathBuf> {
 /// reloader watches `sys.modules`, `.pyc` named as its `.py`), and those
 /// of a failed import.
 pub fn report_modules(fd: RawFd) {
-    let mut files: Vec<String> = Python::attach(|py| module_files(py).unwrap_or_default());
+    // In a gevent worker, Python runs on the hub only.
+    crate::python::gevent::run_python(move |py| report_files(py, fd));
+}
+
+fn report_files(py: Python<'_>, fd: RawFd) {
+    let mut files: Vec<String> = module_files(py).unwrap_or_default();
     if let Ok(failed) = FAILED_FILES.lock() {
         files.extend(failed.iter().cloned());
     }

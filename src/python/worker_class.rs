@@ -21,7 +21,7 @@ use crate::settings::PythonApp;
 
 use crate::log;
 
-const GLUE: &str = include_str!("worker_class.py");
+const GLUE: &std::ffi::CStr = pyo3::ffi::c_str!(include_str!("worker_class.py"));
 
 /// The interface the Python app is served with.
 #[derive(Clone, Debug, PartialEq)]
@@ -208,10 +208,9 @@ pub fn resolve(py: Python<'_>, settings: &PythonApp) -> anyhow::Result<WorkerCla
 }
 
 fn glue(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
-    let code = std::ffi::CString::new(GLUE).expect("no NUL in worker_class.py");
     PyModule::from_code(
         py,
-        &code,
+        GLUE,
         c"rgunicorn_worker_class.py",
         c"rgunicorn_worker_class",
     )

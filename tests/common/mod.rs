@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: the built binary, the reference
 //! gunicorn, scratch directories.
 
+pub mod certs;
 pub mod server;
 
 use std::path::{Path, PathBuf};
@@ -94,4 +95,24 @@ pub fn copy_test_apps(dir: &Path) {
             std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
         }
     }
+}
+
+/// Read `s` until EOF, an error, or `within` has passed: what arrived.
+pub fn read_to_eof(s: &mut std::net::TcpStream, within: std::time::Duration) -> Vec<u8> {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
 }

@@ -40,7 +40,8 @@ impl Framer {
         // The fast path on a head's first look only (a head that trickles
         // in is then scanned incrementally by the full path).
         let first_look = self.head_wait.take().is_none();
-        if first_look && !self.no_fast_path {
+        let declined = std::mem::take(&mut self.fast_declined);
+        if first_look && !declined && !self.no_fast_path {
             if let Some(n) = self.plain_head(rest) {
                 out.extend_from_slice(&rest[..n]);
                 return Ok(Step::Done(n));

@@ -116,6 +116,9 @@ pub struct Framer {
     /// The incomplete head seen by the last full scan, so that bytes
     /// trickling in are not rescanned from the start each time.
     head_wait: Option<HeadWait>,
+    /// [`Self::plain_heads_in_place`] stopped at the head the framer reads
+    /// next: its fast path has already said no to it.
+    fast_declined: bool,
     /// Tests: every head takes the full path ([`Self::plain_head`] off).
     no_fast_path: bool,
 }
@@ -173,6 +176,7 @@ impl Framer {
             proxy_info: (!proxy_off).then(Default::default),
             error: None,
             head_wait: None,
+            fast_declined: false,
             no_fast_path: false,
         }
     }
@@ -233,7 +237,10 @@ impl Framer {
         while self.state == State::Head && pos < input.len() {
             match self.plain_head(&input[pos..]) {
                 Some(n) => pos += n,
-                None => break,
+                None => {
+                    self.fast_declined = true;
+                    break;
+                }
             }
         }
         pos

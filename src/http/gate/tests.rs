@@ -919,7 +919,16 @@ mod gated {
     use hyper_util::rt::TokioIo;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn exchange(limits: Limits, request: &[u8]) -> String {
+    /// Send `request` through the gate to a hyper connection served by
+    /// `svc`, half-close, and read to EOF: the raw answer.
+    async fn serve_gated<F, Fut>(limits: Limits, request: &[u8], svc: F) -> String
+    where
+        F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Send + 'static,
+        Fut: std::future::Future<
+                Output = Result<hyper::Response<Full<bytes::Bytes>>, std::convert::Infallible>,
+            > + Send
+            + 'static,
+    {
         let (client, server) = tokio::io::duplex(1 << 20);
         let io = GatedIo::new(
             TokioIo::new(server),
@@ -927,18 +936,9 @@ mod gated {
             Some(IpAddr::from([127, 0, 0, 1])),
         );
         let serve = tokio::spawn(async move {
-            let svc = hyper::service::service_fn(
-                |req: hyper::Request<hyper::body::Incoming>| async move {
-                    let ok = req.into_body().collect().await.is_ok();
-                    let body = if ok { "ok" } else { "body error" };
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                        bytes::Bytes::from(body),
-                    )))
-                },
-            );
             let _ = hyper::server::conn::http1::Builder::new()
                 .half_close(true)
-                .serve_connection(io, svc)
+                .serve_connection(io, hyper::service::service_fn(svc))
                 .await;
         });
         let (mut rd, mut wr) = tokio::io::split(client);
@@ -951,6 +951,19 @@ mod gated {
             .unwrap();
         let _ = serve.await;
         String::from_utf8_lossy(&got).into_owned()
+    }
+
+    async fn exchange(limits: Limits, request: &[u8]) -> String {
+        serve_gated(
+            limits,
+            request,
+            |req: hyper::Request<hyper::body::Incoming>| async move {
+                let ok = req.into_body().collect().await.is_ok();
+                let body = if ok { "ok" } else { "body error" };
+                Ok(hyper::Response::new(Full::new(bytes::Bytes::from(body))))
+            },
+        )
+        .await
     }
 
     fn status_lines(s: &str) -> Vec<&str> {
@@ -998,61 +1011,41 @@ mod gated {
     /// What a service behind the gate sees of each request on one
     /// connection: `method target version raw-head`.
     async fn seen(request: &[u8]) -> Vec<String> {
-        let (client, server) = tokio::io::duplex(1 << 20);
-        let io = GatedIo::new(
-            TokioIo::new(server),
-            Arc::new(Limits::default()),
-            Some(IpAddr::from([127, 0, 0, 1])),
-        );
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = log.clone();
-        let serve = tokio::spawn(async move {
-            let svc = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    restore_method(&mut req);
-                    restore_raw_head(&mut req);
-                    let raw = req.extensions().get::<RawHead>().map(|r| {
-                        format!(
-                            "{} {:?} {}",
-                            r.protocol(),
-                            r.content_length.as_deref().map(String::from_utf8_lossy),
-                            String::from_utf8_lossy(&r.target)
-                        )
-                    });
-                    let fields: Vec<String> = req
-                        .headers()
-                        .iter()
-                        .map(|(k, v)| format!("{k}={}", v.to_str().unwrap()))
-                        .collect();
-                    seen.lock().unwrap().push(format!(
-                        "{} {} {:?} {raw:?} {}",
-                        req.method(),
-                        req.uri(),
-                        req.version(),
-                        fields.join(",")
-                    ));
-                    async move {
-                        let _ = req.into_body().collect().await;
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                            bytes::Bytes::from("ok"),
-                        )))
-                    }
-                },
-            );
-            let _ = hyper::server::conn::http1::Builder::new()
-                .half_close(true)
-                .serve_connection(io, svc)
-                .await;
-        });
-        let (mut rd, mut wr) = tokio::io::split(client);
-        wr.write_all(request).await.unwrap();
-        wr.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        tokio::time::timeout(std::time::Duration::from_secs(5), rd.read_to_end(&mut got))
-            .await
-            .expect("server hung")
-            .unwrap();
-        let _ = serve.await;
+        serve_gated(
+            Limits::default(),
+            request,
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                restore_method(&mut req);
+                restore_raw_head(&mut req);
+                let raw = req.extensions().get::<RawHead>().map(|r| {
+                    format!(
+                        "{} {:?} {}",
+                        r.protocol(),
+                        r.content_length.as_deref().map(String::from_utf8_lossy),
+                        String::from_utf8_lossy(&r.target)
+                    )
+                });
+                let fields: Vec<String> = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.to_str().unwrap()))
+                    .collect();
+                seen.lock().unwrap().push(format!(
+                    "{} {} {:?} {raw:?} {}",
+                    req.method(),
+                    req.uri(),
+                    req.version(),
+                    fields.join(",")
+                ));
+                async move {
+                    let _ = req.into_body().collect().await;
+                    Ok(hyper::Response::new(Full::new(bytes::Bytes::from("ok"))))
+                }
+            },
+        )
+        .await;
         let v = log.lock().unwrap().clone();
         v
     }

@@ -73,11 +73,7 @@ const SPARE_MAX: usize = 1024;
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 
 /// The Python half: the loop, the lifespan protocol, the websocket task.
-const GLUE: &std::ffi::CStr =
-    match std::ffi::CStr::from_bytes_with_nul(concat!(include_str!("asgi.py"), "\0").as_bytes()) {
-        Ok(source) => source,
-        Err(_) => panic!("asgi.py holds a NUL byte"),
-    };
+const GLUE: &std::ffi::CStr = pyo3::ffi::c_str!(include_str!("asgi.py"));
 
 /// `asgi_lifespan`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

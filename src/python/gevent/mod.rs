@@ -55,7 +55,7 @@ use crate::python::hooks::PyWorker;
 use crate::python::wsgi::{self, Job, WsgiApp};
 use crate::sys::fd::EventFd;
 
-const GLUE: &str = include_str!("gevent.py");
+const GLUE: &std::ffi::CStr = pyo3::ffi::c_str!(include_str!("gevent.py"));
 
 static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 static PARK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -63,8 +63,7 @@ static PARK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 fn glue(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     MODULE
         .get_or_try_init(py, || {
-            let code = std::ffi::CString::new(GLUE).expect("no NUL in gevent.py");
-            PyModule::from_code(py, &code, c"rgunicorn_gevent.py", c"rgunicorn_gevent")
+            PyModule::from_code(py, GLUE, c"rgunicorn_gevent.py", c"rgunicorn_gevent")
                 .map(Bound::unbind)
         })
         .map(|m| m.bind(py))
@@ -360,15 +359,13 @@ pub fn serve<Io>(
 where
     Io: FnOnce(SignalHooks) -> Result<u64, ServeError> + Send + 'static,
 {
-    let app = match wsgi::load_green(py, &plan.settings) {
-        Ok(app) => Arc::new(app),
-        // With `reload` on, a failed import is served as gunicorn's fail
-        // app, by the plain worker: there is no app to run on a hub.
-        Err(_) if crate::python::reloader::import_failed() => {
-            return py.detach(|| io(hooks));
-        }
-        Err(e) => return Err(ServeError::Boot(e)),
-    };
+    // With `reload` on, an import that failed during the boot is served
+    // as gunicorn's fail app, by the plain worker: there is no app to run
+    // on a hub (and no second import to try).
+    if crate::python::reloader::import_failed() {
+        return py.detach(|| io(hooks));
+    }
+    let app = Arc::new(wsgi::load_green(py, &plan.settings).map_err(ServeError::Boot)?);
     // The app's import may have changed Python's log handlers.
     crate::python::logging::refresh(py);
     let hub = Arc::new(Hub::new()?);
@@ -376,9 +373,6 @@ where
         return Err(std::io::Error::other("a gevent hub is already set").into());
     }
     ON_HUB.with(|h| h.set(true));
-    // Before any thread starts: they inherit the mask, so the signals
-    // reach only the signal thread's sigwait.
-    crate::sys::process::block_worker_signals();
     let limit = limit.max(1);
     let hooks = SignalHooks {
         on_quit: quit_on_hub(hooks.on_quit),
@@ -416,13 +410,14 @@ where
         );
         crate::sys::process::exit_now(1);
     }
-    // Log records posted while the loop stopped.
-    let leftover = std::mem::take(&mut hub.lock().calls);
-    for call in leftover {
-        call(py);
-    }
+    // Log records posted while the loop stopped, in the order posted:
+    // those the hub had taken first, then those still in the inbox.
     let inlet = inlet.get();
     while let Some(call) = lock(&inlet.calls).pop_front() {
+        call(py);
+    }
+    let leftover = std::mem::take(&mut hub.lock().calls);
+    for call in leftover {
         call(py);
     }
     py.detach(|| io.join())

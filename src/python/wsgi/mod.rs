@@ -72,11 +72,7 @@ const APP_THREAD_STACK: usize = 8 << 20;
 
 /// Python helpers: `wsgi.errors` (an `io.RawIOBase`, as gunicorn's), PEP
 /// 3333's file wrapper and the ASGI detection.
-const HELPERS: &std::ffi::CStr =
-    match std::ffi::CStr::from_bytes_with_nul(concat!(include_str!("wsgi.py"), "\0").as_bytes()) {
-        Ok(source) => source,
-        Err(_) => panic!("wsgi.py holds a NUL byte"),
-    };
+const HELPERS: &std::ffi::CStr = pyo3::ffi::c_str!(include_str!("wsgi.py"));
 
 /// The interface the app is served with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -459,7 +455,8 @@ fn app_thread(
 pub(crate) fn handle(py: Python<'_>, app: &WsgiApp, job: Job) {
     let Job { parts, body, reply } = job;
     // As gunicorn's "Error handling request GET /p?q".
-    let label = format!("{} {}", parts.method, raw_uri(&parts));
+    let raw = raw_uri(&parts);
+    let label = format!("{} {raw}", parts.method);
     let shared = Arc::new(Shared {
         state: Mutex::new(RespState {
             head: None,
@@ -477,7 +474,7 @@ pub(crate) fn handle(py: Python<'_>, app: &WsgiApp, job: Job) {
             return;
         }
     };
-    let environ = match build_environ(py, app, &parts, &input) {
+    let environ = match build_environ(py, app, &parts, &raw, &input) {
         Ok(env) => env,
         Err(EnvironError::Py(e)) => {
             shared.fail(py, &label, &e);
@@ -593,6 +590,7 @@ fn build_environ<'py>(
     py: Python<'py>,
     app: &WsgiApp,
     parts: &http::request::Parts,
+    raw_uri: &str,
     input: &Py<Input>,
 ) -> Result<Bound<'py, PyDict>, EnvironError> {
     let env = app.base.bind(py).copy()?;
@@ -614,7 +612,7 @@ fn build_environ<'py>(
         None => (uri.path().as_bytes(), uri.query().unwrap_or("").to_string()),
     };
     env.set_item(intern!(py, "QUERY_STRING"), query)?;
-    env.set_item(intern!(py, "RAW_URI"), raw_uri(parts))?;
+    env.set_item(intern!(py, "RAW_URI"), raw_uri)?;
     let protocol = match (raw_head, parts.version) {
         (Some(raw), _) => Cow::Owned(raw.protocol()),
         (None, http::Version::HTTP_10) => Cow::Borrowed("HTTP/1.0"),
