@@ -1608,7 +1608,8 @@ const KNOWN: &[Known] = &[
         name: "obs-fold with an empty part",
         why: "deliberate limitation (permit_obsolete_folding only): field values reach the app through hyper, which trims their ends; gunicorn joins a folded \
               value's lines with a space even where one of them is empty (`X: \\r\\n  a` \
-              gives ` a`, `X: a\\r\\n \\r\\n` gives `a `); rgunicorn leaves that space out",
+              gives ` a`, `X: a\\r\\n \\r\\n` gives `a `); rgunicorn leaves that space out (and a folded \
+              `X-Forwarded-Proto: https` is https, where gunicorn's `https ` is not)",
         apply: |case, g, r| {
             if !has_fold(case) {
                 return false;
@@ -1631,6 +1632,7 @@ const KNOWN: &[Known] = &[
             }
             for (a, b) in g.iter_mut().zip(r.iter_mut()) {
                 if let (Resp::App(a), Resp::App(b)) = (a, b) {
+                    let mut scheme_header = false;
                     for (k, v) in b.iter() {
                         let (Some(x), Some(y)) = (str_of(a, k), v.as_str()) else {
                             continue;
@@ -1639,6 +1641,19 @@ const KNOWN: &[Known] = &[
                             let y = y.to_string();
                             set(a, k, &y);
                             did = true;
+                            // gunicorn's secure_scheme_headers: `https `
+                            // is not `https` there, so the scheme differs too.
+                            scheme_header |= matches!(
+                                k.as_str(),
+                                "HTTP_X_FORWARDED_PROTO"
+                                    | "HTTP_X_FORWARDED_PROTOCOL"
+                                    | "HTTP_X_FORWARDED_SSL"
+                            );
+                        }
+                    }
+                    if scheme_header {
+                        if let Some(y) = str_of(b, "wsgi.url_scheme").map(str::to_string) {
+                            set(a, "wsgi.url_scheme", &y);
                         }
                     }
                 }
