@@ -5,7 +5,7 @@
 //! its last response; `keepalive = 0` closes after each response, as in
 //! gunicorn. A worker at `worker_connections` with connections waiting
 //! closes idle keep-alive connections first, then the oldest incomplete
-//! heads, so that slowloris clients (2,000 of them) or thousands of idle
+//! heads (a new connection gets 250 ms to send its request), so that slowloris clients (2,000 of them) or thousands of idle
 //! ones do not lock others out. A WSGI worker whose threads are all stuck
 //! leaves new connections to its sibling.
 
@@ -346,6 +346,51 @@ fn a_full_worker_closes_idle_connections_first_then_the_oldest_slow_head() {
     assert_eq!(logged("Closed an idle keep-alive connection"), 1);
     assert_eq!(logged("Closed a connection without a complete request"), 1);
     drop((slow_young, third, fifth));
+    assert_eq!(server.stop(), 0);
+}
+
+#[test]
+fn a_new_connection_has_time_to_send_its_first_request_before_reclaim() {
+    let dir = scratch_dir("slow-grace");
+    let server = Server::start(
+        &dir,
+        &[
+            "--workers",
+            "1",
+            "--worker-connections",
+            "2",
+            "--keep-alive",
+            "30",
+        ],
+    );
+    let port = server.port;
+    let connect = || {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    };
+    // Two clients take the worker's two slots; a third waits in the queue
+    // with its request while the first two are still about to send theirs
+    // (a burst: connected, request not written yet).
+    let mut first = connect();
+    let mut second = connect();
+    let mut third = connect();
+    third
+        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // The scenario's client delay (not a synchronisation): within the
+    // worker's 250 ms grace, but long after it first looks for room (every
+    // 25 ms), when closing a connection without a request used to take one.
+    std::thread::sleep(Duration::from_millis(100));
+    for s in [&mut first, &mut second] {
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+    }
+    assert_eq!(read_response(&mut first).unwrap(), 200);
+    assert_eq!(read_response(&mut second).unwrap(), 200);
+    // Then an idle one makes room for the third.
+    assert_eq!(read_response(&mut third).unwrap(), 200);
+    drop((first, second, third));
     assert_eq!(server.stop(), 0);
 }
 
