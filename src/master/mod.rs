@@ -1115,7 +1115,8 @@ impl<'py> Master<'py> {
             http2: self.settings.http2.settings.clone(),
             metrics: self.metrics.enabled(),
             statsd: self.metrics.statsd_config(),
-            python_app: self.app.python_uri().is_some(),
+            io_yields_to_python: self.app.python_uri().is_some()
+                && crate::python::gevent::plan().is_none(),
             reload_report: self.reloader.as_ref().map(Reloader::report_fd),
         };
         let child = WorkerProcess {

@@ -83,9 +83,13 @@ pub struct WorkerSetup {
     pub metrics: bool,
     /// gunicorn's per-request statsd metrics, sent by this worker.
     pub statsd: Option<crate::settings::Statsd>,
-    /// The app is the user's Python app (its threads and the I/O threads
-    /// get their [`crate::sys::process::ThreadRole`]).
-    pub python_app: bool,
+    /// The tokio threads yield to threads running Python
+    /// ([`crate::sys::process::ThreadRole::Io`]): set for a Python app
+    /// served by threads (WSGI, ASGI), whose I/O thread's wake-ups should
+    /// not preempt the thread holding the GIL. Not for a Rust app, nor for
+    /// gevent, whose I/O thread never waits for the hub's GIL: there a
+    /// response waiting for its write is the latency to cut.
+    pub io_yields_to_python: bool,
     /// `reload`: the reloader's report pipe, told the files this worker
     /// imported once its app is made.
     pub reload_report: Option<RawFd>,
@@ -123,8 +127,8 @@ pub fn serve(setup: WorkerSetup, hooks: SignalHooks) -> Result<u64, ServeError> 
     std::thread::Builder::new()
         .name("rgunicorn-signals".into())
         .spawn(move || signal_thread(sigset, events_tx, hooks))?;
-    let python_app = setup.python_app;
-    if python_app {
+    let yields = setup.io_yields_to_python;
+    if yields {
         // This thread runs the runtime (current_thread) and spawns the
         // Python threads (which set their own role).
         crate::sys::process::set_thread_role(crate::sys::process::ThreadRole::Io);
@@ -136,7 +140,7 @@ pub fn serve(setup: WorkerSetup, hooks: SignalHooks) -> Result<u64, ServeError> 
         n => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n)
             .on_thread_start(move || {
-                if python_app {
+                if yields {
                     crate::sys::process::set_thread_role(crate::sys::process::ThreadRole::Io);
                 }
             })
