@@ -357,6 +357,32 @@ pub fn close(l: Listener, unlink: bool) {
     }
 }
 
+/// How many connections wait in a TCP listener's accept queue (Linux's
+/// `tcp_info.tcpi_unacked` of a listening socket); `None` for a socket
+/// that is not a TCP listener or when the kernel does not say.
+pub fn accept_queue_len(listener: std::os::fd::BorrowedFd<'_>) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain integers, so all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the descriptor is borrowed open for the call; `info` and
+    // `len` are valid for writes of `len` bytes, which is all the kernel
+    // writes (it may write fewer and says so in `len`).
+    let rc = unsafe {
+        libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    // TCP_LISTEN in Linux's include/net/tcp_states.h.
+    const TCP_LISTEN: u8 = 10;
+    let listening = info.tcpi_state == TCP_LISTEN;
+    (rc == 0 && listening).then_some(info.tcpi_unacked)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,5 +443,21 @@ mod tests {
         };
         assert!(err.to_string().contains("fd://0"), "{err}");
         assert_eq!(port(&current[0]), before);
+    }
+
+    #[test]
+    fn the_accept_queue_length_counts_connections_not_yet_accepted() {
+        use std::os::fd::AsFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_eq!(accept_queue_len(listener.as_fd()), Some(0));
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        assert_eq!(accept_queue_len(listener.as_fd()), Some(3));
+        drop(listener.accept().unwrap());
+        assert_eq!(accept_queue_len(listener.as_fd()), Some(2));
+        // Not a listener: no answer.
+        assert_eq!(accept_queue_len(clients[0].as_fd()), None);
     }
 }

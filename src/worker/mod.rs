@@ -621,7 +621,7 @@ fn spawn_accept_loop(
                     _ = drained(&mut drain) => return,
                 },
             };
-            wait_for_fair_share(&setup).await;
+            wait_for_fair_share(&setup, &acceptor).await;
             tokio::select! {
                 _ = wait_for_app_loops(&served.info) => {}
                 _ = drained(&mut drain) => return,
@@ -994,18 +994,25 @@ async fn app_stalls(info: &WorkerInfo) {
 }
 
 /// Spread connections over workers that share one accept queue: a worker
-/// holding more than its fair share of the open connections steps back
-/// briefly so that a sibling takes the next one. Nothing is lost: the
-/// connection waits in the shared queue, not in a per-worker one. The
-/// step back ends early once a millisecond passes in which no sibling
-/// took a connection (they are busy, or the queue is empty).
-async fn wait_for_fair_share(setup: &WorkerSetup) {
+/// holding more than its fair share of the connections, open and waiting
+/// in the queue, steps back briefly so that a sibling takes the next one.
+/// Nothing is lost: the connection waits in the shared queue, not in a
+/// per-worker one. Counting the queue lets each worker take its half of a
+/// burst at once instead of in turns; the step back ends early once a
+/// millisecond passes in which no sibling took a connection (they are
+/// busy, or the queue is empty).
+async fn wait_for_fair_share(setup: &WorkerSetup, listener: &Acceptor) {
     let board = &setup.scoreboard;
     let me = board.slot(setup.slot);
     let mut seen_total = None;
     for _ in 0..20 {
         let (serving, total) = board.load();
-        if !over_share(me.connections.load(Ordering::Relaxed), serving, total)
+        if serving <= 1 {
+            return;
+        }
+        let queued = crate::sys::sock::accept_queue_len(std::os::fd::AsFd::as_fd(listener));
+        let mine = me.connections.load(Ordering::Relaxed);
+        if !over_share(mine, serving, total + queued.unwrap_or(0))
             || seen_total.is_some_and(|seen| total <= seen)
         {
             return;
@@ -1015,12 +1022,10 @@ async fn wait_for_fair_share(setup: &WorkerSetup) {
     }
 }
 
-/// Whether a worker holding `mine` of the `total` connections open on
-/// `serving` workers is over its share: above the even split by more than
-/// an eighth of it. The slack matters when a burst of connections arrives
-/// (wrk's 200 at once): with none, two workers take strict turns and each
-/// turn costs a 1 ms step back, ~50 ms in all for the last connections of
-/// the burst; with it, they accept side by side and rarely step back.
+/// Whether a worker holding `mine` of `total` connections (open on the
+/// `serving` workers, or waiting to be accepted) is over its share: above
+/// the even split by more than an eighth of it, so that workers accepting
+/// side by side rarely step back.
 fn over_share(mine: u32, serving: u32, total: u32) -> bool {
     if serving <= 1 {
         return false;
