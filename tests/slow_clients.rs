@@ -5,7 +5,7 @@
 //! its last response; `keepalive = 0` closes after each response, as in
 //! gunicorn. A worker at `worker_connections` with connections waiting
 //! closes idle keep-alive connections first, then the oldest incomplete
-//! heads (a new connection gets 250 ms to send its request), so that slowloris clients (2,000 of them) or thousands of idle
+//! heads (a new connection that has sent nothing gets 2 s), so that slowloris clients (2,000 of them) or thousands of idle
 //! ones do not lock others out. A WSGI worker whose threads are all stuck
 //! leaves new connections to its sibling.
 
@@ -378,9 +378,10 @@ fn a_new_connection_has_time_to_send_its_first_request_before_reclaim() {
     third
         .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
-    // The scenario's client delay (not a synchronisation): within the
-    // worker's 250 ms grace, but long after it first looks for room (every
-    // 25 ms), when closing a connection without a request used to take one.
+    // The scenario's client delay (not a synchronisation): well within the
+    // 2 s a connection that has sent nothing gets, but long after the
+    // worker first looks for room (every 25 ms), when closing a connection
+    // without a request used to take one.
     std::thread::sleep(Duration::from_millis(100));
     for s in [&mut first, &mut second] {
         s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")

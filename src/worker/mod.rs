@@ -363,6 +363,9 @@ struct ConnState {
     /// The accept loop asks the connection to close if it has no request
     /// in progress, to make room for a waiting one.
     reclaim: AtomicBool,
+    /// The client has sent a byte ([`GatedIo::heard`]; `None` when no gate
+    /// frames the connection).
+    heard: Option<Arc<AtomicBool>>,
 }
 
 /// A worker's open connections, so that a worker at `worker_connections`
@@ -403,9 +406,9 @@ impl Conns {
 
     /// Ask one connection with no request in progress to close: the idle
     /// kept-alive connection whose last response is the oldest, else the
-    /// oldest connection still without its first request after
-    /// [`FIRST_REQUEST_GRACE`]. Returns whether there was one. (It closes
-    /// unless a request began meanwhile.)
+    /// oldest connection still without its first request: one that sent
+    /// part of a head, or nothing for [`FIRST_REQUEST_GRACE`]. Returns
+    /// whether there was one. (It closes unless a request began meanwhile.)
     fn reclaim_one(&self) -> bool {
         let Ok(live) = self.live.lock() else {
             return false;
@@ -421,7 +424,9 @@ impl Conns {
             }
             let key = if s.responded.load(Ordering::Acquire) {
                 (false, s.last_active_ms.load(Ordering::Acquire))
-            } else if now.saturating_sub(s.accepted_ms) >= grace {
+            } else if s.heard.as_ref().is_some_and(|h| h.load(Ordering::Relaxed))
+                || now.saturating_sub(s.accepted_ms) >= grace
+            {
                 (true, s.accepted_ms)
             } else {
                 continue;
@@ -734,6 +739,7 @@ async fn serve_stream<S>(
                 let proto = Proto::H1 {
                     raw: Default::default(),
                     gated: false,
+                    heard: None,
                 };
                 return Connection {
                     io,
@@ -751,6 +757,7 @@ async fn serve_stream<S>(
             let proto = Proto::H1 {
                 raw: io.raw_switch(),
                 gated: true,
+                heard: Some(io.heard()),
             };
             Connection {
                 io,
@@ -788,6 +795,7 @@ async fn serve_stream<S>(
             let proto = Proto::H1 {
                 raw: io.raw_switch(),
                 gated: true,
+                heard: Some(io.heard()),
             };
             // No fd: on abort the signal thread can't answer inside TLS.
             Connection {
@@ -812,6 +820,8 @@ enum Proto {
     H1 {
         raw: Arc<AtomicBool>,
         gated: bool,
+        /// [`GatedIo::heard`] (`None` ungated).
+        heard: Option<Arc<AtomicBool>>,
     },
     H2(H2Settings),
 }
@@ -923,11 +933,13 @@ fn connections_waiting(listener: &Acceptor) -> bool {
             .is_some_and(|r| r.contains(PollFlags::POLLIN))
 }
 
-/// How long a new connection has to send its first request before it may
-/// be closed to make room ([`Conns::reclaim_one`]): a worker accepting a
-/// burst reaches its cap before the clients' requests have all arrived,
-/// and a connection closed in that moment is a client that gets no answer.
-const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(250);
+/// How long a new connection that has sent nothing may wait before it
+/// may be closed to make room ([`Conns::reclaim_one`]): a worker accepting
+/// a burst reaches its cap before the clients' requests have all arrived
+/// (on a loaded machine, over a second for some of 5,000), and a
+/// connection closed then is a client that gets no answer. One that sent
+/// part of a head and stopped (slowloris) may be closed at once.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
 
 /// How often a worker at `worker_connections` looks at its accept queue.
 const RECLAIM_EVERY: Duration = Duration::from_millis(25);
@@ -1187,6 +1199,10 @@ where
                 upgrade: Default::default(),
                 poke: Default::default(),
                 reclaim: Default::default(),
+                heard: match &proto {
+                    Proto::H1 { heard, .. } => heard.clone(),
+                    Proto::H2(_) => None,
+                },
             },
             raw: match &proto {
                 Proto::H1 { raw, .. } => Some(raw.clone()),

@@ -44,6 +44,8 @@ pub struct GatedIo<T> {
     closed_by_response: bool,
     /// Set once the connection has switched protocols: no more framing.
     raw: Arc<AtomicBool>,
+    /// Set once the client has sent a byte.
+    heard: Arc<AtomicBool>,
 }
 
 impl<T> GatedIo<T> {
@@ -63,7 +65,15 @@ impl<T> GatedIo<T> {
             closed_by_response: false,
             reply: None,
             raw: Arc::new(AtomicBool::new(false)),
+            heard: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Set once the client has sent its first byte: a connection without
+    /// a request yet that has sent nothing may be a client about to write,
+    /// one that sent part of a head and stopped is trickling it.
+    pub fn heard(&self) -> Arc<AtomicBool> {
+        self.heard.clone()
     }
 
     /// The switch that ends framing on this connection: set it when the
@@ -204,6 +214,9 @@ impl<T: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Read for GatedIo<
                 let mut rb = hyper::rt::ReadBuf::uninit(space);
                 ready!(Pin::new(&mut this.inner).poll_read(cx, rb.unfilled()))?;
                 let got = rb.filled();
+                if !got.is_empty() {
+                    this.note_heard();
+                }
                 let verbatim = this.framer.plain_heads_in_place(got);
                 this.inbuf.extend_from_slice(&got[verbatim..]);
                 if got.is_empty() {
@@ -227,6 +240,9 @@ impl<T: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Read for GatedIo<
                     ready!(Pin::new(&mut this.inner).poll_read(cx, rb.unfilled()))?;
                     rb.filled().len()
                 };
+                if n > 0 {
+                    this.note_heard();
+                }
                 if n == 0 {
                     this.sock_eof = true;
                     this.run_framer();
@@ -248,6 +264,12 @@ impl<T: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Read for GatedIo<
 }
 
 impl<T> GatedIo<T> {
+    fn note_heard(&self) {
+        if !self.heard.load(Ordering::Relaxed) {
+            self.heard.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Whether `written` (hyper's output, while an error is pending) holds
     /// a response head that closes the connection.
     fn note_closing_response(&mut self, written: &[u8]) {
