@@ -1035,15 +1035,15 @@ async fn wait_for_fair_share(setup: &WorkerSetup, listener: &Acceptor) {
 }
 
 /// Whether a worker holding `mine` of `total` connections (open on the
-/// `serving` workers, or waiting to be accepted) is over its share: above
-/// the even split by more than an eighth of it, so that workers accepting
-/// side by side rarely step back.
+/// `serving` workers, or waiting to be accepted) is above the even split.
+/// With the queue counted, no slack is needed for a burst: each worker's
+/// share of it is known before it has been accepted.
 fn over_share(mine: u32, serving: u32, total: u32) -> bool {
     if serving <= 1 {
         return false;
     }
     let fair = total.div_ceil(serving);
-    mine > fair + fair / 8
+    mine > fair
 }
 
 /// What, besides its own I/O and idle timer, a connection's driver waits for.
@@ -1512,14 +1512,15 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_steps_back_only_an_eighth_above_the_even_split() {
-        // 200 connections on 2 workers: fair 100, room up to 112.
-        assert!(!over_share(112, 2, 200));
-        assert!(over_share(113, 2, 200));
-        // wrk -c64: at most 36 of 64.
-        assert!(!over_share(36, 2, 64));
-        assert!(over_share(37, 2, 64));
-        // Few connections: the even split itself.
+    fn a_worker_steps_back_only_above_the_even_split() {
+        // 200 connections on 2 workers, open or queued: 100 each.
+        assert!(!over_share(100, 2, 200));
+        assert!(over_share(101, 2, 200));
+        // A burst of 64 just arrived (all still queued): each may take 32
+        // before its sibling has taken any.
+        assert!(!over_share(31, 2, 64));
+        assert!(over_share(33, 2, 64));
+        // An odd count: the larger half.
         assert!(!over_share(2, 2, 3));
         assert!(over_share(3, 2, 3));
     }
