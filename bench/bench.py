@@ -453,7 +453,7 @@ class Spec:
     full_seconds: int = 0
 
     def seconds(self, plan):
-        return max(plan.duration, self.full_seconds) if plan.warmup else plan.duration
+        return max(plan.duration, self.full_seconds) if plan is FULL else plan.duration
 
 
 def python_env(*extra):

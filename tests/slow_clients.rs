@@ -5,8 +5,9 @@
 //! its last response; `keepalive = 0` closes after each response, as in
 //! gunicorn. A worker at `worker_connections` with connections waiting
 //! closes idle keep-alive connections first, then the oldest incomplete
-//! heads (a new connection that has sent nothing gets 2 s), so that slowloris clients (2,000 of them) or thousands of idle
-//! ones do not lock others out. A WSGI worker whose threads are all stuck
+//! heads (a new connection that has sent nothing gets 2 s), so that
+//! slowloris clients (2,000 of them) or thousands of idle ones do not lock
+//! others out. A WSGI worker whose threads are all stuck
 //! leaves new connections to its sibling.
 
 use crate::common;
@@ -19,6 +20,32 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::server::*;
 use common::*;
+
+/// A request that keeps the connection, and one that closes it after.
+const KEEP: &[u8] = b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n";
+const CLOSE: &[u8] = b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+
+/// One worker with room for two connections (and `extra`): the reclaim
+/// tests' server.
+fn one_worker_two_slots(dir: &std::path::Path, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--workers",
+        "1",
+        "--worker-connections",
+        "2",
+        "--keep-alive",
+        "30",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(dir, &args)
+}
+
+/// A new connection to `port` whose reads give up after 5 s.
+fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
 
 #[test]
 fn a_trickling_head_is_cut_off_and_others_are_served() {
@@ -267,39 +294,21 @@ fn a_response_streamed_past_keepalive_finishes() {
 #[test]
 fn a_full_worker_closes_idle_connections_first_then_the_oldest_slow_head() {
     let dir = scratch_dir("slow-reclaim");
-    let server = Server::start(
+    let server = one_worker_two_slots(
         &dir,
-        &[
-            "--workers",
-            "1",
-            "--worker-connections",
-            "2",
-            "--keep-alive",
-            "30",
-            "--metrics-bind",
-            "127.0.0.1:0",
-            "--log-level",
-            "debug",
-        ],
+        &["--metrics-bind", "127.0.0.1:0", "--log-level", "debug"],
     );
     let port = server.port;
-    let connect = || {
-        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s
-    };
     const PARTIAL: &[u8] = b"GET /health HTTP/1.1\r\nHost: t\r\nX-Slow: ";
-    const CLOSE: &[u8] = b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
-    let mut slow_old = connect();
+    let mut slow_old = connect(port);
     slow_old.write_all(PARTIAL).unwrap();
-    let mut idle = connect();
-    idle.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    let mut idle = connect(port);
+    idle.write_all(KEEP).unwrap();
     // Answered: accepted, and so was the older slow one (one queue, in order).
     assert_eq!(read_response(&mut idle).unwrap(), 200);
 
     let started = Instant::now();
-    let mut third = connect();
+    let mut third = connect(port);
     third.write_all(CLOSE).unwrap();
     assert_eq!(read_response(&mut third).unwrap(), 200);
     assert!(
@@ -314,10 +323,10 @@ fn a_full_worker_closes_idle_connections_first_then_the_oldest_slow_head() {
     );
 
     // Room again for one: a younger slow head takes it.
-    let mut slow_young = connect();
+    let mut slow_young = connect(port);
     slow_young.write_all(PARTIAL).unwrap();
     let started = Instant::now();
-    let mut fifth = connect();
+    let mut fifth = connect(port);
     fifth.write_all(CLOSE).unwrap();
     assert_eq!(read_response(&mut fifth).unwrap(), 200);
     assert!(
@@ -352,40 +361,22 @@ fn a_full_worker_closes_idle_connections_first_then_the_oldest_slow_head() {
 #[test]
 fn a_new_connection_has_time_to_send_its_first_request_before_reclaim() {
     let dir = scratch_dir("slow-grace");
-    let server = Server::start(
-        &dir,
-        &[
-            "--workers",
-            "1",
-            "--worker-connections",
-            "2",
-            "--keep-alive",
-            "30",
-        ],
-    );
+    let server = one_worker_two_slots(&dir, &[]);
     let port = server.port;
-    let connect = || {
-        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s
-    };
     // Two clients take the worker's two slots; a third waits in the queue
     // with its request while the first two are still about to send theirs
     // (a burst: connected, request not written yet).
-    let mut first = connect();
-    let mut second = connect();
-    let mut third = connect();
-    third
-        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    let mut first = connect(port);
+    let mut second = connect(port);
+    let mut third = connect(port);
+    third.write_all(CLOSE).unwrap();
     // The scenario's client delay (not a synchronisation): well within the
     // 2 s a connection that has sent nothing gets, but long after the
     // worker first looks for room (every 25 ms), when closing a connection
     // without a request used to take one.
     std::thread::sleep(Duration::from_millis(100));
     for s in [&mut first, &mut second] {
-        s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
-            .unwrap();
+        s.write_all(KEEP).unwrap();
     }
     assert_eq!(read_response(&mut first).unwrap(), 200);
     assert_eq!(read_response(&mut second).unwrap(), 200);

@@ -503,11 +503,12 @@ pub enum OwnerError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ThreadRole {
     /// A tokio thread of a worker serving a Python app with threads (not
-    /// gevent's, whose hub holds no lock the I/O thread waits for): `SCHED_BATCH`, so
-    /// that its wake-ups (a request in, a response out) do not preempt the
-    /// thread running the app, which holds the GIL; the Python thread runs
-    /// on to its next wait and the I/O thread then takes every response of
-    /// that stretch at once. With a free core it runs at once all the same.
+    /// gevent's, whose hub holds no lock the I/O thread waits for):
+    /// `SCHED_BATCH`, so that its wake-ups (a request in, a response out)
+    /// do not preempt the thread running the app, which holds the GIL; the
+    /// Python thread runs on to its next wait and the I/O thread then takes
+    /// every response of that stretch at once. With a free core it runs at
+    /// once all the same.
     Io,
     /// A thread running Python app code: the normal `SCHED_OTHER`.
     App,
