@@ -680,12 +680,15 @@ fn a_changed_bind_applies_on_hup() {
         "[INFO] Listening at: http://127.0.0.1:{b},unix:{}",
         unix.display()
     );
-    assert!(server
-        .stderr_lines
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.ends_with(&listening)));
+    // Written before the workers forked; the reader thread may still lag.
+    server.wait_until(|| {
+        server
+            .stderr_lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.ends_with(&listening))
+    });
     // The old port closes once its workers have finished what they had.
     assert_eq!(slow.join().unwrap().unwrap(), (200, "slept".to_string()));
     server.wait_until(|| TcpStream::connect(("127.0.0.1", a)).is_err());
@@ -726,12 +729,15 @@ fn a_changed_bind_applies_on_hup() {
     server.signal("HUP");
     server.wait_until(|| get(c, "/health").is_ok_and(|(s, _)| s == 200));
     let listening = format!("[INFO] Listening at: http://127.0.0.1:{c}");
-    assert!(server
-        .stderr_lines
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.ends_with(&listening)));
+    // Written before the workers forked; the reader thread may still lag.
+    server.wait_until(|| {
+        server
+            .stderr_lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.ends_with(&listening))
+    });
     server.wait_until(|| TcpStream::connect(("127.0.0.1", b)).is_err() && !unix.exists());
     assert_eq!(server.stop(), 0);
 }
