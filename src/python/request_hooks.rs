@@ -168,41 +168,17 @@ impl RequestHooks {
 impl RequestInfo {
     /// Taken from the request before the app consumes it.
     pub fn new(req: &Request<Incoming>, addrs: Option<&ConnAddrs>) -> RequestInfo {
-        let uri = req.uri();
         let peer = addrs.and_then(|a| a.client());
-        // The request line as sent, where hyper read a canonical form.
-        let raw = req.extensions().get::<crate::http::gate::RawHead>();
-        let (uri_text, path, query, fragment) = match raw {
-            Some(raw) => {
-                let split = raw.parts();
-                (
-                    crate::http::text::latin1(&raw.target),
-                    crate::http::text::latin1(split.path),
-                    crate::http::text::latin1(split.query),
-                    crate::http::text::latin1(split.fragment),
-                )
-            }
-            None => (
-                uri.path_and_query()
-                    .map(|p| p.as_str().to_string())
-                    .unwrap_or_else(|| uri.to_string()),
-                uri.path().to_string(),
-                uri.query().unwrap_or("").to_string(),
-                String::new(),
-            ),
-        };
+        let line = crate::http::gate::SentLine::of_request(req);
+        let split = line.parts();
+        let latin1 = crate::http::text::latin1;
         RequestInfo {
             method: req.method().to_string(),
-            uri: uri_text,
-            path,
-            query,
-            fragment,
-            version: match (raw, req.version()) {
-                (Some(raw), _) => raw.version,
-                (None, http::Version::HTTP_10) => (1, 0),
-                (None, http::Version::HTTP_2) => (2, 0),
-                _ => (1, 1),
-            },
+            uri: line.target().into_owned(),
+            path: latin1(split.path),
+            query: latin1(split.query),
+            fragment: latin1(split.fragment),
+            version: line.version(),
             headers: req
                 .headers()
                 .iter()

@@ -1461,24 +1461,15 @@ async fn run_upgraded(state: &ConnState, setup: &WorkerSetup, drain: watch::Rece
 
 /// The request's part of an access-log record.
 fn access_record(req: &Request<Incoming>, addrs: &ConnAddrs) -> Record {
-    let raw = req.extensions().get::<crate::http::gate::RawHead>();
+    let line = crate::http::gate::SentLine::of_request(req);
     Record {
         remote_addr: addrs
             .client()
             .map(|p| p.ip().to_string())
             .unwrap_or_default(),
         method: req.method().to_string(),
-        // The request line as sent, where hyper read a canonical form.
-        raw_uri: match raw {
-            Some(raw) => crate::http::text::latin1(&raw.target),
-            None => req.uri().to_string(),
-        },
-        protocol: match (raw, req.version()) {
-            (Some(raw), _) => raw.protocol().into(),
-            (None, hyper::Version::HTTP_10) => "HTTP/1.0".into(),
-            (None, hyper::Version::HTTP_2) => "HTTP/2.0".into(),
-            _ => "HTTP/1.1".into(),
-        },
+        raw_uri: line.target().into_owned(),
+        protocol: line.protocol(),
         status: 0,
         request_headers: header_list(req.headers()),
         response_headers: Vec::new(),

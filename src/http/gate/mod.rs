@@ -26,9 +26,10 @@
 //! origin-form (absolute-form, a `#fragment`, bytes the `http` crate
 //! refuses, ...), whose version is not HTTP/1.0 or 1.1, or whose
 //! `Content-Length` has leading zeros is shown to hyper with a stand-in
-//! target and version, and its request line as sent travels in a field of
-//! its own that the worker takes out again ([`RawHead`],
-//! [`restore_raw_head`]): the app sees what gunicorn's app sees.
+//! target and version; the stand-in target carries the request line as
+//! sent, which the worker takes out again ([`RawHead`],
+//! [`restore_raw_head`]), so the app sees what gunicorn's app sees
+//! ([`SentLine`]).
 //! A `CONNECT` reaches hyper under another method name, which the worker
 //! turns back ([`restore_method`]) before the app sees the request: hyper
 //! would answer a 2xx to it as a tunnel, gunicorn answers it as any other

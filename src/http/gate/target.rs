@@ -1,8 +1,9 @@
 //! Request targets as gunicorn splits them (`split_request_uri`, Python's
 //! `urlsplit`), and how a request hyper would read differently reaches it:
 //! CONNECT under another method name, a target or version hyper does not
-//! take as a stand-in with the request line as sent in a field of its own
-//! ([`RawHead`]), both turned back in the worker.
+//! take as a stand-in target that carries the request line as sent
+//! ([`RawHead`]), both turned back in the worker, and what the app is shown
+//! of the request line ([`SentLine`]).
 
 use super::*;
 
@@ -201,11 +202,6 @@ impl RawHead {
         split_target(&self.target)
     }
 
-    /// `HTTP/1.2` (gunicorn's `SERVER_PROTOCOL`).
-    pub fn protocol(&self) -> String {
-        format!("HTTP/{}.{}", self.version.0, self.version.1)
-    }
-
     pub(super) fn parse(v: &[u8]) -> Option<RawHead> {
         let [major, b'.', minor, b' ', rest @ ..] = v else {
             return None;
@@ -216,6 +212,96 @@ impl RawHead {
             version: (major.wrapping_sub(b'0'), minor.wrapping_sub(b'0')),
             content_length: (sp > 0).then(|| rest[..sp].to_vec()),
         })
+    }
+}
+
+/// The request line as the client sent it, for whatever shows it (the WSGI
+/// environ, the ASGI scope, the request hooks, the access log): the
+/// [`RawHead`] where hyper read a canonical form, else hyper's URI and
+/// version, which are then as sent (an HTTP/2 request's URI is origin-form
+/// by then, as its `:path`).
+#[derive(Clone, Copy, Debug)]
+pub struct SentLine<'a> {
+    raw: Option<&'a RawHead>,
+    uri: &'a hyper::Uri,
+    version: hyper::Version,
+}
+
+impl<'a> SentLine<'a> {
+    pub fn of_request<B>(req: &'a hyper::Request<B>) -> SentLine<'a> {
+        SentLine {
+            raw: req.extensions().get::<RawHead>(),
+            uri: req.uri(),
+            version: req.version(),
+        }
+    }
+
+    pub fn of_parts(parts: &'a http::request::Parts) -> SentLine<'a> {
+        SentLine {
+            raw: parts.extensions.get::<RawHead>(),
+            uri: &parts.uri,
+            version: parts.version,
+        }
+    }
+
+    /// The head as sent, when hyper read another.
+    pub fn raw(&self) -> Option<&'a RawHead> {
+        self.raw
+    }
+
+    /// The target (gunicorn's `RAW_URI`).
+    pub fn target(&self) -> Cow<'a, str> {
+        if let Some(raw) = self.raw {
+            return match std::str::from_utf8(&raw.target) {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => Cow::Owned(crate::http::text::latin1(&raw.target)),
+            };
+        }
+        match self.uri.path_and_query() {
+            Some(pq) if self.uri.scheme().is_none() => Cow::Borrowed(pq.as_str()),
+            _ => Cow::Owned(self.uri.to_string()),
+        }
+    }
+
+    /// The target split as gunicorn splits it (the path still
+    /// percent-encoded).
+    pub fn parts(&self) -> TargetParts<'a> {
+        match self.raw {
+            Some(raw) => raw.parts(),
+            None => TargetParts {
+                path: self.uri.path().as_bytes(),
+                query: self.uri.query().unwrap_or("").as_bytes(),
+                fragment: b"",
+            },
+        }
+    }
+
+    /// `(1, 1)` for `HTTP/1.1`; HTTP/2 is `(2, 0)`.
+    pub fn version(&self) -> (u8, u8) {
+        match (self.raw, self.version) {
+            (Some(raw), _) => raw.version,
+            (None, hyper::Version::HTTP_09) => (0, 9),
+            (None, hyper::Version::HTTP_10) => (1, 0),
+            (None, hyper::Version::HTTP_2) => (2, 0),
+            (None, hyper::Version::HTTP_3) => (3, 0),
+            (None, _) => (1, 1),
+        }
+    }
+
+    /// Whether the request came over HTTP/2 (not a request line that says
+    /// so: gunicorn's HTTP/1 parser takes any `HTTP/1.x` only).
+    pub fn is_http2(&self) -> bool {
+        self.raw.is_none() && self.version == hyper::Version::HTTP_2
+    }
+
+    /// `HTTP/1.1` (gunicorn's `SERVER_PROTOCOL`, and the access log's).
+    pub fn protocol(&self) -> Cow<'static, str> {
+        match self.version() {
+            (1, 1) => Cow::Borrowed("HTTP/1.1"),
+            (1, 0) => Cow::Borrowed("HTTP/1.0"),
+            (2, 0) => Cow::Borrowed("HTTP/2.0"),
+            (major, minor) => Cow::Owned(format!("HTTP/{major}.{minor}")),
+        }
     }
 }
 

@@ -561,6 +561,52 @@ fn targets_split_as_urlsplit() {
     }
 }
 
+#[test]
+fn the_sent_line_of_a_request_hyper_read_as_sent_and_of_a_marked_one() {
+    let plain = hyper::Request::get("/a%20b?q=1").body(()).unwrap();
+    let line = SentLine::of_request(&plain);
+    assert_eq!(line.target(), "/a%20b?q=1");
+    assert_eq!(
+        (line.parts().path, line.parts().query),
+        (&b"/a%20b"[..], &b"q=1"[..])
+    );
+    assert_eq!(
+        (line.version(), line.protocol().as_ref()),
+        ((1, 1), "HTTP/1.1")
+    );
+    assert!(!line.is_http2());
+
+    let h2 = hyper::Request::get("/x")
+        .version(hyper::Version::HTTP_2)
+        .body(())
+        .unwrap();
+    let line = SentLine::of_request(&h2);
+    assert_eq!(
+        (line.protocol().as_ref(), line.is_http2()),
+        ("HTTP/2.0", true)
+    );
+
+    // Absolute-form, a fragment and HTTP/1.2, as the framer marks them.
+    let mut marked = hyper::Request::get("/").body(()).unwrap();
+    marked.extensions_mut().insert(RawHead {
+        target: b"http://h/p?q#f".to_vec(),
+        version: (1, 2),
+        content_length: None,
+    });
+    let line = SentLine::of_request(&marked);
+    assert_eq!(line.target(), "http://h/p?q#f");
+    let parts = line.parts();
+    assert_eq!(
+        (parts.path, parts.query, parts.fragment),
+        (&b"/p"[..], &b"q"[..], &b"f"[..])
+    );
+    assert_eq!(
+        (line.version(), line.protocol().as_ref()),
+        ((1, 2), "HTTP/1.2")
+    );
+    assert!(!line.is_http2());
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;
@@ -1022,7 +1068,7 @@ mod gated {
                 let raw = req.extensions().get::<RawHead>().map(|r| {
                     format!(
                         "{} {:?} {}",
-                        r.protocol(),
+                        SentLine::of_request(&req).protocol(),
                         r.content_length.as_deref().map(String::from_utf8_lossy),
                         String::from_utf8_lossy(&r.target)
                     )

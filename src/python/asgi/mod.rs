@@ -1296,21 +1296,15 @@ fn build_scope<'py>(
         scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
         scope.set_item(intern!(py, "asgi"), c.asgi_version.bind(py).copy()?)?;
     }
-    // The request line as sent, where hyper read a canonical form.
-    let raw_head = parts.extensions.get::<crate::http::gate::RawHead>();
-    match raw_head {
-        Some(raw) => scope.set_item(
-            intern!(py, "http_version"),
-            format!("{}.{}", raw.version.0, raw.version.1),
-        )?,
-        None => scope.set_item(
-            intern!(py, "http_version"),
-            match parts.version {
-                http::Version::HTTP_10 => intern!(py, "1.0"),
-                http::Version::HTTP_2 => intern!(py, "2"),
-                _ => intern!(py, "1.1"),
-            },
-        )?,
+    let line = crate::http::gate::SentLine::of_parts(parts);
+    let raw_head = line.raw();
+    match line.version() {
+        _ if line.is_http2() => scope.set_item(intern!(py, "http_version"), intern!(py, "2"))?,
+        (1, 1) => scope.set_item(intern!(py, "http_version"), intern!(py, "1.1"))?,
+        (1, 0) => scope.set_item(intern!(py, "http_version"), intern!(py, "1.0"))?,
+        (major, minor) => {
+            scope.set_item(intern!(py, "http_version"), format!("{major}.{minor}"))?
+        }
     }
     let addrs = parts
         .extensions
@@ -1416,16 +1410,8 @@ fn build_scope<'py>(
         };
         scope.set_item(intern!(py, "method"), method)?;
     }
-    let (raw, query) = match raw_head {
-        Some(head) => {
-            let split = head.parts();
-            (split.path, split.query)
-        }
-        None => (
-            parts.uri.path().as_bytes(),
-            parts.uri.query().unwrap_or("").as_bytes(),
-        ),
-    };
+    let split = line.parts();
+    let (raw, query) = (split.path, split.query);
     let decoded;
     let path = if raw.contains(&b'%') {
         decoded = crate::http::text::percent_decode(raw);

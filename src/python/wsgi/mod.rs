@@ -28,7 +28,6 @@
 //! response (a list, or a body whose `Content-Length` is reached by its
 //! first chunk) or a head plus a channel the rest is streamed through.
 
-use std::borrow::Cow;
 use std::io::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -54,7 +53,7 @@ use crate::app::{
     full, internal_error, AppFactory, BoxApp, BoxError, Capacity, LoopBeat, ResponseBody,
     WorkerInfo,
 };
-use crate::http::gate::{Limits, RawHead};
+use crate::http::gate::{Limits, SentLine};
 use crate::http::text::{latin1, percent_decode};
 use crate::log;
 use crate::python::import;
@@ -455,7 +454,7 @@ fn app_thread(
 pub(crate) fn handle(py: Python<'_>, app: &WsgiApp, job: Job) {
     let Job { parts, body, reply } = job;
     // As gunicorn's "Error handling request GET /p?q".
-    let raw = raw_uri(&parts);
+    let raw = SentLine::of_parts(&parts).target();
     let label = format!("{} {raw}", parts.method);
     let shared = Arc::new(Shared {
         state: Mutex::new(RespState {
@@ -601,26 +600,13 @@ fn build_environ<'py>(
         .unwrap_or_default();
     env.set_item(intern!(py, "wsgi.input"), input)?;
     env.set_item(intern!(py, "REQUEST_METHOD"), parts.method.as_str())?;
-    let uri = &parts.uri;
-    // The request line as sent, where hyper read a canonical form.
-    let raw_head = parts.extensions.get::<RawHead>();
-    let (raw_path, query) = match raw_head {
-        Some(raw) => {
-            let split = raw.parts();
-            (split.path, latin1(split.query))
-        }
-        None => (uri.path().as_bytes(), uri.query().unwrap_or("").to_string()),
-    };
-    env.set_item(intern!(py, "QUERY_STRING"), query)?;
+    let line = SentLine::of_parts(parts);
+    let raw_head = line.raw();
+    let split = line.parts();
+    let raw_path = split.path;
+    env.set_item(intern!(py, "QUERY_STRING"), latin1(split.query))?;
     env.set_item(intern!(py, "RAW_URI"), raw_uri)?;
-    let protocol = match (raw_head, parts.version) {
-        (Some(raw), _) => Cow::Owned(raw.protocol()),
-        (None, http::Version::HTTP_10) => Cow::Borrowed("HTTP/1.0"),
-        (None, http::Version::HTTP_09) => Cow::Borrowed("HTTP/0.9"),
-        (None, http::Version::HTTP_2) => Cow::Borrowed("HTTP/2.0"),
-        (None, _) => Cow::Borrowed("HTTP/1.1"),
-    };
-    env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
+    env.set_item(intern!(py, "SERVER_PROTOCOL"), line.protocol())?;
     if parts.version == http::Version::HTTP_2 {
         // As gunicorn's HTTP/2 workers mark it.
         env.set_item(intern!(py, "HTTP_VERSION"), "2")?;
@@ -729,21 +715,6 @@ fn build_environ<'py>(
     env.set_item(intern!(py, "PATH_INFO"), latin1(&percent_decode(path_info)))?;
     env.set_item(intern!(py, "SCRIPT_NAME"), script_name)?;
     Ok(env)
-}
-
-/// gunicorn's `RAW_URI`: the target as sent.
-fn raw_uri(parts: &http::request::Parts) -> String {
-    if let Some(raw) = parts.extensions.get::<RawHead>() {
-        return latin1(&raw.target);
-    }
-    let uri = &parts.uri;
-    if uri.scheme().is_some() {
-        uri.to_string()
-    } else {
-        uri.path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| uri.to_string())
-    }
 }
 
 fn py_repr(py: Python<'_>, s: &str) -> String {
