@@ -10,8 +10,7 @@
 use crate::common;
 
 use std::cell::RefCell;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -247,22 +246,7 @@ impl Server {
     /// Status of a GET, 0 if the request failed.
     fn get_status(&self, path: &str) -> u16 {
         let Some(port) = self.port else { return 0 };
-        let attempt = || -> std::io::Result<u16> {
-            let mut s = TcpStream::connect(("127.0.0.1", port))?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-            )?;
-            let mut buf = String::new();
-            s.read_to_string(&mut buf)?;
-            Ok(buf
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0))
-        };
-        attempt().unwrap_or(0)
+        common::server::get(port, path).map_or(0, |(status, _)| status)
     }
 
     fn signal(&self, sig: &str) {

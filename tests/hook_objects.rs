@@ -490,22 +490,7 @@ fn listener_copies_belong_to_the_hooks() {
 
 /// Status of a GET on `port` with `Connection: close` (0: no answer).
 fn get_on(port: u16, path: &str) -> u16 {
-    let attempt = || -> std::io::Result<u16> {
-        let mut s = TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf)?;
-        Ok(buf
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0))
-    };
-    attempt().unwrap_or(0)
+    common::server::get(port, path).map_or(0, |(status, _)| status)
 }
 
 /// gunicorn hidden from the interpreter: its import fails as a missing

@@ -8,11 +8,8 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::server::{Load, Server};
@@ -214,111 +211,6 @@ fn extra_files_and_patterns_reload() {
     assert_eq!(server.stop(), 0);
 }
 
-/// Requests sent back to back on keep-alive connections: every answer's
-/// status and body, and every transport failure (a reset, a refused
-/// connection, an early close).
-struct Client {
-    stop: Arc<AtomicBool>,
-    answers: Arc<Mutex<Vec<(u16, String)>>>,
-    failures: Arc<Mutex<Vec<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Client {
-    fn start(port: u16, conns: usize) -> Client {
-        let stop = Arc::new(AtomicBool::new(false));
-        let answers = Arc::new(Mutex::new(Vec::new()));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..conns)
-            .map(|_| {
-                let (stop, answers, failures) = (stop.clone(), answers.clone(), failures.clone());
-                std::thread::spawn(move || {
-                    let mut conn: Option<BufReader<TcpStream>> = None;
-                    while !stop.load(Ordering::Relaxed) {
-                        if conn.is_none() {
-                            match TcpStream::connect(("127.0.0.1", port)) {
-                                Ok(s) => {
-                                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                                    conn = Some(BufReader::new(s));
-                                }
-                                Err(e) => {
-                                    failures.lock().unwrap().push(format!("connect: {e}"));
-                                    continue;
-                                }
-                            }
-                        }
-                        match request(conn.as_mut().unwrap()) {
-                            Ok((status, body, close)) => {
-                                answers.lock().unwrap().push((status, body));
-                                if close {
-                                    conn = None;
-                                }
-                            }
-                            Err(e) => {
-                                failures.lock().unwrap().push(format!("request: {e}"));
-                                conn = None;
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        Client {
-            stop,
-            answers,
-            failures,
-            threads,
-        }
-    }
-
-    fn seen(&self, pred: impl Fn(&(u16, String)) -> bool) -> bool {
-        self.answers.lock().unwrap().iter().any(pred)
-    }
-
-    fn finish(self) -> (Vec<(u16, String)>, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let answers = std::mem::take(&mut *self.answers.lock().unwrap());
-        let failures = std::mem::take(&mut *self.failures.lock().unwrap());
-        (answers, failures)
-    }
-}
-
-/// One keep-alive GET: (status, body, server said Connection: close).
-fn request(conn: &mut BufReader<TcpStream>) -> std::io::Result<(u16, String, bool)> {
-    conn.get_mut()
-        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")?;
-    let mut line = String::new();
-    if conn.read_line(&mut line)? == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let (mut length, mut close) = (0usize, false);
-    loop {
-        line.clear();
-        if conn.read_line(&mut line)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let l = line.trim_end().to_ascii_lowercase();
-        if l.is_empty() {
-            break;
-        }
-        if let Some(v) = l.strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-        close |= l == "connection: close";
-    }
-    let mut body = vec![0; length];
-    conn.read_exact(&mut body)?;
-    Ok((status, String::from_utf8_lossy(&body).into_owned(), close))
-}
-
 /// The app starts importing a module that does not parse: the new
 /// workers serve gunicorn's fail app (500, the traceback as text), the
 /// master goes on, and the save that fixes that module (never imported
@@ -342,7 +234,7 @@ fn syntax_error_then_fix(args: &[&str]) {
     std::fs::write(dir.join("broken.py"), "GREETING = 'v2' +\n").unwrap();
     let server = start(&dir, "app", args);
     assert_eq!(body(&server), "v1");
-    let client = Client::start(server.port, 4);
+    let client = Load::recording(server.port, 4);
     server.wait_until(|| client.seen(|(s, b)| *s == 200 && b == "v1"));
 
     save(
@@ -360,7 +252,7 @@ fn syntax_error_then_fix(args: &[&str]) {
 
     save(&dir.join("broken.py"), "GREETING = 'v2'\n");
     server.wait_until(|| client.seen(|(s, b)| *s == 200 && b == "v2"));
-    let (answers, failures) = client.finish();
+    let (answers, failures) = client.finish_recorded();
     eprintln!(
         "syntax error: {} answers, {} transport failures",
         answers.len(),
@@ -528,7 +420,7 @@ fn a_boot_failure_keeps_the_serving_workers_until_the_next_change() {
     server.wait_until(|| log_count(&server, "Application startup complete.") == 2);
     assert_eq!(body(&server), "v1");
     let before = workers(&server);
-    let client = Client::start(server.port, 4);
+    let client = Load::recording(server.port, 4);
 
     save(&dir.join("greeting.py"), "GREETING = 'v2'\nFAIL = True\n");
     // The replacements went; the first workers are all that is left.
@@ -544,7 +436,7 @@ fn a_boot_failure_keeps_the_serving_workers_until_the_next_change() {
 
     save(&dir.join("greeting.py"), "GREETING = 'v3'\nFAIL = False\n");
     server.wait_until(|| body(&server) == "v3");
-    let (answers, failures) = client.finish();
+    let (answers, failures) = client.finish_recorded();
     assert!(failures.is_empty(), "{failures:?}");
     for (status, body) in &answers {
         assert!(

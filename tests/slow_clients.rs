@@ -134,23 +134,28 @@ fn keepalive_zero_closes_after_each_response() {
     assert_eq!(server.stop(), 0);
 }
 
-/// Read one response (head, then a `Content-Length` body) from a blocking
-/// socket: its status.
+/// The status of the first response in `buf` once all of it (head, then a
+/// `Content-Length` body) is there.
+fn complete_response(buf: &[u8]) -> Option<u16> {
+    let end = find(buf, b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (buf.len() >= end + 4 + len)
+        .then(|| head.split_whitespace().nth(1).and_then(|c| c.parse().ok()))
+        .map(|status| status.unwrap_or(0))
+}
+
+/// Read one response from a blocking socket: its status.
 fn read_response(s: &mut TcpStream) -> std::io::Result<u16> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(end) = find(&buf, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok());
-                return Ok(status.unwrap_or(0));
-            }
+        if let Some(status) = complete_response(&buf) {
+            return Ok(status);
         }
         let n = s.read(&mut chunk)?;
         if n == 0 {
@@ -165,17 +170,8 @@ async fn read_response_async(s: &mut tokio::net::TcpStream) -> std::io::Result<u
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(end) = find(&buf, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok());
-                return Ok(status.unwrap_or(0));
-            }
+        if let Some(status) = complete_response(&buf) {
+            return Ok(status);
         }
         let n = s.read(&mut chunk).await?;
         if n == 0 {

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::rgunicorn;
@@ -327,24 +327,50 @@ fn terminate(pid: i32, mut gone: impl FnMut() -> bool) {
     }
 }
 
+/// Status and body of each answer, in the order they came.
+type Answers = Arc<Mutex<Vec<(u16, String)>>>;
+
 /// A closed-loop keep-alive load: `conns` clients each sending requests
 /// back to back on one connection (reconnecting after `Connection: close`),
-/// counting every failure: connect errors, resets, early EOF, non-200.
+/// counting every failure: connect errors, resets, early EOF, and (unless
+/// [`Load::recording`]) non-200 answers.
 pub struct Load {
     pub stop: Arc<AtomicBool>,
     pub ok: Arc<AtomicU64>,
     pub failed: Arc<AtomicU64>,
-    pub threads: Vec<std::thread::JoinHandle<()>>,
+    /// Every answer's status and body, when [`Load::recording`].
+    answers: Option<Answers>,
+    /// Why each failure failed.
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Load {
     pub fn start(port: u16, conns: usize) -> Load {
+        Load::run(port, conns, false)
+    }
+
+    /// As [`Load::start`], keeping every answer (any status: an answer is
+    /// not a failure here) for [`Load::seen`] and [`Load::finish_recorded`].
+    pub fn recording(port: u16, conns: usize) -> Load {
+        Load::run(port, conns, true)
+    }
+
+    fn run(port: u16, conns: usize, recording: bool) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
+        let answers = recording.then(|| Arc::new(Mutex::new(Vec::new())));
+        let failures = Arc::new(Mutex::new(Vec::new()));
         let threads = (0..conns)
             .map(|_| {
                 let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                let (answers, failures) = (answers.clone(), failures.clone());
+                let fail = move |why: String| {
+                    eprintln!("load: {why}");
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    failures.lock().unwrap().push(why);
+                };
                 std::thread::spawn(move || {
                     let mut conn: Option<BufReader<TcpStream>> = None;
                     while !stop.load(Ordering::Relaxed) {
@@ -355,27 +381,27 @@ impl Load {
                                     conn = Some(BufReader::new(s));
                                 }
                                 Err(e) => {
-                                    eprintln!("load: connect failed: {e}");
-                                    failed.fetch_add(1, Ordering::Relaxed);
+                                    fail(format!("connect failed: {e}"));
                                     continue;
                                 }
                             }
                         }
                         match one_request(conn.as_mut().unwrap()) {
-                            Ok((200, close)) => {
+                            Ok((status, body, close)) => {
+                                if let Some(answers) = &answers {
+                                    answers.lock().unwrap().push((status, body));
+                                } else if status != 200 {
+                                    fail(format!("status {status}"));
+                                    conn = None;
+                                    continue;
+                                }
                                 ok.fetch_add(1, Ordering::Relaxed);
                                 if close {
                                     conn = None;
                                 }
                             }
-                            Ok((status, _)) => {
-                                eprintln!("load: status {status}");
-                                failed.fetch_add(1, Ordering::Relaxed);
-                                conn = None;
-                            }
                             Err(e) => {
-                                eprintln!("load: request failed: {e}");
-                                failed.fetch_add(1, Ordering::Relaxed);
+                                fail(format!("request failed: {e}"));
                                 conn = None;
                             }
                         }
@@ -387,24 +413,47 @@ impl Load {
             stop,
             ok,
             failed,
+            answers,
+            failures,
             threads,
         }
     }
 
-    pub fn finish(self) -> (u64, u64) {
+    /// Whether a recorded answer matches `pred` yet.
+    pub fn seen(&self, pred: impl Fn(&(u16, String)) -> bool) -> bool {
+        let answers = self.answers.as_ref().expect("a recording load");
+        answers.lock().unwrap().iter().any(pred)
+    }
+
+    fn join(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
+        for t in self.threads.drain(..) {
             t.join().unwrap();
         }
+    }
+
+    /// Stop: (requests answered 200, failures).
+    pub fn finish(mut self) -> (u64, u64) {
+        self.join();
         (
             self.ok.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
         )
     }
+
+    /// Stop a recording load: every answer, and why each failure failed.
+    pub fn finish_recorded(mut self) -> (Vec<(u16, String)>, Vec<String>) {
+        self.join();
+        let answers = self.answers.take().expect("a recording load");
+        let answers = std::mem::take(&mut *answers.lock().unwrap());
+        let failures = std::mem::take(&mut *self.failures.lock().unwrap());
+        (answers, failures)
+    }
 }
 
-/// One keep-alive request: (status, server said Connection: close).
-pub fn one_request(conn: &mut BufReader<TcpStream>) -> std::io::Result<(u16, bool)> {
+/// One keep-alive `GET /health`: (status, body, server said
+/// `Connection: close`).
+pub fn one_request(conn: &mut BufReader<TcpStream>) -> std::io::Result<(u16, String, bool)> {
     conn.get_mut()
         .write_all(b"GET /health HTTP/1.1\r\nHost: load\r\n\r\n")?;
     let mut line = String::new();
@@ -435,13 +484,11 @@ pub fn one_request(conn: &mut BufReader<TcpStream>) -> std::io::Result<(u16, boo
         if let Some(v) = l.strip_prefix("content-length:") {
             length = v.trim().parse().unwrap_or(0);
         }
-        if l == "connection: close" {
-            close = true;
-        }
+        close |= l == "connection: close";
     }
     let mut body = vec![0; length];
     conn.read_exact(&mut body)?;
-    Ok((status, close))
+    Ok((status, String::from_utf8_lossy(&body).into_owned(), close))
 }
 
 pub fn count(hooks: &[String], name: &str) -> usize {
