@@ -47,9 +47,9 @@ pub use pyconf;
 pub use app::health;
 pub use app::{factory, AppFactory, LoopBeat, WorkerInfo};
 
-/// For the integration tests: gunicorn's request corpus decoding.
+/// For the integration tests: gunicorn's request corpus.
 #[doc(hidden)]
-pub use http::gate::decode_corpus_case;
+pub use http::gate::corpus;
 
 /// Run a Rust application under rgunicorn's master and workers, with the
 /// full gunicorn command line and config: `make_app` is called once in each

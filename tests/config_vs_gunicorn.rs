@@ -524,11 +524,6 @@ fn startup_warnings_go_to_the_error_log() {
             )),
         "{log}"
     );
-    assert!(!server
-        .stderr_lines
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains("Warning")));
+    assert!(!server.logged("Warning"));
     assert_eq!(server.stop(), 0);
 }

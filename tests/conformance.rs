@@ -10,6 +10,7 @@
 
 use crate::common;
 
+use rgunicorn::corpus::{load, Case};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpStream};
@@ -38,48 +39,11 @@ const KNOWN_WSGI: &[(&str, &str, &str)] = &[(
      unhandled exception is a 500",
 )];
 
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/gunicorn-requests")
-}
-
 fn echoapp() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_rgunicorn"))
         .parent()
         .unwrap()
         .join("examples/echoapp")
-}
-
-/// The README's decoding of a `.http` file.
-fn decode(raw: &[u8]) -> Vec<u8> {
-    rgunicorn::decode_corpus_case(raw)
-}
-
-struct Case {
-    name: String,
-    settings: String,
-    status_default: String,
-    status_with_settings: String,
-    bytes: Vec<u8>,
-}
-
-fn load() -> Vec<Case> {
-    let dir = corpus_dir();
-    let tsv = std::fs::read_to_string(dir.join("EXPECTED.tsv")).expect("corpus EXPECTED.tsv");
-    tsv.lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let c: Vec<&str> = l.split('\t').collect();
-            let raw = std::fs::read(dir.join(c[1]).join(format!("{}.http", c[0]))).unwrap();
-            Case {
-                name: format!("{}/{}", c[1], c[0]),
-                settings: c[3].into(),
-                status_default: c[4].into(),
-                status_with_settings: c[5].into(),
-                bytes: decode(&raw),
-            }
-        })
-        .collect()
 }
 
 /// What serves the corpus.

@@ -84,25 +84,16 @@ fn vm_rss_kib(pid: i32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-fn log_has(server: &Server, needle: &str) -> bool {
-    server
-        .stderr_lines
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains(needle))
-}
-
 #[test]
 fn show_workers_is_the_live_worker_table() {
     let dir = scratch_dir("ctl-table");
     let server = Server::start(&dir, &[]);
     let socket = server.control_socket();
     server.wait_until(|| settled(&server, 2));
-    assert!(log_has(
-        &server,
-        &format!("[INFO] Control socket listening at {}", socket.display())
-    ));
+    assert!(server.logged(&format!(
+        "[INFO] Control socket listening at {}",
+        socket.display()
+    )));
     // The default mode: 0o600.
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
@@ -417,7 +408,7 @@ fn socket_mode_and_disabling() {
 
     let dir = scratch_dir("ctl-none");
     let server = Server::start(&dir, &["--no-control-socket", "--log-level", "debug"]);
-    server.wait_until(|| log_has(&server, "[DEBUG] Control socket disabled"));
+    server.wait_until(|| server.logged("[DEBUG] Control socket disabled"));
     assert!(!server.control_socket().exists());
 }
 
@@ -431,8 +422,8 @@ fn a_second_master_does_not_steal_the_socket() {
     let other = scratch_dir("ctl-second");
     let second = Server::start(&other, &["--control-socket", path]);
     let warning = format!("[WARNING] Control socket {path} is in use by another running server");
-    second.wait_until(|| log_has(&second, &warning));
-    assert!(log_has(&second, "--control-socket"));
+    second.wait_until(|| second.logged(&warning));
+    assert!(second.logged("--control-socket"));
     assert_eq!(ctl(&socket, "show stats")["pid"], first.pid());
     assert_eq!(second.stop(), 0);
     // The second master never owned it: still there, still the first's.
@@ -454,7 +445,7 @@ fn an_unusable_default_path_is_one_quiet_line() {
         "[INFO] Control socket not started: {}/.gunicorn/gunicorn.ctl:",
         home.display()
     );
-    server.wait_until(|| log_has(&server, &expected));
+    server.wait_until(|| server.logged(&expected));
     assert_eq!(server.get("/health").unwrap().0, 200);
     let lines = server.stderr_lines.lock().unwrap().clone();
     assert_eq!(
@@ -483,7 +474,7 @@ fn a_configured_path_that_fails_is_a_warning() {
         "[WARNING] Failed to start control socket: {}:",
         bad.display()
     );
-    server.wait_until(|| log_has(&server, &expected));
+    server.wait_until(|| server.logged(&expected));
     assert_eq!(server.get("/health").unwrap().0, 200);
 }
 

@@ -33,7 +33,7 @@ use std::ffi::CString;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
@@ -161,25 +161,11 @@ fn py_repr(b: &[u8]) -> String {
     s
 }
 
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/gunicorn-requests")
-}
-
-/// gunicorn's request corpus, decoded as tests/conformance.rs does.
+/// gunicorn's request corpus: (name, bytes) of each case.
 fn load_corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = corpus_dir();
-    let tsv = std::fs::read_to_string(dir.join("EXPECTED.tsv")).expect("corpus EXPECTED.tsv");
-    tsv.lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let c: Vec<&str> = l.split('\t').collect();
-            let raw = std::fs::read(dir.join(c[1]).join(format!("{}.http", c[0]))).unwrap();
-            (
-                format!("{}/{}", c[1], c[0]),
-                rgunicorn::decode_corpus_case(&raw),
-            )
-        })
+    rgunicorn::corpus::load()
+        .into_iter()
+        .map(|c| (c.name, c.bytes))
         .collect()
 }
 

@@ -210,14 +210,7 @@ fn usr2_upgrade_then_term_old_master_loses_no_request() {
     assert_eq!(new_workers.len(), 2);
     // USR2 again while the child exists is refused.
     server.signal("USR2");
-    server.wait_until(|| {
-        server
-            .stderr_lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("USR2 signal ignored. Child exists."))
-    });
+    server.wait_until(|| server.logged("USR2 signal ignored. Child exists."));
     let served = load.ok.load(Ordering::Relaxed);
     server.wait_until(|| load.ok.load(Ordering::Relaxed) > served + 200);
 
@@ -526,14 +519,7 @@ async def app(scope, receive, send):
         "served under timeout = 1: {blocked:?}"
     );
     let timed_out = format!("WORKER TIMEOUT (pid:{new_pid})");
-    server.wait_until(|| {
-        server
-            .stderr_lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains(&timed_out))
-    });
+    server.wait_until(|| server.logged(&timed_out));
     server.stop();
 }
 
@@ -545,15 +531,6 @@ fn write_conf(dir: &std::path::Path, name: &str, extra: &str) {
     std::fs::write(&tmp, text).unwrap();
     // Renamed into place: a reload never reads half a file.
     std::fs::rename(tmp, dir.join(name)).unwrap();
-}
-
-fn logged(server: &Server, text: &str) -> bool {
-    server
-        .stderr_lines
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains(text))
 }
 
 #[test]
@@ -622,7 +599,7 @@ fn a_hup_storm_boots_one_generation_at_a_time() {
     assert!(peak <= 4, "peak {peak} workers for workers = 2");
     assert!(reloads < 20, "{reloads} reloads for 20 HUPs");
     assert_eq!(failed, 0, "{ok} ok");
-    assert!(logged(&server, "Reload deferred"));
+    assert!(server.logged("Reload deferred"));
     assert_eq!(server.stop(), 0);
 }
 
@@ -681,14 +658,7 @@ fn a_changed_bind_applies_on_hup() {
         unix.display()
     );
     // Written before the workers forked; the reader thread may still lag.
-    server.wait_until(|| {
-        server
-            .stderr_lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.ends_with(&listening))
-    });
+    server.wait_until(|| !server.log_lines(|l| l.ends_with(&listening)).is_empty());
     // The old port closes once its workers have finished what they had.
     assert_eq!(slow.join().unwrap().unwrap(), (200, "slept".to_string()));
     server.wait_until(|| TcpStream::connect(("127.0.0.1", a)).is_err());
@@ -704,14 +674,11 @@ fn a_changed_bind_applies_on_hup() {
     write_conf(&dir, "bind.conf.py", &format!("bind = '127.0.0.1:{c}'"));
     server.signal("HUP");
     server.wait_until(|| {
-        logged(
-            &server,
-            &format!(
-                "[ERROR] Reload: bind not changed: Can't connect to ('127.0.0.1', {c}); \
+        server.logged(&format!(
+            "[ERROR] Reload: bind not changed: Can't connect to ('127.0.0.1', {c}); \
                  still listening at: http://127.0.0.1:{b},unix:{}",
-                unix.display()
-            ),
-        )
+            unix.display()
+        ))
     });
     // The reload itself goes on: a new generation replaces the old one.
     server.wait_until(|| {
@@ -730,14 +697,7 @@ fn a_changed_bind_applies_on_hup() {
     server.wait_until(|| get(c, "/health").is_ok_and(|(s, _)| s == 200));
     let listening = format!("[INFO] Listening at: http://127.0.0.1:{c}");
     // Written before the workers forked; the reader thread may still lag.
-    server.wait_until(|| {
-        server
-            .stderr_lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.ends_with(&listening))
-    });
+    server.wait_until(|| !server.log_lines(|l| l.ends_with(&listening)).is_empty());
     server.wait_until(|| TcpStream::connect(("127.0.0.1", b)).is_err() && !unix.exists());
     assert_eq!(server.stop(), 0);
 }

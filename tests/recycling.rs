@@ -19,17 +19,6 @@ fn rss_mib(pid: i32) -> u64 {
     pages * 4096 / (1024 * 1024)
 }
 
-fn log_lines(server: &Server, needle: &str) -> Vec<String> {
-    server
-        .stderr_lines
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.contains(needle))
-        .cloned()
-        .collect()
-}
-
 /// Index of the first hook line starting with `prefix`.
 fn hook_index(hooks: &[String], prefix: &str) -> usize {
     hooks
@@ -86,9 +75,9 @@ fn a_worker_above_max_worker_memory_is_replaced() {
     assert!(rss_mib(big) > LIMIT_MIB, "the allocation is resident");
 
     let needle = format!("(pid: {big}) exceeded max_worker_memory (");
-    server.wait_until(|| !log_lines(&server, &needle).is_empty());
+    server.wait_until(|| server.logged(&needle));
     let took = allocated.elapsed();
-    let line = log_lines(&server, &needle).remove(0);
+    let line = server.log_lines(|l| l.contains(&needle)).remove(0);
     assert!(
         line.contains(&format!(
             " MiB > {LIMIT_MIB} MiB) 3 times in a row: replacing it"
@@ -152,10 +141,9 @@ fn workers_are_replaced_after_max_worker_lifetime() {
     server.wait_until(|| second.contains(&serving_pid(&server)));
     for pid in &first {
         server.wait_until(|| !alive(*pid));
-        let lines = log_lines(
-            &server,
-            &format!("(pid: {pid}) reached max_worker_lifetime (2 s"),
-        );
+        let needle = format!("(pid: {pid}) reached max_worker_lifetime (2 s");
+        server.wait_until(|| server.logged(&needle));
+        let lines = server.log_lines(|l| l.contains(&needle));
         assert_eq!(lines.len(), 1, "{pid}");
         assert!(lines[0].contains("[INFO]"), "{}", lines[0]);
     }
@@ -194,6 +182,6 @@ fn lifetime_recycling_loses_no_request_under_load() {
     let (ok, failed) = load.finish();
     eprintln!("max_worker_lifetime=1 (+0-1 s): {ok} requests served, {failed} failed");
     assert_eq!(failed, 0, "{ok} ok");
-    assert!(log_lines(&server, "reached max_worker_lifetime").len() >= 4);
+    assert!(server.log_count("reached max_worker_lifetime") >= 4);
     assert_eq!(server.stop(), 0);
 }

@@ -73,16 +73,6 @@ fn body(server: &Server) -> String {
     server.get("/health").map(|(_, b)| b).unwrap_or_default()
 }
 
-fn log_count(server: &Server, needle: &str) -> usize {
-    server
-        .stderr_lines
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.contains(needle))
-        .count()
-}
-
 const GREETING_APP: &str = "\
 from greeting import GREETING
 
@@ -134,14 +124,14 @@ fn a_module_edit_replaces_every_worker_with_no_failed_request() {
     assert_eq!(failed, 0, "{ok} ok");
     let greeting = dir.join("greeting.py");
     assert_eq!(
-        log_count(
-            &server,
-            &format!("Worker reloading: {} modified", greeting.display())
-        ),
+        server.log_count(&format!(
+            "Worker reloading: {} modified",
+            greeting.display()
+        )),
         1
     );
     assert_eq!(
-        log_count(&server, "Reloader is on. Use in development only!"),
+        server.log_count("Reloader is on. Use in development only!"),
         1
     );
     assert_eq!(server.stop(), 0);
@@ -190,14 +180,14 @@ fn extra_files_and_patterns_reload() {
     // Created after the start: picked up by the pattern (no reload for
     // the creation itself), then its first edit reloads.
     std::fs::write(dir.join("templates/two.txt"), "c1").unwrap();
-    let reloads = log_count(&server, "Worker reloading:");
+    let reloads = server.log_count("Worker reloading:");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         // Saved until the reloader knows the file (patterns are expanded
         // once a second), each save given time to be seen.
         save(&dir.join("templates/two.txt"), "c2");
         if within(Duration::from_millis(1500), || {
-            log_count(&server, "Worker reloading:") > reloads
+            server.log_count("Worker reloading:") > reloads
         }) {
             break;
         }
@@ -298,16 +288,13 @@ fn a_burst_of_saves_is_one_reload() {
         .iter()
         .filter(|g| **g >= Duration::from_millis(200))
         .count();
-    let reloads = log_count(&server, "Worker reloading:");
+    let reloads = server.log_count("Worker reloading:");
     assert!(
         reloads >= 1 && reloads <= 1 + pauses,
         "{reloads} reloads, gaps between saves {gaps:?}"
     );
     // 2 workers at the start, 2 for each reload.
-    assert_eq!(
-        log_count(&server, "Booting worker with pid"),
-        2 + 2 * reloads
-    );
+    assert_eq!(server.log_count("Booting worker with pid"), 2 + 2 * reloads);
     assert_eq!(server.stop(), 0);
 }
 
@@ -362,7 +349,7 @@ fn reload_with_preload_replaces_the_workers_but_keeps_the_code_as_gunicorn() {
         }
         let now = body(&server);
         assert!(now.starts_with("v1 "), "{}: {now}", program.display());
-        assert!(log_count(&server, "Worker reloading:") >= 1);
+        assert!(server.log_count("Worker reloading:") >= 1);
         assert_eq!(server.stop(), 0, "{}", program.display());
     }
 }
@@ -381,7 +368,7 @@ fn the_poll_engine_reloads_too() {
     server.wait_until(|| body(&server) == "v2");
     let (ok, failed) = load.finish();
     assert_eq!(failed, 0, "{ok} ok");
-    assert_eq!(log_count(&server, "Worker reloading:"), 1);
+    assert_eq!(server.log_count("Worker reloading:"), 1);
     assert_eq!(server.stop(), 0);
 }
 
@@ -417,7 +404,7 @@ fn a_boot_failure_keeps_the_serving_workers_until_the_next_change() {
     std::fs::write(dir.join("greeting.py"), "GREETING = 'v1'\nFAIL = False\n").unwrap();
     let server = start(&dir, "app:app", &["--reload"]);
     // The app imports `greeting` in its lifespan startup.
-    server.wait_until(|| log_count(&server, "Application startup complete.") == 2);
+    server.wait_until(|| server.log_count("Application startup complete.") == 2);
     assert_eq!(body(&server), "v1");
     let before = workers(&server);
     let client = Load::recording(server.port, 4);
@@ -425,11 +412,8 @@ fn a_boot_failure_keeps_the_serving_workers_until_the_next_change() {
     save(&dir.join("greeting.py"), "GREETING = 'v2'\nFAIL = True\n");
     // The replacements went; the first workers are all that is left.
     server.wait_until(|| {
-        log_count(
-            &server,
-            "the workers that serve go on until the next change",
-        ) == 1
-            && log_count(&server, "Booting worker with pid") == 4
+        server.log_count("the workers that serve go on until the next change") == 1
+            && server.log_count("Booting worker with pid") == 4
             && workers(&server) == before
     });
     assert_eq!(body(&server), "v1");

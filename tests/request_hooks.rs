@@ -127,14 +127,7 @@ fn pre_and_post_request_as_gunicorn() {
         post.contains(r#""env_empty": true"#) && post.contains(r#""status": null"#),
         "{post}"
     );
-    server.wait_until(|| {
-        server
-            .stderr_lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("pre_request failed on purpose"))
-    });
+    server.wait_until(|| server.logged("pre_request failed on purpose"));
 
     // A failing post_request: logged, the response as the app made it.
     let resp = raw(
@@ -143,13 +136,8 @@ fn pre_and_post_request_as_gunicorn() {
     );
     assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
     server.wait_until(|| {
-        let lines = server.stderr_lines.lock().unwrap();
-        lines
-            .iter()
-            .any(|l| l.contains("Exception in post_request hook"))
-            && lines
-                .iter()
-                .any(|l| l.contains("post_request failed on purpose"))
+        server.logged("Exception in post_request hook")
+            && server.logged("post_request failed on purpose")
     });
     assert_eq!(server.stop(), 0);
 }
@@ -208,12 +196,9 @@ fn a_failing_pre_request_is_logged_with_method_and_target_as_gunicorn() {
         );
         assert!(resp.starts_with("HTTP/1.1 500"), "{program:?}: {resp}");
         server.wait_until(|| {
-            server
-                .stderr_lines
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.ends_with("[ERROR] Error handling request GET /boom-pre?x=1"))
+            !server
+                .log_lines(|l| l.ends_with("[ERROR] Error handling request GET /boom-pre?x=1"))
+                .is_empty()
         });
         assert_eq!(server.stop(), 0, "{program:?}");
     }

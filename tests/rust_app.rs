@@ -49,11 +49,9 @@ fn a_panicking_handler_gets_a_500_and_the_worker_lives() {
     assert_eq!(server.worker_pids(), worker, "same worker");
     // The error line is written before the 500; the reader thread may lag.
     server.wait_until(|| {
-        server.stderr_lines.lock().unwrap().iter().any(|l| {
-            l.contains(
-                "[ERROR] Error handling request: the app panicked: testapp: /panic was asked for",
-            )
-        })
+        server.logged(
+            "[ERROR] Error handling request: the app panicked: testapp: /panic was asked for",
+        )
     });
     assert_eq!(server.stop(), 0);
 }

@@ -339,22 +339,13 @@ fn a_full_worker_closes_idle_connections_first_then_the_oldest_slow_head() {
             && metrics.contains("rgunicorn_connections_reclaimed_total{reason=\"slow_head\"} 1\n"),
         "{metrics}"
     );
-    let logged = |what: &str| {
-        server
-            .stderr_lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains("[DEBUG]") && l.contains(what))
-            .count()
-    };
     // The counters are shared memory; the log lines come through a pipe and
     // may still be on their way.
-    const IDLE: &str = "Closed an idle keep-alive connection";
-    const SLOW: &str = "Closed a connection without a complete request";
-    server.wait_until(|| logged(IDLE) >= 1 && logged(SLOW) >= 1);
-    assert_eq!(logged(IDLE), 1);
-    assert_eq!(logged(SLOW), 1);
+    const IDLE: &str = "[DEBUG] Closed an idle keep-alive connection";
+    const SLOW: &str = "[DEBUG] Closed a connection without a complete request";
+    server.wait_until(|| server.logged(IDLE) && server.logged(SLOW));
+    assert_eq!(server.log_count(IDLE), 1);
+    assert_eq!(server.log_count(SLOW), 1);
     drop((slow_young, third, fifth));
     assert_eq!(server.stop(), 0);
 }

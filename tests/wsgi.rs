@@ -1007,14 +1007,8 @@ fn worker_class_subclasses_of_gunicorns_wsgi_workers_serve_wsgi() {
         let server = start(&rgunicorn(), &dir, &args);
         let resp = get(server.port, "/health");
         assert_eq!((resp.status, resp.text()), (200, "ok".to_string()));
-        let warnings: Vec<String> = server
-            .stderr_lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains("[WARNING]") && l.contains("worker_class"))
-            .cloned()
-            .collect();
+        let warnings: Vec<String> =
+            server.log_lines(|l| l.contains("[WARNING]") && l.contains("worker_class"));
         if args.len() == 1 {
             assert_eq!(warnings.len(), 1, "{warnings:?}");
             assert!(warnings[0].contains("handle_request()"), "{warnings:?}");

@@ -753,21 +753,9 @@ async fn serve_stream<S>(
             }
             #[allow(unreachable_code)]
             let io = GatedIo::new(TokioIo::new(stream), limits, peer);
-            let proxy = io.proxy_info_sink();
-            let proto = Proto::H1 {
-                raw: io.raw_switch(),
-                gated: true,
-                heard: Some(io.heard()),
-            };
-            Connection {
-                io,
-                fd,
-                proto,
-                addrs,
-                proxy,
-            }
-            .run(setup, served, drain)
-            .await
+            Connection::gated(io, fd, addrs)
+                .run(setup, served, drain)
+                .await
         }
         Some(tls) => {
             let remote = peer.map(|ip| ip.to_string()).unwrap_or_default();
@@ -791,22 +779,10 @@ async fn serve_stream<S>(
                 }
             }
             let io = GatedIo::new(TokioIo::new(stream), limits, peer);
-            let proxy = io.proxy_info_sink();
-            let proto = Proto::H1 {
-                raw: io.raw_switch(),
-                gated: true,
-                heard: Some(io.heard()),
-            };
             // No fd: on abort the signal thread can't answer inside TLS.
-            Connection {
-                io,
-                fd: -1,
-                proto,
-                addrs,
-                proxy,
-            }
-            .run(setup, served, drain)
-            .await
+            Connection::gated(io, -1, addrs)
+                .run(setup, served, drain)
+                .await
         }
     }
 }
@@ -1172,6 +1148,25 @@ struct Connection<I> {
     addrs: ConnAddrs,
     /// What a PROXY protocol header said, once the gate has read it.
     proxy: Option<Arc<OnceLock<ProxyInfo>>>,
+}
+
+impl<T> Connection<GatedIo<T>> {
+    /// An HTTP/1 connection framed by the gate.
+    fn gated(io: GatedIo<T>, fd: RawFd, addrs: ConnAddrs) -> Self {
+        let proto = Proto::H1 {
+            raw: io.raw_switch(),
+            gated: true,
+            heard: Some(io.heard()),
+        };
+        let proxy = io.proxy_info_sink();
+        Connection {
+            io,
+            fd,
+            proto,
+            addrs,
+            proxy,
+        }
+    }
 }
 
 impl<I> Connection<I>

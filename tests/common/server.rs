@@ -219,6 +219,25 @@ impl Server {
         }
     }
 
+    /// The stderr lines so far that match `pred`. A line comes through a
+    /// pipe and a reader thread after whatever the server did: wait for
+    /// it ([`Server::wait_until`]) rather than expect it at once.
+    pub fn log_lines(&self, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        let lines = self.stderr_lines.lock().unwrap();
+        lines.iter().filter(|l| pred(l)).cloned().collect()
+    }
+
+    /// How many stderr lines so far contain `text`.
+    pub fn log_count(&self, text: &str) -> usize {
+        let lines = self.stderr_lines.lock().unwrap();
+        lines.iter().filter(|l| l.contains(text)).count()
+    }
+
+    /// Whether a stderr line so far contains `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.log_count(text) > 0
+    }
+
     /// The Prometheus port, from the master's `Metrics at:` line.
     pub fn metrics_port(&self) -> u16 {
         let lines = self.stderr_lines.lock().unwrap();

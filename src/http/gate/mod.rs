@@ -49,6 +49,7 @@ use std::task::{ready, Context, Poll};
 
 mod chunked;
 mod classes;
+pub mod corpus;
 mod error;
 mod gated_io;
 mod head;
@@ -458,44 +459,4 @@ impl<'a> Iterator for CrlfLines<'a> {
             }
         }
     }
-}
-
-/// The decoding of a `.http` case of gunicorn's request corpus (its
-/// README's rules); used by the conformance tests. Panics on a bad escape.
-pub fn decode_corpus_case(raw: &[u8]) -> Vec<u8> {
-    let s: Vec<u8> = raw.iter().copied().filter(|&c| c != b'\n').collect();
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] != b'\\' {
-            out.push(s[i]);
-            i += 1;
-            continue;
-        }
-        match s.get(i + 1) {
-            Some(b'r') if s[i + 2..].starts_with(b"\\n") => {
-                out.extend_from_slice(b"\r\n");
-                i += 4;
-            }
-            Some(b'0') => {
-                out.push(0);
-                i += 2;
-            }
-            Some(b'n') => {
-                out.push(b'\n');
-                i += 2;
-            }
-            Some(b't') => {
-                out.push(b'\t');
-                i += 2;
-            }
-            Some(b'x') => {
-                let h = std::str::from_utf8(&s[i + 2..i + 4]).unwrap();
-                out.push(u8::from_str_radix(h, 16).unwrap());
-                i += 4;
-            }
-            other => panic!("bad escape {other:?}"),
-        }
-    }
-    out
 }

@@ -3,58 +3,6 @@
 
 use super::*;
 
-use std::path::{Path, PathBuf};
-
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/gunicorn-requests")
-}
-
-fn decode(raw: &[u8]) -> Vec<u8> {
-    super::decode_corpus_case(raw)
-}
-
-pub(super) struct Case {
-    pub name: String,
-    pub set: String,
-    pub class: String,
-    pub settings: Vec<(String, String)>,
-    pub status_default: String,
-    pub status_with_settings: String,
-    pub bytes: Vec<u8>,
-}
-
-pub(super) fn load_corpus() -> Vec<Case> {
-    let dir = corpus_dir();
-    let tsv = std::fs::read_to_string(dir.join("EXPECTED.tsv")).expect("corpus EXPECTED.tsv");
-    tsv.lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let c: Vec<&str> = l.split('\t').collect();
-            let settings = if c[3] == "-" {
-                vec![]
-            } else {
-                c[3].split(';')
-                    .map(|kv| {
-                        let (k, v) = kv.split_once('=').unwrap();
-                        (k.trim().to_string(), v.trim().to_string())
-                    })
-                    .collect()
-            };
-            let raw = std::fs::read(dir.join(c[1]).join(format!("{}.http", c[0]))).unwrap();
-            Case {
-                name: format!("{}/{}", c[1], c[0]),
-                set: c[1].into(),
-                class: c[2].into(),
-                settings,
-                status_default: c[4].into(),
-                status_with_settings: c[5].into(),
-                bytes: decode(&raw),
-            }
-        })
-        .collect()
-}
-
 fn py_literal(v: &str) -> String {
     v.trim_matches(|c| c == '\'' || c == '"').to_string()
 }
@@ -219,7 +167,7 @@ pub(super) const KNOWN: &[(&str, &str)] = &[(
 
 #[test]
 fn corpus_framer_only() {
-    let cases = load_corpus();
+    let cases = corpus::load();
     assert!(cases.len() >= 140, "corpus not found or short");
     let (mut ok_d, mut ok_s, mut n_s) = (0, 0, 0);
     let mut failures = Vec::new();
@@ -236,17 +184,17 @@ fn corpus_framer_only() {
                 c.name, c.status_default, got
             ));
         }
-        if c.set == "invalid" && c.settings.is_empty() {
+        if c.set == "invalid" && c.settings == "-" {
             let (_, _, err) = run_steps(&defaults, &c.bytes, usize::MAX / 2);
             let class = err.map(|e| e.class).unwrap_or("-");
             if class != c.class {
                 class_mismatch.push(format!("{}: want {} got {}", c.name, c.class, class));
             }
         }
-        if !c.settings.is_empty() {
+        if c.settings != "-" {
             n_s += 1;
             let mut l = Limits::default();
-            for (k, v) in &c.settings {
+            for (k, v) in &c.settings_list() {
                 apply(&mut l, k, v);
             }
             let got = statuses(&Arc::new(l), &c.bytes);
@@ -272,7 +220,7 @@ fn corpus_framer_only() {
 fn corpus_is_split_invariant() {
     // Feeding the bytes one at a time gives the same output and answer.
     let limits = Arc::new(Limits::default());
-    for c in load_corpus() {
+    for c in corpus::load() {
         let (o1, _, e1) = run_steps(&limits, &c.bytes, usize::MAX / 2);
         for step in [1, 7] {
             let (o2, _, e2) = run_steps(&limits, &c.bytes, step);
