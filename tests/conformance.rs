@@ -9,14 +9,14 @@
 //! corpus was measured), and the whole responses are compared.
 
 use crate::common;
+use crate::common::server::Server;
 
 use rgunicorn::corpus::{load, Case};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Cases where rgunicorn deliberately answers otherwise, with why.
@@ -97,28 +97,6 @@ impl App {
     }
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Start `app` with `settings` (`name=value;...`, Python literals) as
 /// config file lines; ready once a worker answers.
 fn start(app: App, settings: &str, tag: &str) -> Server {
@@ -131,7 +109,7 @@ fn start(app: App, settings: &str, tag: &str) -> Server {
         }
     }
     std::fs::write(dir.join("conformance.conf.py"), conf).unwrap();
-    let mut child = app
+    let child = app
         .command(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -143,24 +121,8 @@ fn start(app: App, settings: &str, tag: &str) -> Server {
                 app.name()
             )
         });
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let server = Server::listening(child, dir.join("hooks.log"), None, false);
     let deadline = Instant::now() + Duration::from_secs(30);
-    let port = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("{}: no 'Listening at' line", app.name()));
-        if let Some(rest) = line.split("Listening at: http://127.0.0.1:").nth(1) {
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            break digits.parse::<u16>().unwrap();
-        }
-    };
-    let server = Server { child, port };
     // Ready once a worker answers a request.
     loop {
         assert!(

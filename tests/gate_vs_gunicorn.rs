@@ -27,16 +27,17 @@
 //! `GATE_DIFF_SOAK_SECS` (default 600) seconds.
 
 use crate::common;
+use crate::common::server::Server;
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
@@ -1036,17 +1037,6 @@ fn gunicorn_answers(group: &Group, cases: &[&Case], one_read: bool) -> Vec<Vec<u
 // ---------------------------------------------------------------------------
 // rgunicorn's side: the built binary
 
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        common::server::stop_child(&mut self.child);
-    }
-}
-
 /// rgunicorn (or with `gunicorn`, gunicorn 27.0.1 with its gthread worker)
 /// serving the echo app with the group's settings.
 fn start(group: &Group, gunicorn: bool) -> Server {
@@ -1065,7 +1055,7 @@ fn start(group: &Group, gunicorn: bool) -> Server {
     } else {
         Command::new(common::rgunicorn())
     };
-    let mut child = cmd
+    let child = cmd
         .current_dir(&dir)
         .args(["wsgi_echo_environ:app", "-c", "gate.conf.py"])
         .arg("--no-control-socket")
@@ -1074,27 +1064,8 @@ fn start(group: &Group, gunicorn: bool) -> Server {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        // Drained to the end; the receiver is gone after start-up.
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let server = Server::listening(child, dir.join("hooks.log"), None, false);
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    let port = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("{}: no 'Listening at' line: {seen:#?}", group.name));
-        if let Some(rest) = line.split("Listening at: http://127.0.0.1:").nth(1) {
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            break digits.parse::<u16>().unwrap();
-        }
-        seen.push(line);
-    };
-    let server = Server { child, port };
     // Ready once a worker answers: the listener is bound before a worker
     // accepts, so the connect waits in the queue until then.
     loop {

@@ -1093,11 +1093,10 @@ impl<'py> Master<'py> {
             // Shared with `worker.max_requests`: what pre_fork or the
             // worker's own hooks write there is what the worker checks.
             max_requests: worker.borrow(py).max_requests_cell(),
-            keepalive: self.app.keepalive().unwrap_or(worker_settings.keepalive),
-            runtime_threads: worker_settings.runtime_threads,
-            header_read_timeout: worker_settings.header_read_timeout,
-            graceful_timeout: worker_settings.graceful_timeout,
-            worker_connections: worker_settings.worker_connections,
+            conn: crate::settings::Worker {
+                keepalive: self.app.keepalive().unwrap_or(worker_settings.keepalive),
+                ..worker_settings.clone()
+            },
             ppid: self.pid as i32,
             app: self.factory.clone(),
             limits: self.settings.limits.clone(),
@@ -1113,8 +1112,8 @@ impl<'py> Master<'py> {
                 }),
             tls: self.tls.clone(),
             http2: self.settings.http2.settings.clone(),
-            metrics: self.metrics.enabled(),
-            statsd: self.metrics.statsd_config(),
+            metrics: self.metrics.enabled(&self.settings.metrics),
+            statsd: self.settings.metrics.statsd.clone(),
             io_yields_to_python: self.app.python_uri().is_some()
                 && crate::python::gevent::plan().is_none(),
             reload_report: self.reloader.as_ref().map(Reloader::report_fd),
@@ -1604,7 +1603,7 @@ impl WorkerProcess<'_> {
             let served = match crate::python::gevent::plan() {
                 // This thread runs gevent's hub; tokio gets its own.
                 Some(plan) => {
-                    let limit = setup.worker_connections;
+                    let limit = setup.conn.worker_connections;
                     let io = move |hooks| worker::serve(setup, hooks);
                     crate::python::gevent::serve(py, &plan, limit, signal_hooks, io)
                 }

@@ -522,7 +522,6 @@ mod tests {
 #[derive(Default)]
 pub struct MasterMetrics {
     exporter: Option<Exporter>,
-    statsd_cfg: Option<StatsdSettings>,
     statsd: Option<Statsd>,
     log_sent: LogCountsSent,
     last_gauge: Option<std::time::Instant>,
@@ -551,17 +550,13 @@ impl MasterMetrics {
 
     /// On HUP: statsd settings afresh (`metrics_bind` is kept as bound).
     pub fn reconfigure(&mut self, settings: &crate::settings::Metrics) {
-        self.statsd_cfg = settings.statsd.clone();
-        self.statsd = self.statsd_cfg.as_ref().and_then(Statsd::connect);
+        self.statsd = settings.statsd.as_ref().and_then(Statsd::connect);
     }
 
-    /// Workers count status classes and latency.
-    pub fn enabled(&self) -> bool {
-        self.exporter.is_some() || self.statsd_cfg.is_some()
-    }
-
-    pub fn statsd_config(&self) -> Option<StatsdSettings> {
-        self.statsd_cfg.clone()
+    /// Workers count status classes and latency: an exporter is bound or
+    /// `statsd_host` is set (`settings`, as the master last loaded them).
+    pub fn enabled(&self, settings: &crate::settings::Metrics) -> bool {
+        self.exporter.is_some() || settings.statsd.is_some()
     }
 
     /// Polled with the signal pipe.

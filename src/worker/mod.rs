@@ -54,13 +54,10 @@ pub struct WorkerSetup {
     /// (`u64::MAX`: never); shared with the hooks' `worker.max_requests`,
     /// so a hook running in this worker may change it.
     pub max_requests: Arc<AtomicU64>,
-    pub keepalive: Duration,
-    /// Threads of the worker's tokio runtime (`runtime_threads`).
-    pub runtime_threads: usize,
-    /// How long a new connection may take to send its first request.
-    pub header_read_timeout: Duration,
-    pub graceful_timeout: Duration,
-    pub worker_connections: usize,
+    /// Keep-alive, first-request and drain timings, the runtime's threads
+    /// and `worker_connections` (`keepalive` is the worker class's own
+    /// where it has one, as UvicornWorker's `timeout_keep_alive`).
+    pub conn: crate::settings::Worker,
     pub ppid: i32,
     /// Called once in the worker, after fork, to make its app.
     pub app: AppFactory,
@@ -133,7 +130,7 @@ pub fn serve(setup: WorkerSetup, hooks: SignalHooks) -> Result<u64, ServeError> 
         // Python threads (which set their own role).
         crate::sys::process::set_thread_role(crate::sys::process::ThreadRole::Io);
     }
-    let runtime = match setup.runtime_threads {
+    let runtime = match setup.conn.runtime_threads {
         0 | 1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,
@@ -523,7 +520,7 @@ async fn serve_async(
         conns: Default::default(),
     };
     let (drain_tx, drain_rx) = watch::channel(false);
-    let conn_cap = Arc::new(Semaphore::new(setup.worker_connections.max(1)));
+    let conn_cap = Arc::new(Semaphore::new(setup.conn.worker_connections));
 
     for &fd in &setup.listener_fds {
         // This process's inherited copy of a master listener, its only
@@ -579,7 +576,7 @@ async fn serve_async(
     slot().set_state(SlotState::Draining);
     let _ = drain_tx.send(true);
     crate::python::hooks::release_listener_copies();
-    let deadline = tokio::time::Instant::now() + setup.graceful_timeout;
+    let deadline = tokio::time::Instant::now() + setup.conn.graceful_timeout;
     while slot().connections.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
         slot().beat();
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -759,7 +756,10 @@ async fn serve_stream<S>(
         }
         Some(tls) => {
             let remote = peer.map(|ip| ip.to_string()).unwrap_or_default();
-            let Some(stream) = tls.accept(stream, setup.header_read_timeout, &remote).await else {
+            let Some(stream) = tls
+                .accept(stream, setup.conn.header_read_timeout, &remote)
+                .await
+            else {
                 return;
             };
             addrs.tls = true;
@@ -1059,9 +1059,9 @@ macro_rules! drive {
         // head is cut off); after each response, `keepalive`.
         let idle_limit_ms = || {
             if state.responded.load(Ordering::Acquire) {
-                $setup.keepalive.as_millis() as u64
+                $setup.conn.keepalive.as_millis() as u64
             } else {
-                $setup.header_read_timeout.as_millis() as u64
+                $setup.conn.header_read_timeout.as_millis() as u64
             }
         };
         loop {
@@ -1409,7 +1409,7 @@ where
                 builder
                     .timer(TokioTimer::new())
                     // keepalive = 0 is gunicorn's "no keep-alive".
-                    .keep_alive(!setup.keepalive.is_zero())
+                    .keep_alive(!setup.conn.keepalive.is_zero())
                     .half_close(true)
                     // Idle and slow-client deadlines are `drive`'s: hyper's
                     // would also cut idle keep-alive connections.

@@ -135,14 +135,38 @@ impl Server {
                 None => cmd.env_remove(k),
             };
         }
-        let mut child = cmd.spawn().unwrap();
+        let child = cmd.spawn().unwrap();
+        // The Listening line is on stderr, or in the --error-logfile.
+        let log_file = extra_args
+            .iter()
+            .position(|a| *a == "--error-logfile")
+            .map(|i| dir.join(extra_args[i + 1]));
+        let server = Server::listening(child, hook_log, log_file.as_deref(), true);
+        // Ready once a worker answers (any status: not every app has /health).
+        server.wait_until(|| server.get("/health").is_ok_and(|(s, _)| s != 0));
+        server
+    }
+
+    /// `child`, spawned with its stderr piped, once its `Listening at:`
+    /// line gives its port (read from stderr, or from `log_file` when the
+    /// error log goes there), within 20 s. Its stderr is kept (see
+    /// [`Server::log_lines`]) and, with `echo`, copied to the test's. It may
+    /// have no worker ready yet.
+    pub fn listening(
+        mut child: Child,
+        hook_log: std::path::PathBuf,
+        log_file: Option<&Path>,
+        echo: bool,
+    ) -> Server {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         let stderr_lines = Arc::new(std::sync::Mutex::new(Vec::new()));
         let lines = stderr_lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("server: {line}");
+                if echo {
+                    eprintln!("server: {line}");
+                }
                 lines.lock().unwrap().push(line.clone());
                 // The receiver goes away after start-up; keep draining.
                 let _ = tx.send(line);
@@ -153,15 +177,16 @@ impl Server {
             let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
             digits.parse::<u16>().ok()
         };
-        // The Listening line is on stderr, or in the --error-logfile.
-        let log_file = extra_args
-            .iter()
-            .position(|a| *a == "--error-logfile")
-            .map(|i| dir.join(extra_args[i + 1]));
         let deadline = Instant::now() + Duration::from_secs(20);
         let port = loop {
-            assert!(Instant::now() < deadline, "no Listening line");
-            if let Some(path) = &log_file {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!(
+                    "no Listening line; stderr: {:#?}",
+                    stderr_lines.lock().unwrap()
+                );
+            }
+            if let Some(path) = log_file {
                 if let Some(port) = std::fs::read_to_string(path).ok().and_then(|t| port_in(&t)) {
                     break port;
                 }
@@ -172,15 +197,12 @@ impl Server {
                 }
             }
         };
-        let server = Server {
+        Server {
             child,
             port,
             hook_log,
             stderr_lines,
-        };
-        // Ready once a worker answers (any status: not every app has /health).
-        server.wait_until(|| server.get("/health").is_ok_and(|(s, _)| s != 0));
-        server
+        }
     }
 
     pub fn pid(&self) -> i32 {
