@@ -203,3 +203,62 @@ fn a_failing_pre_request_is_logged_with_method_and_target_as_gunicorn() {
         assert_eq!(server.stop(), 0, "{program:?}");
     }
 }
+
+/// A real config's request timing: `pre_request` sets an attribute on
+/// `req`, `post_request` reads it back from the same object.
+const TIMING_CONF: &str = r#"
+bind = "127.0.0.1:0"
+workers = 1
+import os, json, time
+LOG = os.environ["HOOK_LOG"] + ".req"
+SEEN = []
+def pre_request(worker, req):
+    req.start_time = time.time()
+    req.tag = "pre:" + req.path
+    SEEN.append(req)
+def post_request(worker, req, environ, resp):
+    with open(LOG, "a") as f:
+        f.write(json.dumps({"path": req.path, "tag": getattr(req, "tag", None),
+                            "same": req is SEEN[-1],
+                            "timed": time.time() >= getattr(req, "start_time", 1e12),
+                            "status": resp.status}, sort_keys=True) + "\n")
+"#;
+
+#[test]
+fn attributes_pre_request_sets_on_req_reach_post_request_as_in_gunicorn() {
+    let dir = scratch_dir("reqhooks-attrs");
+    std::fs::write(dir.join("timing.conf.py"), TIMING_CONF).unwrap();
+    std::fs::write(
+        dir.join("plain_app.py"),
+        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n",
+    )
+    .unwrap();
+    // gunicorn's sync worker, rgunicorn with the same WSGI app, and
+    // rgunicorn's built-in Rust app (the hooks serve every kind of app).
+    for (program, app) in [
+        (gunicorn(), "plain_app"),
+        (rgunicorn(), "plain_app"),
+        (rgunicorn(), "rgunicorn:health"),
+    ] {
+        let server = Server::start_program(&program, app, &dir, &["-c", "timing.conf.py"]);
+        let resp = raw(
+            server.port,
+            "GET /timed HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert!(resp.contains("\r\n\r\n"), "{program:?} {app}: {resp}");
+        server.wait_until(|| records(&server).iter().any(|l| l.contains("/timed")));
+        let post = records(&server)
+            .into_iter()
+            .find(|l| l.contains(r#""path": "/timed""#))
+            .unwrap();
+        for want in [
+            r#""same": true"#,
+            r#""tag": "pre:/timed""#,
+            r#""timed": true"#,
+        ] {
+            assert!(post.contains(want), "{program:?} {app}: {want} in {post}");
+        }
+        assert_eq!(server.stop(), 0, "{program:?} {app}");
+        std::fs::remove_file(format!("{}.req", server_log(&dir))).ok();
+    }
+}

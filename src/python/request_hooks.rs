@@ -42,6 +42,10 @@ pub struct RequestInfo {
     scheme: &'static str,
     remote_addr: String,
     remote_port: u16,
+    /// The `req` object, made for the first hook that runs and passed to
+    /// the other: attributes `pre_request` sets (`req.start_time = ...`)
+    /// are there in `post_request`, as with gunicorn's one `Request`.
+    py_req: std::sync::OnceLock<Py<PyAny>>,
 }
 
 /// What `post_request` sees of the response.
@@ -196,12 +200,14 @@ impl RequestInfo {
             },
             remote_addr: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
             remote_port: peer.map(|p| p.port()).unwrap_or(0),
+            py_req: std::sync::OnceLock::new(),
         }
     }
 }
 
-/// gunicorn's `Request` as the hooks use it.
-#[pyclass(module = "rgunicorn", name = "Request", get_all)]
+/// gunicorn's `Request` as the hooks use it; hooks may set attributes of
+/// their own on it (`dict`).
+#[pyclass(module = "rgunicorn", name = "Request", get_all, dict)]
 struct PyRequest {
     method: String,
     uri: String,
@@ -223,7 +229,19 @@ impl PyRequest {
     }
 }
 
+/// The request's `req` object: the same one for both hooks.
 fn py_request<'py>(py: Python<'py>, info: &RequestInfo) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(req) = info.py_req.get() {
+        return Ok(req.bind(py).clone());
+    }
+    let req = new_py_request(py, info)?;
+    // Hooks of one request run one after the other, never at once: the
+    // first made it, so `set` succeeds.
+    let _ = info.py_req.set(req.clone().unbind());
+    Ok(req)
+}
+
+fn new_py_request<'py>(py: Python<'py>, info: &RequestInfo) -> PyResult<Bound<'py, PyAny>> {
     let headers = PyList::empty(py);
     for (k, v) in &info.headers {
         headers.append((k, v))?;
