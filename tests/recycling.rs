@@ -2,7 +2,8 @@
 //! `max_worker_lifetime`, `max_worker_lifetime_jitter`): a worker above its
 //! memory limit for 3 samples 1 s apart, or past its lifetime, is replaced
 //! the way max_requests replaces one (replacement first, then TERM), with
-//! no failed request under a keep-alive load.
+//! no failed request under a keep-alive load. So is a worker whose hook
+//! sets `worker.alive = False`, which retires it in gunicorn too.
 
 use crate::common;
 
@@ -184,4 +185,64 @@ fn lifetime_recycling_loses_no_request_under_load() {
     assert_eq!(failed, 0, "{ok} ok");
     assert!(server.log_count("reached max_worker_lifetime") >= 4);
     assert_eq!(server.stop(), 0);
+}
+
+/// A real config's memory guard: `post_request` sets `worker.alive =
+/// False` (here on one path) and gunicorn's worker leaves its loop.
+const NOT_ALIVE_CONF: &str = r#"
+bind = "127.0.0.1:0"
+workers = 1
+graceful_timeout = 10
+import os
+HOOK_LOG = os.environ["HOOK_LOG"]
+def _rec(*parts):
+    with open(HOOK_LOG, "a") as f:
+        f.write(" ".join(str(p) for p in parts) + "\n")
+def post_worker_init(worker): _rec("post_worker_init", worker.pid)
+def post_request(worker, req, environ, resp):
+    if req.path == "/retire":
+        worker.alive = False
+def worker_exit(server, worker): _rec("worker_exit", worker.pid)
+"#;
+
+const PID_APP: &str = "import os\ndef application(environ, start_response):\n    body = str(os.getpid()).encode()\n    start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n";
+
+#[test]
+fn worker_alive_false_in_a_hook_retires_the_worker_as_in_gunicorn() {
+    let dir = scratch_dir("recycle-not-alive");
+    std::fs::write(dir.join("pid_app.py"), PID_APP).unwrap();
+    for program in [gunicorn(), rgunicorn()] {
+        let ours = program == rgunicorn();
+        let server = Server::start_conf(&program, "pid_app", &dir, NOT_ALIVE_CONF, &[]);
+        server.wait_until(|| count(&server.hooks(), "post_worker_init") == 1);
+        let pid = |path: &str| -> i32 {
+            let (status, body) = server.get(path).unwrap();
+            assert_eq!(status, 200, "{program:?} {path}: {body}");
+            body.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{program:?} {path}: {body:?}"))
+        };
+        let first = pid("/");
+        // rgunicorn: a keep-alive load throughout loses nothing (gunicorn's
+        // sync worker closes each connection, so it is not loaded here).
+        let load = ours.then(|| Load::start(server.port, 4));
+        assert_eq!(pid("/retire"), first, "{program:?}");
+        server.wait_until(|| pid("/") != first);
+        server.wait_until(|| server.hooks().contains(&format!("worker_exit {first}")));
+        server.wait_until(|| !server.worker_pids().contains(&first));
+        if let Some(load) = load {
+            let (ok, failed) = load.finish();
+            assert_eq!(failed, 0, "{ok} ok");
+            // Replacement first, then the old worker's exit.
+            let hooks = server.hooks();
+            let new = pid("/");
+            assert!(
+                hook_index(&hooks, &format!("post_worker_init {new}"))
+                    < hook_index(&hooks, &format!("worker_exit {first}")),
+                "{hooks:#?}"
+            );
+        }
+        assert_eq!(server.stop(), 0, "{program:?}");
+        std::fs::remove_file(dir.join("hooks.log")).ok();
+    }
 }

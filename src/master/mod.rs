@@ -45,7 +45,7 @@ use crate::settings::Settings;
 use crate::sys::notify::{Awaiting, Notifier};
 use crate::sys::pidfile::Pidfile;
 use crate::sys::process::{self, ChildKind, ExitKind, SignalPipe};
-use crate::sys::scoreboard::{monotonic_ms, Scoreboard, SlotState};
+use crate::sys::scoreboard::{monotonic_ms, RetireAsk, Scoreboard, SlotState};
 use crate::sys::sock::{self, BindOptions, Listener};
 use crate::worker::{self, WorkerSetup};
 
@@ -1248,12 +1248,17 @@ impl<'py> Master<'py> {
     /// retire the replaced ones once the replacements serve; on TTOU, stop
     /// the oldest extra workers.
     fn manage_workers(&mut self) -> Result<(), Unhandled> {
-        // A worker that reached max_requests asks for its replacement.
+        // A worker that reached max_requests, or whose hooks set
+        // `worker.alive = False`, asks for its replacement.
         for w in self.workers.values_mut() {
-            if !w.retiring && self.board.slot(w.slot).state() == SlotState::WantsRetire {
+            let slot = self.board.slot(w.slot);
+            if !w.retiring && slot.state() == SlotState::WantsRetire {
                 w.retiring = true;
                 w.retiring_since = Some(Instant::now());
-                w.cause = Some(RestartCause::MaxRequests);
+                w.cause = Some(match slot.retire_ask() {
+                    RetireAsk::MaxRequests => RestartCause::MaxRequests,
+                    RetireAsk::NotAlive => RestartCause::NotAlive,
+                });
             }
         }
         let active = |m: &Self| m.workers.values().filter(|w| !w.retiring).count();

@@ -47,10 +47,12 @@ pub enum RestartCause {
     MaxWorkerMemory = 6,
     /// `worker kill PID` on the control socket.
     Control = 7,
+    /// A hook in the worker set `worker.alive = False`.
+    NotAlive = 8,
 }
 
 impl RestartCause {
-    pub const ALL: [RestartCause; 8] = [
+    pub const ALL: [RestartCause; 9] = [
         RestartCause::Timeout,
         RestartCause::MaxRequests,
         RestartCause::Crash,
@@ -59,6 +61,7 @@ impl RestartCause {
         RestartCause::MaxWorkerLifetime,
         RestartCause::MaxWorkerMemory,
         RestartCause::Control,
+        RestartCause::NotAlive,
     ];
 
     pub fn label(self) -> &'static str {
@@ -71,6 +74,7 @@ impl RestartCause {
             RestartCause::MaxWorkerLifetime => "max_worker_lifetime",
             RestartCause::MaxWorkerMemory => "max_worker_memory",
             RestartCause::Control => "control",
+            RestartCause::NotAlive => "not_alive",
         }
     }
 }
@@ -502,7 +506,7 @@ mod tests {
         let text = render(&Snapshot {
             totals,
             workers: 2,
-            restarts: [0, 0, 1, 0, 0, 0, 0, 0],
+            restarts: [0, 0, 1, 0, 0, 0, 0, 0, 0],
         });
         assert!(text.contains("rgunicorn_request_duration_seconds_bucket{le=\"0.005\"} 2\n"));
         assert!(text.contains("rgunicorn_request_duration_seconds_bucket{le=\"0.05\"} 3\n"));

@@ -18,7 +18,8 @@ pub enum SlotState {
     Booting = 1,
     /// Accepting and serving.
     Serving = 2,
-    /// Asked the master for a replacement (max_requests reached); still serving.
+    /// Asked the master for a replacement ([`RetireAsk`] says why); still
+    /// serving.
     WantsRetire = 3,
     /// Stopped accepting, finishing its connections.
     Draining = 4,
@@ -48,6 +49,19 @@ pub struct Slot {
     /// Connections closed to make room for waiting ones, by
     /// [`Reclaimed`] reason.
     pub reclaimed: [AtomicU64; 2],
+    /// Why the worker asked for its replacement (a [`RetireAsk`]).
+    retire_ask: AtomicU32,
+}
+
+/// Why a worker asks the master for its replacement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum RetireAsk {
+    /// It reached `max_requests`.
+    MaxRequests = 0,
+    /// A hook in the worker set `worker.alive = False` (gunicorn's workers
+    /// then leave their loop after the request in hand).
+    NotAlive = 1,
 }
 
 /// Why a worker at `worker_connections` closed a connection to make room
@@ -95,6 +109,24 @@ impl Slot {
         self.state
             .compare_exchange(from as u32, to as u32, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    /// Serving -> [`SlotState::WantsRetire`], for `why`: true for the one
+    /// caller that made the change (the one to wake the master).
+    pub fn ask_retire(&self, why: RetireAsk) -> bool {
+        // Before the state: the master reads the reason once it sees the
+        // state. (A second ask, refused below, may relabel it: the reason
+        // is only a metrics label.)
+        self.retire_ask.store(why as u32, Ordering::Release);
+        self.transition(SlotState::Serving, SlotState::WantsRetire)
+    }
+
+    /// Why the worker asked for its replacement.
+    pub fn retire_ask(&self) -> RetireAsk {
+        match self.retire_ask.load(Ordering::Acquire) {
+            1 => RetireAsk::NotAlive,
+            _ => RetireAsk::MaxRequests,
+        }
     }
 
     pub fn beat(&self) {

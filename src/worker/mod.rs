@@ -43,7 +43,7 @@ use crate::http::h2::H2Settings;
 use crate::log;
 use crate::observe::access_log::{AccessLog, Record};
 use crate::python::request_hooks::{AppEnviron, RequestHooks, RequestInfo, ResponseInfo};
-use crate::sys::scoreboard::{monotonic_ms, monotonic_us, Scoreboard, SlotState};
+use crate::sys::scoreboard::{monotonic_ms, monotonic_us, RetireAsk, Scoreboard, SlotState};
 
 /// Everything a worker needs, inherited across fork (no serialisation).
 pub struct WorkerSetup {
@@ -1277,7 +1277,7 @@ where
                     // `>=`, as gunicorn: a hook may lower the threshold below
                     // the count; the state change makes it happen once.
                     if nr >= setup.max_requests.load(Ordering::Relaxed)
-                        && slot.transition(SlotState::Serving, SlotState::WantsRetire)
+                        && slot.ask_retire(RetireAsk::MaxRequests)
                     {
                         log::info("Autorestarting worker after current request.");
                         // The master starts a replacement, then sends TERM.

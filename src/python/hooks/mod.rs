@@ -26,7 +26,7 @@ use pyo3::BoundObject;
 use pyconf::Config;
 
 use crate::log::{self, Level};
-use crate::sys::scoreboard::{monotonic_ms, Scoreboard};
+use crate::sys::scoreboard::{monotonic_ms, RetireAsk, Scoreboard};
 use crate::sys::sock::Listener;
 
 mod cfg;
@@ -552,6 +552,13 @@ impl WorkerLink {
         }
     }
 
+    /// Ask the master for a replacement (`worker.alive = False`).
+    fn ask_retire(&self) {
+        if self.board.slot(self.slot).ask_retire(RetireAsk::NotAlive) {
+            crate::sys::process::wake_master();
+        }
+    }
+
     /// The last heartbeat (monotonic ms) while the slot is this worker's.
     fn last_update_ms(&self) -> u64 {
         let slot = self.board.slot(self.slot);
@@ -609,7 +616,7 @@ pub struct PyWorker {
     pub age: u64,
     #[pyo3(get, set)]
     pub nr: u64,
-    #[pyo3(get, set)]
+    /// See the `alive` setter.
     pub alive: bool,
     #[pyo3(get, set)]
     pub booted: bool,
@@ -705,6 +712,24 @@ impl PyWorker {
         self.link
             .max_requests
             .store(value.max(0) as u64, Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn alive(&self) -> bool {
+        self.alive
+    }
+
+    /// `worker.alive = False` in the worker (a `post_request` that finds
+    /// the process too big, say) retires it gracefully, as gunicorn's
+    /// workers leave their loop: the master starts a replacement, then
+    /// the worker finishes what it serves and exits. Elsewhere the flag
+    /// is only the object's.
+    #[setter]
+    fn set_alive(&mut self, alive: bool) {
+        self.alive = alive;
+        if !alive && self.link.in_worker() {
+            self.link.ask_retire();
+        }
     }
 
     /// gunicorn's `notify()`: refresh this worker's heartbeat.
