@@ -442,16 +442,25 @@ fn logging(py: Python<'_>, cfg: &Config, errorlog: Option<String>, proc_name: &s
     }
 }
 
+/// [`statsd_settings`], with a warning for a `statsd_host` of a form
+/// not supported.
 fn statsd(py: Python<'_>, cfg: &Config) -> Option<Statsd> {
+    let statsd = statsd_settings(py, cfg);
+    if statsd.is_none() && !cfg.get(py, "statsd_host").is_none() {
+        crate::log::warning("statsd_host: only host:port and unix paths are supported");
+    }
+    statsd
+}
+
+/// `statsd_host`, `statsd_prefix` and `dogstatsd_tags`; `None` when
+/// `statsd_host` is unset or of a form not supported.
+pub fn statsd_settings(py: Python<'_>, cfg: &Config) -> Option<Statsd> {
     let host = cfg.get(py, "statsd_host");
     let target = if let Ok((h, p)) = host.extract::<(String, u16)>() {
         StatsdTarget::Udp(h, p)
     } else if let Ok(path) = host.extract::<String>() {
         StatsdTarget::Unix(path)
     } else {
-        if !host.is_none() {
-            crate::log::warning("statsd_host: only host:port and unix paths are supported");
-        }
         return None;
     };
     Some(Statsd {

@@ -293,3 +293,94 @@ fn statsd_over_a_unix_datagram_socket() {
     }
     assert_eq!(server.stop(), 0);
 }
+
+/// A real config's busy-worker gauge: request hooks call the statsd
+/// methods gunicorn's logger has when `statsd_host` is set.
+const HOOK_METRICS_CONF: &str = r#"
+bind = "127.0.0.1:0"
+workers = 1
+import os
+if os.environ.get("STATSD_ADDR"):
+    statsd_host = os.environ["STATSD_ADDR"]
+    statsd_prefix = "svc"
+    dogstatsd_tags = "env:test"
+def when_ready(server):
+    server.log.info("log has increment: %s", hasattr(server.log, "increment"))
+def pre_request(worker, req):
+    if hasattr(worker.log, "increment"):
+        worker.log.increment("hook.busy", 1)
+        worker.log.info("", extra={"metric": "hook.extra", "value": 3, "mtype": "counter"})
+def post_request(worker, req, environ, resp):
+    if hasattr(worker.log, "increment"):
+        worker.log.decrement("hook.busy", 1, 0.5)
+        worker.log.gauge("hook.gauge", 7)
+        worker.log.histogram("hook.histogram", 2.5)
+        worker.log.timer("hook.timer", 12)
+"#;
+
+#[test]
+fn hooks_send_statsd_metrics_through_log_as_in_gunicorn() {
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let addr = udp.local_addr().unwrap().to_string();
+    let dir = scratch_dir("metrics-hook-statsd");
+    std::fs::write(
+        dir.join("plain_app.py"),
+        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Length', '2')])\n    return [b'ok']\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("hookmetrics.conf.py"), HOOK_METRICS_CONF).unwrap();
+    let mut seen = Vec::new();
+    for program in [gunicorn(), rgunicorn()] {
+        // Without statsd_host the methods are not there; with it they send.
+        for statsd in [None, Some(addr.as_str())] {
+            let server = Server::start_program_env(
+                &program,
+                "plain_app",
+                &dir,
+                // The last -c wins, over the one start_program_env gives.
+                &["-c", "hookmetrics.conf.py"],
+                &[("STATSD_ADDR", statsd)],
+            );
+            let want = format!("log has increment: {}", statsd.map_or("False", |_| "True"));
+            server.wait_until(|| server.logged(&want));
+            assert_eq!(server.get("/").unwrap().0, 200, "{program:?}");
+            let mut lines: Vec<String> = Vec::new();
+            if statsd.is_some() {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let mut buf = [0u8; 65536];
+                while lines.len() < 6 {
+                    assert!(Instant::now() < deadline, "{program:?}: {lines:#?}");
+                    let Ok(n) = udp.recv(&mut buf) else { continue };
+                    lines.extend(
+                        String::from_utf8_lossy(&buf[..n])
+                            .lines()
+                            .filter(|l| l.starts_with("svc.hook."))
+                            .map(str::to_string),
+                    );
+                }
+                lines.sort();
+            }
+            // The empty info() with a metric writes no line with statsd on.
+            assert!(
+                server.log_lines(|l| l.ends_with("[INFO] ")).is_empty(),
+                "{program:?}"
+            );
+            assert_eq!(server.stop(), 0, "{program:?}");
+            seen.push(lines);
+        }
+    }
+    assert_eq!(
+        seen[3],
+        [
+            "svc.hook.busy:-1|c|@0.5|#env:test",
+            "svc.hook.busy:1|c|@1.0|#env:test",
+            "svc.hook.extra:3|c|@1.0|#env:test",
+            "svc.hook.gauge:7|g|#env:test",
+            "svc.hook.histogram:2.5|h|#env:test",
+            "svc.hook.timer:12|ms|#env:test",
+        ]
+    );
+    assert_eq!(seen[1], seen[3], "gunicorn's lines, then rgunicorn's");
+}

@@ -30,6 +30,7 @@ use crate::sys::scoreboard::{monotonic_ms, RetireAsk, Scoreboard};
 use crate::sys::sock::Listener;
 
 mod cfg;
+mod statsd;
 
 pub use cfg::PyCfg;
 
@@ -39,6 +40,19 @@ pub use cfg::PyCfg;
 pub struct PyLogger {
     #[pyo3(get)]
     cfg: Py<PyCfg>,
+    /// `increment()` and the other statsd methods, with `statsd_host`.
+    statsd: Arc<statsd::StatsdLog>,
+}
+
+impl PyLogger {
+    fn new(py: Python<'_>, cfg: &Config, view: Py<PyCfg>) -> PyLogger {
+        PyLogger {
+            cfg: view,
+            statsd: Arc::new(statsd::StatsdLog::new(crate::settings::statsd_settings(
+                py, cfg,
+            ))),
+        }
+    }
 }
 
 /// gunicorn's `Logger.LOG_LEVELS`, unknown names as INFO.
@@ -90,10 +104,24 @@ macro_rules! level_methods {
                     args: &Bound<'_, PyTuple>,
                     kwargs: Option<&Bound<'_, PyDict>>,
                 ) -> PyResult<()> {
+                    // gunicorn's Statsd logger sends an `extra=` metric
+                    // from info() and debug(), and logs only a message
+                    // that is not empty.
+                    if matches!(stringify!($name), "info" | "debug")
+                        && !self.statsd.log_extra(msg, kwargs)?
+                    {
+                        return Ok(());
+                    }
                     log::count($level);
                     error_logger(py, stringify!($name), msg, args, kwargs)
                 }
             )*
+
+            /// gunicorn's statsd methods (`increment`, `decrement`,
+            /// `gauge`, `timer`, `histogram`), there with `statsd_host`.
+            fn __getattr__(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+                self.statsd.method(py, name)
+            }
 
             /// `log.exception(msg)`: the message and the traceback being handled.
             #[pyo3(signature = (msg, *args, **kwargs))]
@@ -130,6 +158,9 @@ macro_rules! level_methods {
                     _ => Level::Critical,
                 };
                 log::count(level);
+                if !self.statsd.log_extra(msg, kwargs)? {
+                    return Ok(());
+                }
                 let mut all = vec![lvl.into_pyobject(py)?.into_any(), msg.clone()];
                 all.extend(args.iter());
                 crate::python::logging::error_logger(py)?
@@ -405,12 +436,7 @@ impl PyServer {
             py,
             PyServer {
                 pid: py.None(),
-                log: Py::new(
-                    py,
-                    PyLogger {
-                        cfg: view.clone_ref(py),
-                    },
-                )?,
+                log: Py::new(py, PyLogger::new(py, cfg, view.clone_ref(py)))?,
                 app: Py::new(
                     py,
                     PyApplication {
@@ -445,7 +471,7 @@ impl PyServer {
             app.cfg = view.clone_ref(py);
             app.app_uri = cfg.app_uri.clone();
         }
-        self.log.borrow_mut(py).cfg = view.clone_ref(py);
+        *self.log.borrow_mut(py) = PyLogger::new(py, cfg, view.clone_ref(py));
         self.cfg = view;
         Ok(())
     }
