@@ -221,6 +221,12 @@ fn serve(
             eprint!("{tb}");
             Ok(1)
         }
+        Err(MasterError::Exit(code, message)) => {
+            if let Some(message) = message {
+                eprintln!("{message}");
+            }
+            Ok(code)
+        }
     }
 }
 

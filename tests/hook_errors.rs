@@ -472,6 +472,46 @@ fn startup_hook_raising_runtime_error_exits_1() {
     v.done();
 }
 
+/// A real config's guard: `on_starting` checks its secrets and calls
+/// `exit(1)`. `SystemExit` from a start-up hook ends the start with its
+/// status and no traceback, in gunicorn and here (a message instead of a
+/// number goes to stderr, as Python prints it).
+#[test]
+fn startup_hook_calling_sys_exit_exits_with_its_status_and_no_traceback() {
+    let v = Verdict::default();
+    let cases = [
+        ("on_starting", "exit(1)", 1, None),
+        ("on_starting", "sys.exit(3)", 3, None),
+        (
+            "when_ready",
+            "raise SystemExit('the database is not ready')",
+            1,
+            Some("the database is not ready"),
+        ),
+        ("when_ready", "sys.exit()", 0, None),
+    ];
+    for (hook, call, status, message) in cases {
+        let conf = format!(
+            "import sys\ndef {hook}(server):\n    _rec({hook:?}, os.getpid())\n    {call}\n"
+        );
+        let name = format!("{hook} {call}");
+        let mut codes = Vec::new();
+        for prog in BOTH {
+            let mut s = Server::start(prog, &name, &conf, &[]);
+            codes.push((prog, s.wait_exit()));
+            s.lacks(&v, "Traceback");
+            if let Some(message) = message {
+                s.has(&v, message);
+            }
+            s.eq(&v, "pre_fork calls (no worker)", s.count("pre_fork"), 0);
+            s.on_exit_ran(&v, false);
+            s.nothing_left(&v);
+        }
+        v.codes(&codes, status, &name);
+    }
+    v.done();
+}
+
 // ---------------------------------------------------------------------------
 // Main-loop hooks: "Unhandled exception in main loop", stop(False), 255,
 // no on_exit.

@@ -196,6 +196,11 @@ pub enum MasterError {
     /// A Python exception in a start-up hook: traceback, exit 1.
     #[error("{0}")]
     StartupHook(String),
+    /// A start-up hook called `sys.exit()`: its status, and no traceback
+    /// (gunicorn lets the `SystemExit` end the process). A message given
+    /// instead of a number is written to stderr, as Python does.
+    #[error("sys.exit({0}) in a start-up hook")]
+    Exit(u8, Option<String>),
 }
 
 /// Where the workers' app comes from.
@@ -336,6 +341,25 @@ impl<'py> Master<'py> {
         pyconf::config::format_traceback(self.py, e)
     }
 
+    /// A start-up hook's exception as the start's end.
+    fn startup_hook_error(&self, e: &PyErr) -> MasterError {
+        let py = self.py;
+        if !e.is_instance_of::<pyo3::exceptions::PySystemExit>(py) {
+            return MasterError::StartupHook(self.traceback(e));
+        }
+        // Python's rule for the status: None is 0, an int is itself, and
+        // anything else is printed and gives 1.
+        let code = e.value(py).getattr("code").ok();
+        match code {
+            None => MasterError::Exit(1, None),
+            Some(c) if c.is_none() => MasterError::Exit(0, None),
+            Some(c) => match c.extract::<i64>() {
+                Ok(n) => MasterError::Exit(n as u8, None),
+                Err(_) => MasterError::Exit(1, c.str().ok().map(|s| s.to_string())),
+            },
+        }
+    }
+
     /// Assigning `num_workers` fires `nworkers_changed(server, new, old)`.
     fn set_num_workers(&mut self, n: usize, old: Option<usize>) -> PyResult<()> {
         self.num_workers = n;
@@ -361,7 +385,7 @@ impl<'py> Master<'py> {
         .map_err(|e| MasterError::Startup(format!("can't open error log: {e}")))?;
         self.chown_error_log();
         self.set_num_workers(self.settings.server.workers, None)
-            .map_err(|e| MasterError::StartupHook(self.traceback(&e)))?;
+            .map_err(|e| self.startup_hook_error(&e))?;
         self.export_env()
             .map_err(|e| MasterError::Startup(e.to_string()))?;
         // preload_app: import in the master, after raw_env (gunicorn's
@@ -394,7 +418,7 @@ impl<'py> Master<'py> {
         }
         let server = self.server.clone_ref(py);
         self.hook("on_starting", (server,))
-            .map_err(|e| MasterError::StartupHook(self.traceback(&e)))?;
+            .map_err(|e| self.startup_hook_error(&e))?;
         self.signals =
             Some(SignalPipe::install().map_err(|e| MasterError::Startup(e.to_string()))?);
 
@@ -439,7 +463,7 @@ impl<'py> Master<'py> {
         });
         let server = self.server.clone_ref(py);
         self.hook("when_ready", (server,))
-            .map_err(|e| MasterError::StartupHook(self.traceback(&e)))?;
+            .map_err(|e| self.startup_hook_error(&e))?;
         process::set_title(&format!("rgunicorn: master [{}]", self.proc_name));
 
         let outcome = self.main_loop();
