@@ -144,6 +144,7 @@ fn run(argv: Vec<String>, rust_app: Option<AppFactory>, reexec: Vec<String>) -> 
                 Some(why) => format!("setting `{name}` has no effect in rgunicorn: {why}"),
             });
         }
+        crate::python::patched::check_config(py).map_err(anyhow::Error::msg)?;
         add_pythonpath(py, &settings.start)?;
         let app = match (rust_app, cfg.app_uri.as_deref()) {
             (Some(app), uri) => {
@@ -257,6 +258,7 @@ fn check_app(
 ) -> u8 {
     let python_app = app_uri.filter(|uri| *uri != BUILTIN_HEALTH_APP && !rust_app_binary);
     let refused = refuse_unserved(settings)
+        .and_then(|()| crate::python::patched::check_config(py).map_err(anyhow::Error::msg))
         .and_then(|()| crate::http::tls::load(&settings.tls).map_err(anyhow::Error::from))
         .and_then(|_| match python_app {
             Some(_) => crate::python::worker_class::resolve(py, &settings.python).map(drop),
@@ -270,7 +272,14 @@ fn check_app(
         return 0;
     };
     match import::import_app(py, uri) {
-        Ok(_) => 0,
+        // The app's import may replace gunicorn's response writer too.
+        Ok(_) => match crate::python::patched::response_writer(py) {
+            Some(replaced) => {
+                eprintln!("\nError: {}\n", replaced.refusal());
+                1
+            }
+            None => 0,
+        },
         Err(e) => {
             eprintln!("\nError while loading the application:\n");
             eprint!("{e}");

@@ -22,6 +22,7 @@ mod layout;
 mod logging;
 mod master_lifecycle;
 mod metrics;
+mod patched_gunicorn;
 mod process_management;
 mod readme_quickstart;
 mod readme_settings;

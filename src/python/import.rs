@@ -196,6 +196,16 @@ pub fn worker_app(py: Python<'_>, uri: &str) -> Result<Py<PyAny>, AppError> {
 /// it. The error's reason is logged.
 pub fn import_in_worker(py: Python<'_>, uri: &str) -> Result<Py<PyAny>, BootError> {
     let app = worker_app_or_status(py, uri)?;
+    // The app's own import may have replaced gunicorn's response writer
+    // (the config's replacement ended the start in the master).
+    if let Some(replaced) = crate::python::patched::response_writer(py) {
+        crate::log::error(&format!(
+            "Exception in worker process
+{}",
+            replaced.refusal()
+        ));
+        return Err(BootError::Worker);
+    }
     let _ = WORKER_APP.set(app.clone_ref(py));
     Ok(app)
 }

@@ -13,6 +13,8 @@
 //! - [`logging`]: Python's `logging` set up as gunicorn's, writing through
 //!   rgunicorn's logs.
 //! - [`reloader`]: `reload`, the watcher of the imported files.
+//! - [`patched`]: parts of gunicorn a config or app replaced, which
+//!   rgunicorn never calls (a replaced response writer ends the start).
 
 pub mod asgi;
 pub mod embed;
@@ -20,6 +22,7 @@ pub mod gevent;
 pub mod hooks;
 pub mod import;
 pub mod logging;
+pub mod patched;
 pub mod reloader;
 pub mod request_hooks;
 pub mod worker_class;
