@@ -882,3 +882,43 @@ fn the_gevent_websocket_worker_is_refused_by_name() {
         "{err}"
     );
 }
+
+/// An RPC framework's pattern: a GeventWorker subclass whose `handle()`
+/// gives each raw connection to its own server. rgunicorn's HTTP would
+/// serve that app something else: the start fails (here its check),
+/// naming the method. (A subclass that only wraps gunicorn's handler,
+/// calling `super()`, is not refused: `worker_class`'s unit tests.)
+#[test]
+fn a_worker_class_taking_over_connections_is_refused_by_name() {
+    let dir = scratch_dir("gevent-takeover");
+    std::fs::write(dir.join("gevent_app.py"), app_file("gevent_app.py")).unwrap();
+    std::fs::write(
+        dir.join("rpc_worker.py"),
+        "from gunicorn.workers.ggevent import GeventWorker\n\
+         class RpcWorker(GeventWorker):\n    def handle(self, listener, client, addr):\n\
+         \x20       client.setblocking(1)\n        self.wsgi.handler(client, addr)\n",
+    )
+    .unwrap();
+    let out = Command::new(rgunicorn())
+        .current_dir(&dir)
+        .args([
+            "gevent_app:app",
+            "-k",
+            "rpc_worker.RpcWorker",
+            "-b",
+            "127.0.0.1:0",
+        ])
+        .arg("--check-config")
+        .env("VIRTUAL_ENV", venv())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "worker_class \"rpc_worker.RpcWorker\" (rpc_worker.RpcWorker) overrides handle() \
+             without calling gunicorn's"
+        ),
+        "{err}"
+    );
+}

@@ -171,3 +171,30 @@ def classify(uri):
             if callable(value) or isinstance(value, (classmethod, staticmethod, property)):
                 overridden.append(attr)
     return None, name, None, []
+
+
+# gunicorn's per-connection and per-request handlers of its HTTP workers.
+_CONNECTION_HANDLERS = ("handle", "handle_request")
+
+
+def takes_over_connections(uri):
+    """The handlers (`handle`, `handle_request`) that `uri`'s class
+    overrides without calling gunicorn's: such a class serves each
+    connection its own way (another protocol than gunicorn's HTTP). An
+    override that delegates (`super().handle(...)`, or `Base.handle(self,
+    ...)`) only wraps gunicorn's and is not counted."""
+    found = load(uri)
+    if isinstance(found, str) or not inspect.isclass(found):
+        return []
+    taken = []
+    for base in found.__mro__:
+        if _path(base) in KNOWN:
+            break
+        for name in _CONNECTION_HANDLERS:
+            func = vars(base).get(name)
+            code = getattr(func, "__code__", None)
+            if code is None or name in taken:
+                continue
+            if "super" not in code.co_names and name not in code.co_names:
+                taken.append(name)
+    return taken

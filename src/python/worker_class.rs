@@ -152,6 +152,24 @@ pub fn resolve(py: Python<'_>, settings: &PythonApp) -> anyhow::Result<WorkerCla
         // gunicorn's RuntimeError text (with the import's traceback).
         Err(e) => anyhow::bail!("{}", e.value(py)),
     };
+    if matches!(kind.as_deref(), Some("sync" | "gthread" | "gevent")) {
+        let taken: Vec<String> = glue
+            .getattr("takes_over_connections")?
+            .call1((&value,))?
+            .extract()?;
+        if !taken.is_empty() {
+            anyhow::bail!(
+                "worker_class {given:?} ({name}) overrides {} without calling gunicorn's: it \
+                 serves each connection its own way, and rgunicorn's connections are served by \
+                 its Rust HTTP workers, which never call it; serve this app with gunicorn",
+                taken
+                    .iter()
+                    .map(|m| format!("{m}()"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            );
+        }
+    }
     let mut ignored: Vec<String> = Vec::new();
     let interface = match kind.as_deref() {
         Some("sync") => Interface::Wsgi { threaded: false },
@@ -417,5 +435,44 @@ mod tests {
         );
         let (k, _) = classify(code, "user_workers.Plain").unwrap();
         assert_eq!(k, None);
+    }
+
+    #[test]
+    fn a_handler_override_that_never_calls_gunicorns_takes_over_connections() {
+        pyo3::Python::initialize();
+        // A stand-in for gunicorn's SyncWorker, then: an RPC server's
+        // handle(), a metrics wrapper with super(), one naming its base.
+        let code = "class SyncWorker:\n    def handle(self, *a): pass\n\
+                    \x20   def handle_request(self, *a): pass\n\
+                    SyncWorker.__module__ = 'gunicorn.workers.sync'\n\
+                    class Rpc(SyncWorker):\n    def handle(self, listener, client, addr):\n\
+                    \x20       self.wsgi.handler(client, addr)\n\
+                    class Counting(SyncWorker):\n\
+                    \x20   def handle_request(self, *a):\n        return super().handle_request(*a)\n\
+                    class Named(SyncWorker):\n\
+                    \x20   def handle(self, *a):\n        SyncWorker.handle(self, *a)\n";
+        let taken = |class: &str| -> Vec<String> {
+            Python::attach(|py| {
+                let m = glue(py).unwrap();
+                let code = std::ffi::CString::new(code).unwrap();
+                let user =
+                    PyModule::from_code(py, &code, c"user_workers.py", c"user_workers").unwrap();
+                py.import("sys")
+                    .unwrap()
+                    .getattr("modules")
+                    .unwrap()
+                    .set_item("user_workers", user)
+                    .unwrap();
+                m.getattr("takes_over_connections")
+                    .unwrap()
+                    .call1((format!("user_workers.{class}"),))
+                    .unwrap()
+                    .extract()
+                    .unwrap()
+            })
+        };
+        assert_eq!(taken("Rpc"), ["handle"]);
+        assert!(taken("Counting").is_empty());
+        assert!(taken("Named").is_empty());
     }
 }
