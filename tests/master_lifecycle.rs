@@ -1,6 +1,7 @@
 //! The master and its workers as a child process: start-up hook order,
 //! serving the built-in app, HUP / TTIN / TTOU / max_requests under a
-//! closed-loop keep-alive load with zero failed requests, TERM.
+//! closed-loop keep-alive load with zero failed requests, TERM; a Python
+//! thread a hook starts in the master runs while the master waits.
 
 use crate::common;
 
@@ -700,4 +701,70 @@ fn a_changed_bind_applies_on_hup() {
     server.wait_until(|| !server.log_lines(|l| l.ends_with(&listening)).is_empty());
     server.wait_until(|| TcpStream::connect(("127.0.0.1", b)).is_err() && !unix.exists());
     assert_eq!(server.stop(), 0);
+}
+
+/// The memory-watcher pattern of real configs: `when_ready` starts a
+/// thread in the master that looks at `server.WORKERS` now and then and
+/// recycles a worker with `server.kill_worker(pid, SIGTERM)`.
+const WATCHER_CONF: &str = r#"
+bind = "127.0.0.1:0"
+workers = 2
+import os, signal, threading, time
+HOOK_LOG = os.environ["HOOK_LOG"]
+def _rec(*parts):
+    with open(HOOK_LOG, "a") as f:
+        f.write(" ".join(str(p) for p in parts) + "\n")
+def when_ready(server):
+    def watch():
+        killed = None
+        for tick in range(1, 1000):
+            pids = sorted(server.WORKERS)
+            _rec("tick", tick, *pids)
+            if killed is None and len(pids) == 2:
+                killed = pids[0]
+                server.kill_worker(killed, signal.SIGTERM)
+                server.kill_worker(999999999, signal.SIGTERM)  # gone: no error
+                _rec("killed", killed)
+            time.sleep(0.05)
+    threading.Thread(target=watch, daemon=True).start()
+"#;
+
+#[test]
+fn a_thread_started_in_when_ready_runs_and_recycles_a_worker_as_in_gunicorn() {
+    let dir = scratch_dir("master-thread");
+    std::fs::write(
+        dir.join("plain_app.py"),
+        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Length', '2')])\n    return [b'ok']\n",
+    )
+    .unwrap();
+    for program in [gunicorn(), rgunicorn()] {
+        let server = Server::start_conf(&program, "plain_app", &dir, WATCHER_CONF, &[]);
+        server.wait_until(|| server.hooks().iter().any(|l| l.starts_with("killed ")));
+        let hooks = server.hooks();
+        let killed: i32 = hooks
+            .iter()
+            .find_map(|l| l.strip_prefix("killed "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        // The thread goes on ticking while the master waits, and sees the
+        // killed worker replaced.
+        server.wait_until(|| {
+            server.hooks().iter().any(|l| {
+                let pids: Vec<&str> = l.split(' ').skip(2).collect();
+                l.starts_with("tick ") && pids.len() == 2 && !pids.contains(&&*killed.to_string())
+            })
+        });
+        assert!(!server.worker_pids().contains(&killed), "{program:?}");
+        // The thread also runs while the master stops (closing listeners
+        // runs Python): it never finds the server object borrowed.
+        let lines = server.stderr_lines.clone();
+        assert_eq!(server.stop(), 0, "{program:?}");
+        let lines = lines.lock().unwrap();
+        assert!(
+            !lines.iter().any(|l| l.contains("Exception in thread")),
+            "{program:?}: {lines:#?}"
+        );
+        std::fs::remove_file(dir.join("hooks.log")).ok();
+    }
 }

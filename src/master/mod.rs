@@ -442,13 +442,11 @@ impl<'py> Master<'py> {
                     .map_err(|e| MasterError::Startup(e.to_string()))?
             }
         };
-        {
-            let mut server = self.server.borrow_mut(py);
-            server.systemd = self.systemd;
-            server
-                .set_listeners(py, &self.listeners, self.tls.is_some())
-                .map_err(|e| MasterError::Startup(format!("hooks' LISTENERS: {e}")))?;
-        }
+        self.server.borrow_mut(py).systemd = self.systemd;
+        self.server
+            .borrow(py)
+            .set_listeners(py, &self.listeners, self.tls.is_some())
+            .map_err(|e| MasterError::Startup(format!("hooks' LISTENERS: {e}")))?;
         log::debug("Arbiter booted");
         log::info(&format!(
             "Listening at: {} ({})",
@@ -558,7 +556,7 @@ impl<'py> Master<'py> {
                     sock::close(l, unlink);
                 }
                 let tls = self.tls.is_some();
-                let mut server = self.server.borrow_mut(py);
+                let server = self.server.borrow(py);
                 server.close_listeners(py);
                 if let Err(e) = server.set_listeners(py, &self.listeners, tls) {
                     log::error(&format!("hooks' LISTENERS: {e}"));
@@ -609,11 +607,13 @@ impl<'py> Master<'py> {
                 }
                 .min(self.until_recycle_check()),
             );
-            let signals = self
-                .signals
-                .as_ref()
-                .expect("installed")
-                .wait_also(timeout, &self.polled_fds());
+            // The wait lets go of the GIL: Python threads the hooks started
+            // in the master (a memory watcher in when_ready, a metrics
+            // server) run meanwhile, as they do in gunicorn's arbiter.
+            let pipe = self.signals.as_ref().expect("installed");
+            let fds = self.polled_fds();
+            let signals = self.py.detach(|| pipe.wait_also(timeout, &fds));
+            drop(fds);
             for sig in signals {
                 if sig == Signal::SIGCHLD {
                     log::debug("Handling signal: chld");
@@ -1493,7 +1493,7 @@ impl<'py> Master<'py> {
             reloader.stop();
         }
         let unlink = self.may_unlink();
-        self.server.borrow_mut(self.py).close_listeners(self.py);
+        self.server.borrow(self.py).close_listeners(self.py);
         for l in self.listeners.drain(..) {
             sock::close(l, unlink);
         }

@@ -272,8 +272,11 @@ impl PyListener {
 
     /// Close this copy (the server's listener stays open). An error is
     /// logged, as gunicorn does.
-    fn close(&mut self, py: Python<'_>) {
-        if let Some(sock) = self.sock.take() {
+    /// The socket is taken out first and closed with no borrow held
+    /// (closing runs Python, and another thread may read the listener).
+    fn close(slf: &Bound<'_, Self>, py: Python<'_>) {
+        let sock = slf.borrow_mut().sock.take();
+        if let Some(sock) = sock {
             if let Err(e) = sock.bind(py).call_method0("close") {
                 log::info(&format!("Error while closing socket {}", e.value(py)));
             }
@@ -478,12 +481,7 @@ impl PyServer {
 
     /// `LISTENERS`: a copy of each listener for the hooks (the list object
     /// stays the same, as workers share it as `worker.sockets`).
-    pub fn set_listeners(
-        &mut self,
-        py: Python<'_>,
-        listeners: &[Listener],
-        tls: bool,
-    ) -> PyResult<()> {
+    pub fn set_listeners(&self, py: Python<'_>, listeners: &[Listener], tls: bool) -> PyResult<()> {
         let list = self.listeners.bind(py);
         for l in listeners {
             list.append(Py::new(py, listener_copy(py, l, tls)?)?)?;
@@ -493,13 +491,17 @@ impl PyServer {
 
     /// Stopping (or a HUP that changed `bind`): close the master's copies
     /// and empty `LISTENERS`, as gunicorn's `stop`.
-    pub fn close_listeners(&mut self, py: Python<'_>) {
-        for l in self.listeners.bind(py).iter() {
+    ///
+    /// Takes `&self`: closing runs Python (`socket.close`), during which
+    /// another Python thread may look at the server; emptied in place.
+    pub fn close_listeners(&self, py: Python<'_>) {
+        let list = self.listeners.bind(py);
+        for l in list.iter() {
             if let Ok(l) = l.cast::<PyListener>() {
-                l.borrow_mut().close(py);
+                PyListener::close(l, py);
             }
         }
-        self.listeners = PyList::empty(py).unbind();
+        let _ = list.del_slice(0, list.len());
         // All closed: a worker forked later has none of them to let go of.
         if let Ok(mut copies) = LISTENER_COPIES.lock() {
             copies.clear();
@@ -542,6 +544,18 @@ impl PyServer {
     #[getter]
     fn dirty_arbiter_pid(&self) -> i32 {
         0
+    }
+
+    /// gunicorn's `kill_worker(pid, sig)`: send a worker a signal (a
+    /// memory watcher's thread in the master recycles a worker this way);
+    /// a process already gone is no error. The master then sees the
+    /// worker's exit as any other: a TERM drains it, and it is replaced.
+    fn kill_worker(&self, py: Python<'_>, pid: i32, sig: i32) -> PyResult<()> {
+        match py.import("os")?.call_method1("kill", (pid, sig)) {
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyProcessLookupError>(py) => Ok(()),
+            Err(e) => Err(e),
+            Ok(_) => Ok(()),
+        }
     }
 
     fn __repr__(&self) -> String {
