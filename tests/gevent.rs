@@ -858,25 +858,35 @@ fn without_gevent_the_start_fails_with_gunicorns_message() {
     );
 }
 
+/// rgunicorn run to its end on `gevent_app:app` with `args` added (a
+/// start that is refused): (status, stderr).
+fn refused_start(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    std::fs::write(dir.join("gevent_app.py"), app_file("gevent_app.py")).unwrap();
+    let out = Command::new(rgunicorn())
+        .current_dir(dir)
+        .args(["gevent_app:app", "-b", "127.0.0.1:0"])
+        .args(args)
+        .env("VIRTUAL_ENV", venv())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// gevent-websocket's worker (Flask-SocketIO) is refused by name.
 #[test]
 fn the_gevent_websocket_worker_is_refused_by_name() {
     let dir = scratch_dir("gevent-ws");
-    std::fs::write(dir.join("gevent_app.py"), app_file("gevent_app.py")).unwrap();
-    let out = Command::new(rgunicorn())
-        .current_dir(&dir)
-        .args([
-            "gevent_app:app",
+    let (status, err) = refused_start(
+        &dir,
+        &[
             "-k",
             "geventwebsocket.gunicorn.workers.GeventWebSocketWorker",
-            "-b",
-            "127.0.0.1:0",
-        ])
-        .env("VIRTUAL_ENV", venv())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+        ],
+    );
+    assert_eq!(status, Some(1), "{err}");
     assert!(
         err.contains("GeventWebSocketWorker) is not supported by rgunicorn: gevent-websocket"),
         "{err}"
@@ -891,7 +901,6 @@ fn the_gevent_websocket_worker_is_refused_by_name() {
 #[test]
 fn a_worker_class_taking_over_connections_is_refused_by_name() {
     let dir = scratch_dir("gevent-takeover");
-    std::fs::write(dir.join("gevent_app.py"), app_file("gevent_app.py")).unwrap();
     std::fs::write(
         dir.join("rpc_worker.py"),
         "from gunicorn.workers.ggevent import GeventWorker\n\
@@ -899,21 +908,8 @@ fn a_worker_class_taking_over_connections_is_refused_by_name() {
          \x20       client.setblocking(1)\n        self.wsgi.handler(client, addr)\n",
     )
     .unwrap();
-    let out = Command::new(rgunicorn())
-        .current_dir(&dir)
-        .args([
-            "gevent_app:app",
-            "-k",
-            "rpc_worker.RpcWorker",
-            "-b",
-            "127.0.0.1:0",
-        ])
-        .arg("--check-config")
-        .env("VIRTUAL_ENV", venv())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (status, err) = refused_start(&dir, &["-k", "rpc_worker.RpcWorker", "--check-config"]);
+    assert_eq!(status, Some(1), "{err}");
     assert!(
         err.contains(
             "worker_class \"rpc_worker.RpcWorker\" (rpc_worker.RpcWorker) overrides handle() \

@@ -705,15 +705,10 @@ fn a_changed_bind_applies_on_hup() {
 
 /// The memory-watcher pattern of real configs: `when_ready` starts a
 /// thread in the master that looks at `server.WORKERS` now and then and
-/// recycles a worker with `server.kill_worker(pid, SIGTERM)`.
-const WATCHER_CONF: &str = r#"
-bind = "127.0.0.1:0"
-workers = 2
-import os, signal, threading, time
-HOOK_LOG = os.environ["HOOK_LOG"]
-def _rec(*parts):
-    with open(HOOK_LOG, "a") as f:
-        f.write(" ".join(str(p) for p in parts) + "\n")
+/// recycles a worker with `server.kill_worker(pid, SIGTERM)` (appended to
+/// [`HOOKS_CONF`], whose `_rec` it uses).
+const WATCHER_HOOK: &str = r#"
+import signal, threading, time
 def when_ready(server):
     def watch():
         killed = None
@@ -732,13 +727,10 @@ def when_ready(server):
 #[test]
 fn a_thread_started_in_when_ready_runs_and_recycles_a_worker_as_in_gunicorn() {
     let dir = scratch_dir("master-thread");
-    std::fs::write(
-        dir.join("plain_app.py"),
-        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Length', '2')])\n    return [b'ok']\n",
-    )
-    .unwrap();
+    copy_test_apps(&dir);
+    let conf = format!("{HOOKS_CONF}{WATCHER_HOOK}");
     for program in [gunicorn(), rgunicorn()] {
-        let server = Server::start_conf(&program, "plain_app", &dir, WATCHER_CONF, &[]);
+        let server = Server::start_conf(&program, "plain_app", &dir, &conf, &[]);
         server.wait_until(|| server.hooks().iter().any(|l| l.starts_with("killed ")));
         let hooks = server.hooks();
         let killed: i32 = hooks

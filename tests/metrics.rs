@@ -180,12 +180,18 @@ fn prometheus_counts_max_requests_restarts() {
     assert_eq!(server.stop(), 0);
 }
 
+/// A local statsd receiver: the socket (reads wait at most `wait`) and
+/// its address for `statsd_host`.
+fn statsd_receiver(wait: Duration) -> (UdpSocket, String) {
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(wait)).unwrap();
+    let addr = udp.local_addr().unwrap().to_string();
+    (udp, addr)
+}
+
 #[test]
 fn statsd_packets_use_gunicorn_names_prefix_and_tags() {
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    udp.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let addr = udp.local_addr().unwrap().to_string();
+    let (udp, addr) = statsd_receiver(Duration::from_millis(200));
     let dir = scratch_dir("metrics-statsd");
     let server = Server::start(
         &dir,
@@ -316,20 +322,14 @@ def post_request(worker, req, environ, resp):
         worker.log.gauge("hook.gauge", 7)
         worker.log.histogram("hook.histogram", 2.5)
         worker.log.timer("hook.timer", 12)
+    worker.log.info("post_request done")
 "#;
 
 #[test]
 fn hooks_send_statsd_metrics_through_log_as_in_gunicorn() {
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    udp.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let addr = udp.local_addr().unwrap().to_string();
+    let (udp, addr) = statsd_receiver(Duration::from_millis(100));
     let dir = scratch_dir("metrics-hook-statsd");
-    std::fs::write(
-        dir.join("plain_app.py"),
-        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Length', '2')])\n    return [b'ok']\n",
-    )
-    .unwrap();
+    copy_test_apps(&dir);
     std::fs::write(dir.join("hookmetrics.conf.py"), HOOK_METRICS_CONF).unwrap();
     let mut seen = Vec::new();
     for program in [gunicorn(), rgunicorn()] {
@@ -362,7 +362,9 @@ fn hooks_send_statsd_metrics_through_log_as_in_gunicorn() {
                 }
                 lines.sort();
             }
-            // The empty info() with a metric writes no line with statsd on.
+            // The empty info() with a metric writes no line with statsd on
+            // (pre_request's line would come before post_request's).
+            server.wait_until(|| server.logged("post_request done"));
             assert!(
                 server.log_lines(|l| l.ends_with("[INFO] ")).is_empty(),
                 "{program:?}"

@@ -21,8 +21,6 @@ fn venv() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv")
 }
 
-const APP: &str = "def application(environ, start_response):\n    start_response('200 OK', [('Content-Length', '2')])\n    return [b'ok']\n";
-
 /// The config's pattern: a subclass adding a header, put in gunicorn's
 /// module.
 const RESPONSE_CONF: &str = r#"
@@ -62,7 +60,7 @@ gunicorn.SERVER = "hidden"
 
 fn setup(name: &str) -> PathBuf {
     let dir = scratch_dir(name);
-    std::fs::write(dir.join("plain_app.py"), APP).unwrap();
+    common::copy_test_apps(&dir);
     std::fs::write(dir.join("patching_app.py"), PATCHING_APP).unwrap();
     std::fs::write(dir.join("response.conf.py"), RESPONSE_CONF).unwrap();
     std::fs::write(dir.join("arbiter.conf.py"), ARBITER_CONF).unwrap();
@@ -107,40 +105,36 @@ fn rgunicorn_refusal(dir: &Path, app: &str, conf: &str) -> (i32, String) {
 #[test]
 fn a_replaced_response_writer_is_refused_by_name_where_gunicorn_adds_headers() {
     let dir = setup("patched-response");
-    // In the config: the master refuses before binding.
-    let theirs = gunicorn_response(&dir, "plain_app", "response.conf.py");
-    assert!(theirs.contains("\r\nX-Frame-Options: DENY\r\n"), "{theirs}");
-    let (status, stderr) = rgunicorn_refusal(&dir, "plain_app", "response.conf.py");
-    assert_eq!(status, 1, "{stderr}");
-    assert!(
-        stderr.contains(
-            "gunicorn.http.wsgi.Response was replaced by __config__.Response: rgunicorn writes \
-             responses in Rust and never calls it"
-        ),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("Listening at"), "{stderr}");
-
-    // In the app module: its worker fails to boot, and the master stops.
     std::fs::write(dir.join("empty.conf.py"), "").unwrap();
-    let theirs = gunicorn_response(&dir, "patching_app", "empty.conf.py");
-    assert!(theirs.contains("\r\nX-Frame-Options: DENY\r\n"), "{theirs}");
-    let (status, stderr) = rgunicorn_refusal(&dir, "patching_app", "empty.conf.py");
-    assert_eq!(status, 3, "{stderr}");
-    assert!(
-        stderr.contains(
-            "gunicorn.http.wsgi.Response.default_headers was replaced by \
-             patching_app.default_headers"
+    // In the config, the master refuses before binding; in the app module,
+    // its worker fails to boot and the master stops. gunicorn sends the
+    // header both times.
+    let cases = [
+        (
+            "plain_app",
+            "response.conf.py",
+            1,
+            "gunicorn.http.wsgi.Response was replaced by __config__.Response: rgunicorn writes \
+             responses in Rust and never calls it",
+            ("Listening at", false),
         ),
-        "{stderr}"
-    );
-    assert!(stderr.contains("Worker failed to boot"), "{stderr}");
-
-    // --check-config reports both, as a start would refuse them.
-    for (app, conf) in [
-        ("plain_app", "response.conf.py"),
-        ("patching_app", "empty.conf.py"),
-    ] {
+        (
+            "patching_app",
+            "empty.conf.py",
+            3,
+            "gunicorn.http.wsgi.Response.default_headers was replaced by \
+             patching_app.default_headers",
+            ("Worker failed to boot", true),
+        ),
+    ];
+    for (app, conf, want_status, refusal, (line, logged)) in cases {
+        let theirs = gunicorn_response(&dir, app, conf);
+        assert!(theirs.contains("\r\nX-Frame-Options: DENY\r\n"), "{theirs}");
+        let (status, stderr) = rgunicorn_refusal(&dir, app, conf);
+        assert_eq!(status, want_status, "{stderr}");
+        assert!(stderr.contains(refusal), "{stderr}");
+        assert_eq!(stderr.contains(line), logged, "{stderr}");
+        // --check-config reports it, as a start refuses it.
         let out = Command::new(rgunicorn())
             .current_dir(&dir)
             .args([app, "-c", conf, "--check-config"])

@@ -188,32 +188,24 @@ fn lifetime_recycling_loses_no_request_under_load() {
 }
 
 /// A real config's memory guard: `post_request` sets `worker.alive =
-/// False` (here on one path) and gunicorn's worker leaves its loop.
-const NOT_ALIVE_CONF: &str = r#"
-bind = "127.0.0.1:0"
+/// False` (here on one query) and gunicorn's worker leaves its loop; the
+/// hooks of [`HOOKS_CONF`] record the rest.
+const NOT_ALIVE_HOOK: &str = r#"
 workers = 1
 graceful_timeout = 10
-import os
-HOOK_LOG = os.environ["HOOK_LOG"]
-def _rec(*parts):
-    with open(HOOK_LOG, "a") as f:
-        f.write(" ".join(str(p) for p in parts) + "\n")
-def post_worker_init(worker): _rec("post_worker_init", worker.pid)
 def post_request(worker, req, environ, resp):
-    if req.path == "/retire":
+    if req.query == "retire=1":
         worker.alive = False
-def worker_exit(server, worker): _rec("worker_exit", worker.pid)
 "#;
-
-const PID_APP: &str = "import os\ndef application(environ, start_response):\n    body = str(os.getpid()).encode()\n    start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n";
 
 #[test]
 fn worker_alive_false_in_a_hook_retires_the_worker_as_in_gunicorn() {
     let dir = scratch_dir("recycle-not-alive");
-    std::fs::write(dir.join("pid_app.py"), PID_APP).unwrap();
+    copy_test_apps(&dir);
+    let conf = format!("{HOOKS_CONF}{NOT_ALIVE_HOOK}");
     for program in [gunicorn(), rgunicorn()] {
         let ours = program == rgunicorn();
-        let server = Server::start_conf(&program, "pid_app", &dir, NOT_ALIVE_CONF, &[]);
+        let server = Server::start_conf(&program, "plain_app", &dir, &conf, &[]);
         server.wait_until(|| count(&server.hooks(), "post_worker_init") == 1);
         let pid = |path: &str| -> i32 {
             let (status, body) = server.get(path).unwrap();
@@ -222,23 +214,24 @@ fn worker_alive_false_in_a_hook_retires_the_worker_as_in_gunicorn() {
                 .parse()
                 .unwrap_or_else(|_| panic!("{program:?} {path}: {body:?}"))
         };
-        let first = pid("/");
+        let first = pid("/pid");
         // rgunicorn: a keep-alive load throughout loses nothing (gunicorn's
         // sync worker closes each connection, so it is not loaded here).
         let load = ours.then(|| Load::start(server.port, 4));
-        assert_eq!(pid("/retire"), first, "{program:?}");
-        server.wait_until(|| pid("/") != first);
-        server.wait_until(|| server.hooks().contains(&format!("worker_exit {first}")));
+        assert_eq!(pid("/pid?retire=1"), first, "{program:?}");
+        server.wait_until(|| pid("/pid") != first);
+        let exited = format!("worker_exit {first} ");
+        server.wait_until(|| server.hooks().iter().any(|l| l.starts_with(&exited)));
         server.wait_until(|| !server.worker_pids().contains(&first));
         if let Some(load) = load {
             let (ok, failed) = load.finish();
             assert_eq!(failed, 0, "{ok} ok");
             // Replacement first, then the old worker's exit.
             let hooks = server.hooks();
-            let new = pid("/");
+            let new = pid("/pid");
             assert!(
-                hook_index(&hooks, &format!("post_worker_init {new}"))
-                    < hook_index(&hooks, &format!("worker_exit {first}")),
+                hook_index(&hooks, &format!("post_worker_init {new} "))
+                    < hook_index(&hooks, &exited),
                 "{hooks:#?}"
             );
         }

@@ -228,11 +228,7 @@ def post_request(worker, req, environ, resp):
 fn attributes_pre_request_sets_on_req_reach_post_request_as_in_gunicorn() {
     let dir = scratch_dir("reqhooks-attrs");
     std::fs::write(dir.join("timing.conf.py"), TIMING_CONF).unwrap();
-    std::fs::write(
-        dir.join("plain_app.py"),
-        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n",
-    )
-    .unwrap();
+    copy_test_apps(&dir);
     // gunicorn's sync worker, rgunicorn with the same WSGI app, and
     // rgunicorn's built-in Rust app (the hooks serve every kind of app).
     for (program, app) in [

@@ -610,10 +610,11 @@ impl<'py> Master<'py> {
             // The wait lets go of the GIL: Python threads the hooks started
             // in the master (a memory watcher in when_ready, a metrics
             // server) run meanwhile, as they do in gunicorn's arbiter.
-            let pipe = self.signals.as_ref().expect("installed");
-            let fds = self.polled_fds();
-            let signals = self.py.detach(|| pipe.wait_also(timeout, &fds));
-            drop(fds);
+            let signals = {
+                let pipe = self.signals.as_ref().expect("installed");
+                let fds = self.polled_fds();
+                self.py.detach(|| pipe.wait_also(timeout, &fds))
+            };
             for sig in signals {
                 if sig == Signal::SIGCHLD {
                     log::debug("Handling signal: chld");

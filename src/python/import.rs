@@ -200,8 +200,7 @@ pub fn import_in_worker(py: Python<'_>, uri: &str) -> Result<Py<PyAny>, BootErro
     // (the config's replacement ended the start in the master).
     if let Some(replaced) = crate::python::patched::response_writer(py) {
         crate::log::error(&format!(
-            "Exception in worker process
-{}",
+            "Exception in worker process\n{}",
             replaced.refusal()
         ));
         return Err(BootError::Worker);

@@ -114,9 +114,12 @@ impl Slot {
     /// Serving -> [`SlotState::WantsRetire`], for `why`: true for the one
     /// caller that made the change (the one to wake the master).
     pub fn ask_retire(&self, why: RetireAsk) -> bool {
-        // Before the state: the master reads the reason once it sees the
-        // state. (A second ask, refused below, may relabel it: the reason
-        // is only a metrics label.)
+        // A worker already asked (or past serving) keeps its reason: each
+        // request after max_requests asks again.
+        if self.state() != SlotState::Serving {
+            return false;
+        }
+        // Before the state: the master reads the reason once it sees it.
         self.retire_ask.store(why as u32, Ordering::Release);
         self.transition(SlotState::Serving, SlotState::WantsRetire)
     }

@@ -157,10 +157,10 @@ macro_rules! level_methods {
                     31..=40 => Level::Error,
                     _ => Level::Critical,
                 };
-                log::count(level);
                 if !self.statsd.log_extra(msg, kwargs)? {
                     return Ok(());
                 }
+                log::count(level);
                 let mut all = vec![lvl.into_pyobject(py)?.into_any(), msg.clone()];
                 all.extend(args.iter());
                 crate::python::logging::error_logger(py)?

@@ -17,7 +17,6 @@ use crate::observe::metrics::Statsd;
 use crate::settings::Statsd as StatsdSettings;
 
 /// The statsd side of one `log` object.
-#[derive(Default)]
 pub(super) struct StatsdLog {
     settings: Option<StatsdSettings>,
     /// This process's socket, connected on first use: (pid, socket).
@@ -35,9 +34,13 @@ impl StatsdLog {
         }
     }
 
-    /// Send one line (already formatted) on this process's socket.
-    fn send(&self, line: String) {
+    /// Send one metric of `kind` on this process's socket, in gunicorn's
+    /// line format (`rate`: `increment` and `decrement`'s sampling rate).
+    fn send(&self, kind: Kind, name: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, rate: &str) {
         let Some(settings) = &self.settings else {
+            return;
+        };
+        let (Ok(name), Ok(value)) = (name.str(), value.str()) else {
             return;
         };
         let pid = std::process::id();
@@ -45,9 +48,22 @@ impl StatsdLog {
         if !matches!(&*sock, Some((p, _)) if *p == pid) {
             *sock = Some((pid, Statsd::connect(settings)));
         }
-        if let Some((_, Some(statsd))) = &*sock {
-            statsd.send(&[line]);
-        }
+        let Some((_, Some(statsd))) = &*sock else {
+            return;
+        };
+        let value = value.to_string_lossy();
+        let line = match kind {
+            Kind::Gauge => statsd.line(&name.to_string_lossy(), value, "g"),
+            Kind::Increment => statsd.line(&name.to_string_lossy(), value, &format!("c|@{rate}")),
+            Kind::Decrement => statsd.line(
+                &name.to_string_lossy(),
+                format!("-{value}"),
+                &format!("c|@{rate}"),
+            ),
+            Kind::Timer => statsd.line(&name.to_string_lossy(), value, "ms"),
+            Kind::Histogram => statsd.line(&name.to_string_lossy(), value, "h"),
+        };
+        statsd.send(&[line]);
     }
 
     /// `log.<name>` when it is one of gunicorn's statsd methods and
@@ -77,9 +93,9 @@ impl StatsdLog {
         msg: &Bound<'_, PyAny>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<bool> {
-        let Some(settings) = &self.settings else {
+        if self.settings.is_none() {
             return Ok(true);
-        };
+        }
         let extra = match kwargs.map(|k| k.get_item("extra")).transpose()?.flatten() {
             Some(extra) if !extra.is_none() => Some(extra),
             _ => None,
@@ -101,14 +117,7 @@ impl StatsdLog {
                         _ => None,
                     };
                     if let Some(kind) = kind {
-                        let (metric, value) = (metric.str()?, value.str()?);
-                        let line = kind.line(
-                            settings,
-                            &metric.to_string_lossy(),
-                            &value.to_string_lossy(),
-                            "1.0",
-                        );
-                        self.send(line);
+                        self.send(kind, &metric, &value, "1.0");
                     }
                 }
             }
@@ -130,26 +139,7 @@ enum Kind {
     Histogram,
 }
 
-impl Kind {
-    /// gunicorn's format for the kind, before the dogstatsd tags.
-    fn line(self, settings: &StatsdSettings, name: &str, value: &str, rate: &str) -> String {
-        let prefix = &settings.prefix;
-        let mut line = match self {
-            Kind::Gauge => format!("{prefix}{name}:{value}|g"),
-            Kind::Increment => format!("{prefix}{name}:{value}|c|@{rate}"),
-            Kind::Decrement => format!("{prefix}{name}:-{value}|c|@{rate}"),
-            Kind::Timer => format!("{prefix}{name}:{value}|ms"),
-            Kind::Histogram => format!("{prefix}{name}:{value}|h"),
-        };
-        if !settings.tags.is_empty() {
-            line.push_str("|#");
-            line.push_str(&settings.tags);
-        }
-        line
-    }
-}
-
-/// `log.increment` and the others, bound to the logger's settings.
+/// `log.increment` and the others, bound to their logger.
 #[pyclass(module = "rgunicorn", name = "StatsdMethod")]
 struct StatsdMethod {
     log: Arc<StatsdLog>,
@@ -177,17 +167,7 @@ impl StatsdMethod {
                 ))
             }
         };
-        let Some(settings) = &self.log.settings else {
-            return Ok(());
-        };
-        let (name, value) = (name.str()?, value.str()?);
-        let line = self.kind.line(
-            settings,
-            &name.to_string_lossy(),
-            &value.to_string_lossy(),
-            &rate,
-        );
-        self.log.send(line);
+        self.log.send(self.kind, name, value, &rate);
         Ok(())
     }
 }
